@@ -1,0 +1,1 @@
+"""lnl_jax: LNLAttenNet (local non-local joint network for facial expression recognition) in JAX/Flax."""

@@ -1,0 +1,48 @@
+"""The one record type every reader returns: what to load for a split, not the loaded pixels."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+class DataError(ValueError):
+  """Bad input data (missing files, malformed label lines, ...); the message names path and fix."""
+
+
+@dataclasses.dataclass
+class Records:
+  """N examples of one split.
+
+  Exactly one of `paths` (image files, decoded lazily by the pipeline) or `images` (in-memory
+  uint8 pixels, for FER2013's CSV and the synthetic faces) is set.
+  """
+  class_names: tuple[str, ...]
+  labels: np.ndarray  # (N,) int32 in [0, len(class_names))
+  paths: np.ndarray | None = None  # (N,) str
+  images: np.ndarray | None = None  # (N, H, W, 3) uint8
+  boxes: np.ndarray | None = None  # (N, 4) int32 face box (top, left, height, width) to crop, or -1s
+  soft_labels: np.ndarray | None = None  # (N, C) float32 label distribution (FERPlus votes)
+  subjects: np.ndarray | None = None  # (N,) str subject id, for subject-wise folds
+  crucial: np.ndarray | None = None  # (N, M) bool patches holding expression cues (synthetic)
+  source: str = ''  # what was read, for the log ("RAF-DB basic, Image/aligned, train")
+
+  def __post_init__(self):
+    self.labels = np.asarray(self.labels, np.int32)
+    if (self.paths is None) == (self.images is None):
+      raise ValueError('Records needs exactly one of paths or images')
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def subset(self, index: np.ndarray) -> 'Records':
+    """The records at `index` (an int array), every per-example field sliced alike."""
+    take = lambda a: None if a is None else a[index]
+    return dataclasses.replace(
+        self, labels=self.labels[index], paths=take(self.paths), images=take(self.images),
+        boxes=take(self.boxes), soft_labels=take(self.soft_labels), subjects=take(self.subjects),
+        crucial=take(self.crucial))

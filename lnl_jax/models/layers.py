@@ -1,0 +1,67 @@
+"""Small building blocks shared by the parts of the network."""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+xavier = nn.initializers.xavier_uniform()  # Sec. IV: "Xavier initializer", no pre-training
+
+
+def scaled(channels: int, width: float) -> int:
+  """A layer width of the paper scaled by the config's `model.width` multiplier."""
+  return max(1, round(channels * width))
+
+
+def conv(features: int, kernel: int, dtype, padding='SAME', name=None) -> nn.Conv:
+  return nn.Conv(features, (kernel, kernel), padding=padding, kernel_init=xavier, dtype=dtype,
+                 param_dtype=jnp.float32, name=name)
+
+
+def dense(features: int, dtype, name=None) -> nn.Dense:
+  return nn.Dense(features, kernel_init=xavier, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def max_pool2(x: jax.Array) -> jax.Array:
+  """2×2 max-pooling with stride 2 (floor: a 9×9 map gives 4×4, as in Table I)."""
+  return nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+
+
+def pool_to_grid(x: jax.Array, n: int) -> jax.Array:
+  """Max-pools a (B, h, h, C) map to (B, n, n, C).
+
+  Table I's 2×2/2 pooling when it gives n×n (9×9 → 4×4 for M = 16); otherwise adaptive max-pooling
+  with bins [⌊i·h/n⌋, ⌈(i+1)·h/n⌉) (the implementer's choice for M ≠ 16, as in PyTorch).
+  """
+  h = x.shape[1]
+  if h // 2 == n:
+    return max_pool2(x)
+  if h == n:
+    return x
+  bins = [(math.floor(i * h / n), math.ceil((i + 1) * h / n)) for i in range(n)]
+  rows = jnp.stack([x[:, a:b].max(axis=1) for a, b in bins], axis=1)  # (B, n, h, C)
+  return jnp.stack([rows[:, :, a:b].max(axis=2) for a, b in bins], axis=2)  # (B, n, n, C)
+
+
+class UpConv2x2(nn.Module):
+  """U-Net's 2×2 stride-2 up-convolution written as one matmul and a depth-to-space.
+
+  Each output pixel (2i+a, 2j+b) is x[i, j] · kernel[a, b]: exactly a transposed convolution with
+  a 2×2 kernel and stride 2, without the strided scatter that XLA's CPU backend runs at ~4 GFLOP/s
+  (MEASUREMENTS.md: `nn.ConvTranspose` 3–5 GFLOP/s against 80–160 for a plain conv).
+  """
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):  # (B, h, w, C) -> (B, 2h, 2w, F)
+    kernel = self.param('kernel', xavier, (2, 2, x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    b, h, w, _ = x.shape
+    y = jnp.einsum('bhwc,ijcf->bhiwjf', x, kernel)  # (B, h, 2, w, 2, F)
+    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+

@@ -1,0 +1,344 @@
+"""Tests of the tf.data input pipeline and PIL image decoding, on tiny files written with PIL."""
+import logging
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from lnl_jax.data import decode
+from lnl_jax.data import pipeline
+from lnl_jax.data.records import DataError, Records
+from lnl_jax.geometry import ConfigError
+
+S = 32  # image_size of every test: small keeps the file fast
+
+
+def _memory_records(n=20, size=S, num_classes=3, seed=0, **extra):
+  rng = np.random.default_rng(seed)
+  return Records(class_names=tuple('abcdefg'[:num_classes]),
+                 labels=rng.integers(0, num_classes, n),
+                 images=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                 source='test faces', **extra)
+
+
+def _all(batches):
+  return list(batches)
+
+
+def _cat(batches, key):
+  return np.concatenate([b[key] for b in batches])
+
+
+@pytest.fixture(scope='module')
+def jpeg_dir(tmp_path_factory):
+  """Eight real 40×48 JPEGs of random colour blocks."""
+  root = tmp_path_factory.mktemp('jpegs')
+  rng = np.random.default_rng(1)
+  paths = []
+  for i in range(8):
+    blocks = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    pixels = np.kron(blocks, np.ones((8, 8, 1), np.uint8))
+    paths.append(str(root / f'face_{i}.jpg'))
+    Image.fromarray(pixels).save(paths[-1], quality=95)
+  return paths
+
+
+def test_normalize_maps_uint8_to_minus_one_one():
+  out = np.asarray(pipeline.normalize(np.array([0, 255, 51], np.uint8)))
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out, [-1.0, 1.0, (0.2 - 0.5) / 0.5], atol=1e-6)
+
+
+def test_step_counts():
+  assert pipeline.steps_per_epoch(100, 32) == 3
+  assert pipeline.eval_steps(100, 32) == 4
+  assert pipeline.eval_steps(96, 32) == 3
+
+
+def test_train_batch_shapes_and_fields():
+  rng = np.random.default_rng(3)
+  soft = rng.dirichlet(np.ones(3), 20).astype(np.float32)
+  crucial = rng.random((20, 16)) < 0.3
+  records = _memory_records(size=40, soft_labels=soft, crucial=crucial)
+  batches = _all(pipeline.train_batches(records, batch_size=8, image_size=S, epoch=0, seed=0,
+                                        process_index=0, process_count=1))
+  assert len(batches) == pipeline.steps_per_epoch(20, 8) == 2
+  b = batches[0]
+  assert b['image'].shape == (8, S, S, 3) and b['image'].dtype == np.uint8
+  assert b['label'].dtype == np.int32 and b['index'].dtype == np.int32
+  assert b['soft_label'].shape == (8, 3) and b['soft_label'].dtype == np.float32
+  assert b['mask'].dtype == bool and b['mask'].all()
+  np.testing.assert_array_equal(b['label'], records.labels[b['index']])
+  np.testing.assert_array_equal(b['soft_label'], soft[b['index']])
+  np.testing.assert_array_equal(b['crucial'], crucial[b['index']])
+
+
+def test_eval_one_hot_without_soft_labels():
+  records = _memory_records(n=5)
+  (b,) = _all(pipeline.eval_batches(records, batch_size=8, image_size=S, process_index=0,
+                                    process_count=1))
+  expected = np.zeros((8, 3), np.float32)
+  expected[np.arange(5), records.labels] = 1
+  np.testing.assert_array_equal(b['soft_label'], expected)
+  assert 'crucial' not in b
+
+
+def test_eval_covers_every_example_once_with_padding_mask():
+  records = _memory_records(n=21)
+  batches = _all(pipeline.eval_batches(records, batch_size=8, image_size=S, process_index=0,
+                                       process_count=1))
+  assert len(batches) == 3 and all(b['image'].shape[0] == 8 for b in batches)
+  index, mask = _cat(batches, 'index'), _cat(batches, 'mask')
+  np.testing.assert_array_equal(index[mask], np.arange(21))
+  np.testing.assert_array_equal(mask, np.arange(24) < 21)
+  np.testing.assert_array_equal(index[~mask], -1)
+  # Eval never augments: pixels are the stored ones (already S×S, so not even resized).
+  np.testing.assert_array_equal(_cat(batches, 'image')[mask], records.images)
+
+
+@pytest.mark.parametrize('size', [64, 16])  # shrink (antialiased) and enlarge
+def test_eval_resizes_in_memory_images(size):
+  records = _memory_records(n=3, size=size)
+  records.images[:] = 0
+  records.images[:, :, size // 2:] = 200  # right half bright
+  (b,) = _all(pipeline.eval_batches(records, batch_size=4, image_size=S, process_index=0,
+                                    process_count=1))
+  image = b['image'][:3].astype(int)
+  assert image.shape == (3, S, S, 3)
+  assert (image[:, :, :15] == 0).all() and (image[:, :, 17:] == 200).all()
+
+
+def test_eval_paths_equal_plain_decode(jpeg_dir):
+  records = Records(class_names=('a', 'b'), labels=np.arange(8) % 2, paths=np.array(jpeg_dir))
+  batches = _all(pipeline.eval_batches(records, batch_size=8, image_size=S, process_index=0,
+                                       process_count=1))
+  for path, image in zip(jpeg_dir, batches[0]['image']):
+    expected = np.asarray(Image.open(path).convert('RGB').resize((S, S), Image.BILINEAR))
+    np.testing.assert_array_equal(image, expected)
+
+
+def _find_augmentation(out, original, pad):
+  """(flipped, dy, dx) such that out = crop of reflect-padded (flipped) original, or None."""
+  for flipped in (False, True):
+    src = original[:, ::-1] if flipped else original
+    padded = np.pad(src, ((pad, pad), (pad, pad), (0, 0)), mode='reflect')
+    for dy in range(2 * pad + 1):
+      for dx in range(2 * pad + 1):
+        if np.array_equal(padded[dy:dy + S, dx:dx + S], out):
+          return flipped, dy, dx
+  return None
+
+
+def test_train_flips_and_crops_against_unaugmented_images():
+  records = _memory_records(n=32)
+  pad = 4
+  batches = _all(pipeline.train_batches(records, batch_size=32, image_size=S, epoch=0, seed=5,
+                                        crop_padding=pad, process_index=0, process_count=1))
+  found = [_find_augmentation(image, records.images[i], pad)
+           for image, i in zip(batches[0]['image'], batches[0]['index'])]
+  assert None not in found, 'an output is no flip/crop of its source image'
+  flips = [f for f, _, _ in found]
+  assert 5 < sum(flips) < 27  # p = 0.5 flips
+  assert sum((dy, dx) != (pad, pad) for _, dy, dx in found) > 25  # crops shift most images
+
+
+def test_train_without_augmentation_is_identity():
+  records = _memory_records(n=8)
+  (b,) = _all(pipeline.train_batches(records, batch_size=8, image_size=S, epoch=0, seed=5,
+                                     crop_padding=0, flip=False, process_index=0,
+                                     process_count=1))
+  np.testing.assert_array_equal(b['image'], records.images[b['index']])
+
+
+def test_random_erasing_fills_one_rectangle():
+  records = _memory_records(n=8)
+  (b,) = _all(pipeline.train_batches(records, batch_size=8, image_size=S, epoch=0, seed=5,
+                                     crop_padding=0, flip=False, erase_prob=1.0,
+                                     process_index=0, process_count=1))
+  for image, i in zip(b['image'], b['index']):
+    changed = (image != records.images[i]).any(-1)
+    rows, cols = np.nonzero(changed.any(1))[0], np.nonzero(changed.any(0))[0]
+    assert changed.sum() >= 0.02 * S * S * 0.9
+    area = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    assert changed.sum() >= 0.9 * area  # the changed pixels fill their bounding box
+
+
+def test_same_seed_and_epoch_give_identical_batches():
+  records = _memory_records(n=24)
+  run = lambda epoch, seed: _all(pipeline.train_batches(
+      records, batch_size=8, image_size=S, epoch=epoch, seed=seed, erase_prob=0.5,
+      process_index=0, process_count=1))
+  first, again = run(3, 7), run(3, 7)
+  for a, b in zip(first, again):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert not np.array_equal(_cat(first, 'index'), _cat(run(4, 7), 'index'))
+  assert not np.array_equal(_cat(first, 'index'), _cat(run(3, 8), 'index'))
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_process_shards_make_up_the_global_batch(mode):
+  records = _memory_records(n=21)
+  make = dict(train=lambda **kw: pipeline.train_batches(records, epoch=2, seed=3, **kw),
+              eval=lambda **kw: pipeline.eval_batches(records, **kw))[mode]
+  kw = dict(batch_size=8, image_size=S)
+  whole = _all(make(process_index=0, process_count=1, **kw))
+  shards = [_all(make(process_index=p, process_count=2, **kw)) for p in (0, 1)]
+  assert len(shards[0]) == len(shards[1]) == len(whole)
+  for step, batch in enumerate(whole):
+    parts = [shard[step] for shard in shards]
+    assert parts[0]['image'].shape[0] == 4
+    for key in batch:  # same examples, same augmentation, same order
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), batch[key])
+
+
+def test_config_errors():
+  records = _memory_records(n=10)
+  with pytest.raises(ConfigError, match='multiple of the process count'):
+    pipeline.eval_batches(records, batch_size=5, image_size=S, process_index=0, process_count=2)
+  with pytest.raises(ConfigError, match='batch_size=16 exceeds the 10'):
+    pipeline.train_batches(records, batch_size=16, image_size=S, epoch=0, seed=0,
+                           process_index=0, process_count=1)
+  with pytest.raises(ConfigError, match='on_bad_image'):
+    pipeline.eval_batches(records, batch_size=4, image_size=S, on_bad_image='ignore',
+                          process_index=0, process_count=1)
+  with pytest.raises(ConfigError, match='crop_padding'):
+    pipeline.train_batches(records, batch_size=4, image_size=S, epoch=0, seed=0,
+                           crop_padding=S, process_index=0, process_count=1)
+
+
+def test_records_errors_name_the_problem():
+  records = _memory_records(n=4)
+  records.labels[2] = 3
+  with pytest.raises(DataError, match=r'test faces: labels must lie in \[0, 3\)'):
+    pipeline.eval_batches(records, batch_size=4, image_size=S, process_index=0, process_count=1)
+  records = _memory_records(n=4, boxes=np.array([[0, 0, 5, 5]] * 4))
+  with pytest.raises(DataError, match='face boxes are applied to image files only'):
+    pipeline.eval_batches(records, batch_size=4, image_size=S, process_index=0, process_count=1)
+  records = _memory_records(n=4)
+  records.images = records.images.astype(np.float32)
+  with pytest.raises(DataError, match=r'\(N, H, W, 3\) uint8'):
+    pipeline.eval_batches(records, batch_size=4, image_size=S, process_index=0, process_count=1)
+
+
+@pytest.fixture(scope='module')
+def bad_files(tmp_path_factory, jpeg_dir):
+  root = tmp_path_factory.mktemp('bad')
+  (root / 'empty.jpg').write_bytes(b'')
+  (root / 'notes.jpg').write_text('this is not an image\n')
+  data = open(jpeg_dir[0], 'rb').read()
+  (root / 'truncated.jpg').write_bytes(data[:len(data) // 2])
+  return [str(root / n) for n in ('empty.jpg', 'notes.jpg', 'truncated.jpg')]
+
+
+def _mixed_records(jpeg_dir, bad_files):
+  paths = np.array(jpeg_dir[:3] + bad_files[:1] + jpeg_dir[3:5] + bad_files[1:] + jpeg_dir[5:6])
+  return Records(class_names=('a', 'b'), labels=np.zeros(len(paths)), paths=paths, source='mixed')
+
+
+def test_bad_images_are_skipped_counted_and_logged(jpeg_dir, bad_files, caplog):
+  records = _mixed_records(jpeg_dir, bad_files)
+  counter = pipeline.BadImageCounter()
+  with caplog.at_level(logging.WARNING):
+    batches = _all(pipeline.eval_batches(records, batch_size=4, image_size=S, bad_images=counter,
+                                         process_index=0, process_count=1))
+  index, mask = _cat(batches, 'index'), _cat(batches, 'mask')
+  is_bad = np.isin(records.paths, bad_files)
+  np.testing.assert_array_equal(index[:len(records)], np.arange(len(records)))
+  np.testing.assert_array_equal(mask[:len(records)], ~is_bad)
+  assert not mask[len(records):].any()
+  assert (_cat(batches, 'image')[:len(records)][is_bad] == 0).all()
+  assert counter.count == 3 and sorted(counter.paths) == sorted(bad_files)
+  for path in bad_files:
+    assert path in caplog.text
+
+  counter = pipeline.BadImageCounter()
+  train = _all(pipeline.train_batches(records, batch_size=3, image_size=S, epoch=0, seed=0,
+                                      bad_images=counter, process_index=0, process_count=1))
+  assert len(train) == 3 and counter.count == 3
+  index, mask = _cat(train, 'index'), _cat(train, 'mask')
+  np.testing.assert_array_equal(mask, ~is_bad[index])
+
+
+@pytest.mark.parametrize('bad', [0, 1, 2])
+def test_bad_image_fail_raises_data_error_naming_file(jpeg_dir, bad_files, bad):
+  records = Records(class_names=('a',), labels=np.zeros(3),
+                    paths=np.array(jpeg_dir[:2] + [bad_files[bad]]))
+  with pytest.raises(DataError, match=bad_files[bad].split('/')[-1]):
+    _all(pipeline.eval_batches(records, batch_size=2, image_size=S, on_bad_image='fail',
+                               process_index=0, process_count=1))
+
+
+def _save(tmp_path, name, image, **kw):
+  path = str(tmp_path / name)
+  image.save(path, **kw)
+  return path
+
+
+def _format_cases(tmp_path):
+  """(path, expected mean RGB of the decoded image, tolerance) for each unusual file format."""
+  cases = {}
+  cases['cmyk'] = (_save(tmp_path, 'cmyk.jpg', Image.new('CMYK', (20, 30), (0, 255, 255, 0))),
+                   (255, 0, 0), 6)
+  cases['png16'] = (_save(tmp_path, 'max16.png', Image.fromarray(np.full((9, 7), 65535, np.uint16))),
+                    (255, 255, 255), 0)
+  cases['png16_mid'] = (_save(tmp_path, 'mid16.png',
+                              Image.fromarray(np.full((9, 7), 200 * 257, np.uint16))),
+                        (200, 200, 200), 0)
+  rgba = np.zeros((10, 10, 4), np.uint8)
+  rgba[..., :3] = (200, 100, 50)
+  rgba[:, 5:, 3] = 255  # left half transparent → black
+  cases['rgba'] = (_save(tmp_path, 'rgba.png', Image.fromarray(rgba, 'RGBA')), (100, 50, 25), 3)
+  pal = Image.new('P', (12, 12), 1)
+  pal.putpalette([0, 0, 0, 10, 120, 230] + [0] * 762)
+  cases['palette'] = (_save(tmp_path, 'palette.png', pal), (10, 120, 230), 0)
+  cases['grey_tiff'] = (_save(tmp_path, 'grey.tiff', Image.new('L', (11, 13), 77)), (77, 77, 77), 0)
+  cases['one_pixel'] = (_save(tmp_path, 'dot.png', Image.new('RGB', (1, 1), (10, 20, 30))),
+                        (10, 20, 30), 0)
+  return cases
+
+
+def test_unusual_formats_decode_to_rgb(tmp_path):
+  cases = _format_cases(tmp_path)
+  for name, (path, mean, tol) in cases.items():
+    image = decode.load_image(path, None, S)
+    assert image.shape == (S, S, 3) and image.dtype == np.uint8, name
+    np.testing.assert_allclose(image.reshape(-1, 3).mean(0), mean, atol=tol + 0.5, err_msg=name)
+  # And through the pipeline (PIL inside tf.numpy_function).
+  records = Records(class_names=('a',), labels=np.zeros(len(cases)),
+                    paths=np.array([p for p, _, _ in cases.values()]))
+  (b,) = _all(pipeline.eval_batches(records, batch_size=len(cases), image_size=S,
+                                    on_bad_image='fail', process_index=0, process_count=1))
+  means = b['image'].reshape(len(cases), -1, 3).mean(1)
+  expected = np.array([m for _, m, _ in cases.values()])
+  np.testing.assert_allclose(means, expected, atol=6.5)
+
+
+def test_boxes_crop_the_face_region(tmp_path):
+  green, blue = (0, 200, 0), (0, 0, 220)
+  pixels = np.full((64, 80, 3), 90, np.uint8)
+  pixels[10:26, 20:36] = green  # the face box (top=10, left=20, height=16, width=16)
+  pixels[40:, 50:] = blue  # a box running off the image is clipped to this corner
+  path = _save(tmp_path, 'scene.png', Image.fromarray(pixels))
+  boxes = np.array([[10, 20, 16, 16], [40, 50, 100, 100], [-1, -1, -1, -1], [70, 0, 10, 10]])
+  records = Records(class_names=('a',), labels=np.zeros(4), paths=np.array([path] * 4), boxes=boxes)
+  counter = pipeline.BadImageCounter()
+  (b,) = _all(pipeline.eval_batches(records, batch_size=4, image_size=S, bad_images=counter,
+                                    process_index=0, process_count=1))
+  assert (b['image'][0] == green).all()
+  assert (b['image'][1] == blue).all()
+  np.testing.assert_array_equal(b['image'][2], decode.load_image(path, None, S))
+  assert list(b['mask']) == [True, True, True, False] and counter.count == 1  # box off the image
+
+
+def test_box_in_large_jpeg_uses_scaled_decode_coordinates(tmp_path):
+  pixels = np.full((800, 960, 3), 40, np.uint8)
+  pixels[300:500, 400:600] = (230, 30, 30)
+  path = _save(tmp_path, 'big.jpg', Image.fromarray(pixels), quality=95)
+  image = decode.load_image(path, np.array([300, 400, 200, 200]), S).astype(int)
+  inner = image[2:-2, 2:-2].reshape(-1, 3)
+  assert np.abs(inner - (230, 30, 30)).max() <= 12
+
+
+def test_measure_throughput_is_positive():
+  assert pipeline.measure_throughput(_memory_records(n=16), 8, S, num_batches=3) > 0
