@@ -3,7 +3,7 @@
 A config file is an experiment (big_vision style): `configs/raf.py:cpu,none` is RAF-DB with the
 `cpu` size and the Model-S ablation. Variants are comma-separated words, parsed once here:
 
-  smoke      seconds on a CPU: tiny width, 64-px images, a few batches (tests, CI)
+  smoke      under a minute on a CPU: tiny width, 64-px images, a few batches (tests, CI)
   cpu        width 1/8 and 96-px images: trains to a meaningful accuracy on 2 CPU cores in about an hour
   bf16       bfloat16 compute (parameters stay float32)
   both | local | nonlocal | none
@@ -75,6 +75,7 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     if word == 'smoke':
       c.data.image_size, c.data.num_train, c.data.num_test, c.data.limit = 64, 96, 48, 96
       c.model.width, c.model.head_widths, c.model.overlap = 1 / 16, (32, 16), 8
+      c.model.ensemble = 'scan'  # same function; compiles 2× faster than 'loop' at this size
       c.train.batch_size, c.train.num_epochs, c.train.mean_of_last = 16, 2, 2
       c.train.log_every_steps = c.train.track_every_steps = 2
       c.train.track_faces = 4

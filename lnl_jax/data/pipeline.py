@@ -80,9 +80,12 @@ class BadImageCounter:
 def train_batches(records: Records, *, batch_size: int, image_size: int, epoch: int, seed: int,
                   crop_padding: int = 8, flip: bool = True, erase_prob: float = 0.0,
                   on_bad_image: str = 'skip', bad_images: BadImageCounter | None = None,
-                  process_index: int | None = None,
-                  process_count: int | None = None) -> Iterator[Batch]:
+                  process_index: int | None = None, process_count: int | None = None,
+                  start_step: int = 0) -> Iterator[Batch]:
   """One shuffled, augmented epoch: `steps_per_epoch(len(records), batch_size)` batches.
+
+  `start_step` skips the epoch's first batches without loading them (resuming mid-epoch); the
+  remaining batches are exactly those an uninterrupted epoch would give.
 
   Augmentation (Sec. IV-A: horizontal flips and random crops): flip with p=0.5 when `flip`;
   reflect-pad by `crop_padding` px and crop back to image_size; with `erase_prob`, a random
@@ -98,6 +101,7 @@ def train_batches(records: Records, *, batch_size: int, image_size: int, epoch: 
     raise ConfigError(f'batch_size={batch_size} exceeds the {len(records)} training examples of '
                       f'{records.source or "the split"}; lower batch_size')
   order = np.random.default_rng([seed, epoch]).permutation(len(records))[:steps * batch_size]
+  order = order[start_step * batch_size:]
   augment = lambda image, index: _augment(
       image, index, seed=seed, epoch=epoch, image_size=image_size, crop_padding=crop_padding,
       flip=flip, erase_prob=erase_prob)

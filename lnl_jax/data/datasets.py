@@ -1,0 +1,71 @@
+"""From a config's `data` block to the (train, test) `Records` of one run.
+
+Datasets with an official test split use it (RAF-DB, AffectNet's validation set, SFEW's Val,
+FER2013's PrivateTest); the others (CK+, MMI, JAFFE, flat class folders) are split by the
+subject-wise k-fold of `splits.kfold_split` with `data.num_folds` / `data.fold`.
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lnl_jax.data import readers, splits, synthetic
+from lnl_jax.data.records import Records
+from lnl_jax.geometry import ConfigError
+
+# config name -> (reader name, official (train, test) splits or None for k-fold)
+DATASETS = {
+    'raf': ('rafdb', ('train', 'test')),
+    'affectnet': ('affectnet', ('train', 'test')),
+    'sfew': ('sfew', ('train', 'test')),
+    'fer2013': ('fer2013', ('train', 'test')),
+    'ferplus': ('ferplus', ('train', 'test')),
+    'ckplus': ('ckplus', None),
+    'jaffe': ('jaffe', None),
+    'mmi': ('mmi', None),
+    'folder': ('folder', None),
+}
+
+
+def _options(name: str, data: ml_collections.ConfigDict) -> dict:
+  if name == 'affectnet':
+    return dict(num_classes=data.num_classes)
+  if name == 'ckplus':
+    return dict(include_contempt=data.num_classes == 8)
+  return {}
+
+
+def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 16,
+                overlap: int = 16) -> tuple[Records, Records]:
+  """The train and test records the config describes (synthetic faces need the patch grid)."""
+  if data.name == 'synthetic':
+    faces = synthetic.generate(data.num_train + data.num_test, image_size=data.image_size,
+                               seed=seed, num_patches=num_patches, overlap=overlap,
+                               occlusion_prob=data.occlusion_prob)
+    train, test = (faces.subset(np.arange(data.num_train)),
+                   faces.subset(np.arange(data.num_train, len(faces))))
+  elif data.name in DATASETS:
+    if not data.root:
+      raise ConfigError(f'data.root is empty: point --config.data.root at your copy of {data.name!r} '
+                        '(see the README for the layout each dataset expects).')
+    reader, official = DATASETS[data.name]
+    options = _options(data.name, data)
+    if data.name == 'folder' and all(os.path.isdir(os.path.join(data.root, s)) for s in ('train', 'test')):
+      official = ('train', 'test')
+    if official:
+      train, test = (readers.read(reader, data.root, s, **options) for s in official)
+    else:
+      train, test = splits.kfold_split(readers.read(reader, data.root, 'all', **options),
+                                       data.num_folds, data.fold, seed)
+  else:
+    raise ConfigError(f'data.name={data.name!r} is unknown; known: synthetic, {", ".join(DATASETS)}.')
+  if train.class_names != test.class_names:
+    raise ConfigError(f'train and test classes differ: {train.class_names} vs {test.class_names}.')
+  if data.limit:
+    train, test = (r.subset(np.arange(min(len(r), data.limit))) for r in (train, test))
+  logging.info('data: %s — %d train / %d test, classes %s', train.source or data.name, len(train),
+               len(test), ', '.join(train.class_names))
+  return train, test

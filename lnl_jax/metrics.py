@@ -1,0 +1,72 @@
+"""Accuracy figures and the workdir's metric files (metrics.jsonl, summary.json)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+  """(C, C) counts, rows = true class (as in the paper's Fig. 8–9)."""
+  cm = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(cm, (labels, predictions), 1)
+  return cm
+
+
+def accuracies(cm: np.ndarray) -> dict:
+  """Overall, per-class and balanced (mean per-class) accuracy of a confusion matrix, in %."""
+  per_class = 100.0 * np.diag(cm) / np.maximum(cm.sum(1), 1)
+  present = cm.sum(1) > 0
+  return dict(accuracy=100.0 * np.trace(cm) / max(cm.sum(), 1), per_class=per_class.tolist(),
+              balanced_accuracy=float(per_class[present].mean()) if present.any() else 0.0)
+
+
+class History:
+  """Per-epoch records in `workdir/metrics.jsonl`; a resumed run drops the epochs it redoes."""
+
+  def __init__(self, workdir: str, write: bool = True):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.write = write
+    self.records = []
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.records = [json.loads(line) for line in f if line.strip()]
+
+  def truncate(self, completed_epochs: int) -> None:
+    self.records = [r for r in self.records if r['epoch'] <= completed_epochs]
+    self._rewrite()
+
+  def append(self, record: dict) -> None:
+    self.records.append(record)
+    self._rewrite()
+
+  def _rewrite(self):
+    if not self.write:
+      return
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in self.records)
+    os.replace(tmp, self.path)
+
+
+def summarize(history: list[dict], cm: np.ndarray, class_names, mean_of_last: int, **extra) -> dict:
+  """summary.json: the paper's figure (mean test accuracy of the last `mean_of_last` epochs) and more."""
+  test = [r['test_accuracy'] for r in history if 'test_accuracy' in r]
+  last = test[-mean_of_last:]
+  acc = accuracies(cm)
+  return dict(
+      test_accuracy_last_epoch=test[-1] if test else None,
+      test_accuracy_mean_last_epochs=float(np.mean(last)) if last else None,
+      mean_over_epochs=len(last),
+      test_accuracy_best=max(test) if test else None,
+      balanced_accuracy=acc['balanced_accuracy'],
+      per_class_accuracy=dict(zip(class_names, acc['per_class'])),
+      confusion_matrix=cm.tolist(), class_names=list(class_names), epochs=len(test), **extra)
+
+
+def write_json(path: str, obj) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)

@@ -1,0 +1,114 @@
+"""The pure, jit-compiled pieces of training: state, optimiser, loss (Eq. 3–4), train and eval steps."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from lnl_jax.data.pipeline import normalize
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def create_learning_rate_fn(train: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  """Sec. IV-A: 3e-4, multiplied by 0.95 at the end of every epoch."""
+  return optax.exponential_decay(train.learning_rate, transition_steps=steps_per_epoch,
+                                 decay_rate=train.lr_decay, staircase=True)
+
+
+def create_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int):
+  """Adam (the paper names no optimiser; Adam is the usual choice for this recipe)."""
+  return optax.adam(create_learning_rate_fn(train, steps_per_epoch))
+
+
+def initialized(rng: jax.Array, model: nn.Module, image_size: int, tx) -> TrainState:
+  params = model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def l2_penalty(params) -> jax.Array:
+  """‖W‖² of Eq. (3) over every kernel (biases are not weights and are left out)."""
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  return sum(jnp.sum(jnp.square(x)) for path, x in leaves if path[-1].key == 'kernel')
+
+
+def loss_fn(params, batch, *, model, weight_decay, label_smoothing):
+  """Eq. (3)–(4): masked mean cross-entropy (soft labels where the data has votes) + λ‖W‖²."""
+  logits, aux = model.apply({'params': params}, normalize(batch['image']))
+  labels = optax.smooth_labels(batch['soft_label'], label_smoothing) if label_smoothing else batch['soft_label']
+  mask = batch['mask'].astype(jnp.float32)
+  ce = jnp.sum(optax.softmax_cross_entropy(logits, labels) * mask) / jnp.maximum(mask.sum(), 1.0)
+  return ce + weight_decay * l2_penalty(params), (ce, logits)
+
+
+def train_step(state: TrainState, batch, *, model, tx, train: ml_collections.ConfigDict):
+  """One Adam step on the global batch. A non-finite loss or gradient leaves the state unchanged
+  (the update is skipped) and is reported in the metrics as `nonfinite`, for the loop to act on."""
+  grad_fn = jax.value_and_grad(
+      functools.partial(loss_fn, model=model, weight_decay=train.weight_decay,
+                        label_smoothing=train.label_smoothing), has_aux=True)
+  (loss, (ce, logits)), grads = grad_fn(state.params, batch)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
+                         opt_state=keep(opt_state, state.opt_state))
+  mask = batch['mask']
+  metrics = dict(loss=loss, cross_entropy=ce, nonfinite=~finite,
+                 correct=jnp.sum((jnp.argmax(logits, -1) == batch['label']) & mask),
+                 count=jnp.sum(mask))
+  return new_state, metrics
+
+
+def eval_step(params, batch, *, model):
+  """Predictions and the attention weights of one batch (wᵍ, wˡ for the figures)."""
+  logits, aux = model.apply({'params': params}, normalize(batch['image']))
+  return dict(prediction=jnp.argmax(logits, -1), probs=jax.nn.softmax(logits),
+              w_global=aux['w_global'], w_local=aux['w_local'])
+
+
+class Parallel:
+  """Data parallelism over every device of every process: a 1-D mesh 'data', parameters
+  replicated, batches split along their first axis; steps are `jax.jit` with explicit shardings
+  (the modern form of pmap: one program, XLA inserts the gradient all-reduce)."""
+
+  def __init__(self):
+    self.mesh = Mesh(jax.devices(), ('data',))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch = NamedSharding(self.mesh, P('data'))
+
+  def check_batch_size(self, batch_size: int):
+    from lnl_jax.geometry import ConfigError
+    if batch_size % jax.device_count():
+      raise ConfigError(f'train.batch_size={batch_size} is not divisible by the {jax.device_count()} '
+                        'devices the batch is split over; use a multiple of the device count.')
+
+  def put_batch(self, batch: dict, keys=('image', 'label', 'soft_label', 'mask')):
+    """A host-local numpy batch → global arrays sharded over 'data' (multi-host aware)."""
+    return {k: jax.make_array_from_process_local_data(self.batch, batch[k]) for k in keys}
+
+  def jit_train_step(self, model, tx, train):
+    step = functools.partial(train_step, model=model, tx=tx, train=train)
+    return jax.jit(step, in_shardings=(self.replicated, self.batch),
+                   out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+
+  def jit_eval_step(self, model):
+    return jax.jit(functools.partial(eval_step, model=model),
+                   in_shardings=(self.replicated, self.batch), out_shardings=self.replicated)
+
+  def jit_init(self, model, image_size, tx):
+    return jax.jit(functools.partial(initialized, model=model, image_size=image_size, tx=tx),
+                   out_shardings=self.replicated)
