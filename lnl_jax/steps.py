@@ -12,7 +12,11 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from lnl_jax.data.pipeline import normalize
+
+
+def normalize(images):
+  """uint8 pixels → float32 in [-1, 1] (x/255 − 0.5)/0.5, on device: the host sends uint8."""
+  return (jnp.asarray(images, jnp.float32) / 255.0 - 0.5) / 0.5
 
 
 @flax.struct.dataclass

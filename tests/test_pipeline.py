@@ -2,6 +2,7 @@
 import logging
 
 import numpy as np
+from lnl_jax.steps import normalize
 from PIL import Image
 import pytest
 
@@ -44,7 +45,7 @@ def jpeg_dir(tmp_path_factory):
 
 
 def test_normalize_maps_uint8_to_minus_one_one():
-  out = np.asarray(pipeline.normalize(np.array([0, 255, 51], np.uint8)))
+  out = np.asarray(normalize(np.array([0, 255, 51], np.uint8)))
   assert out.dtype == np.float32
   np.testing.assert_allclose(out, [-1.0, 1.0, (0.2 - 0.5) / 0.5], atol=1e-6)
 

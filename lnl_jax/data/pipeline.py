@@ -1,7 +1,7 @@
 """tf.data input pipeline: `Records` → batches of uint8 faces, labels and masks, one epoch at a time.
 
 Batches are dicts of numpy arrays, per process (`global_batch // process_count` rows):
-  image       (B, S, S, 3) uint8 — normalise on device with `normalize` (uint8 keeps host→device
+  image       (B, S, S, 3) uint8 — normalised on device by `lnl_jax.steps.normalize` (uint8 keeps host→device
               traffic 4× smaller than float32)
   label       (B,) int32;  soft_label (B, C) float32 (the records' label distribution, else one-hot)
   index       (B,) int32 — position in `records`, -1 on padding, so analyses can find the image again
@@ -30,7 +30,6 @@ from typing import Iterator
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
@@ -42,11 +41,6 @@ Batch = dict[str, np.ndarray]
 # Random erasing's rectangle (Zhong et al., 2020): area 2–40% of the image, aspect ratio 0.3–3.3.
 ERASE_AREA = (0.02, 0.4)
 ERASE_ASPECT = (0.3, 1 / 0.3)
-
-
-def normalize(images):
-  """uint8 pixels → float32 in [-1, 1]: x/255 in [0, 1], minus 0.5, divided by 0.5."""
-  return (jnp.asarray(images, jnp.float32) / 255.0 - 0.5) / 0.5
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
