@@ -12,6 +12,8 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from lnl_jax.geometry import ConfigError
+
 
 
 def normalize(images):
@@ -89,15 +91,15 @@ class Parallel:
   replicated, batches split along their first axis; steps are `jax.jit` with explicit shardings
   (the modern form of pmap: one program, XLA inserts the gradient all-reduce)."""
 
-  def __init__(self):
-    self.mesh = Mesh(jax.devices(), ('data',))
+  def __init__(self, devices=None):
+    self.mesh = Mesh(jax.devices() if devices is None else devices, ('data',))
     self.replicated = NamedSharding(self.mesh, P())
     self.batch = NamedSharding(self.mesh, P('data'))
 
   def check_batch_size(self, batch_size: int):
-    from lnl_jax.geometry import ConfigError
-    if batch_size % jax.device_count():
-      raise ConfigError(f'train.batch_size={batch_size} is not divisible by the {jax.device_count()} '
+    n = self.mesh.size
+    if batch_size % n:
+      raise ConfigError(f'train.batch_size={batch_size} is not divisible by the {n} '
                         'devices the batch is split over; use a multiple of the device count.')
 
   def put_batch(self, batch: dict, keys=('image', 'label', 'soft_label', 'mask')):

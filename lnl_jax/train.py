@@ -16,6 +16,7 @@ from tqdm import tqdm
 from lnl_jax import checkpoints, metrics, plots
 from lnl_jax.data import datasets, pipeline
 from lnl_jax.data.records import Records
+from lnl_jax.geometry import ConfigError
 from lnl_jax.models import create_model, num_params
 from lnl_jax.steps import Parallel, create_learning_rate_fn, create_optimizer
 
@@ -81,7 +82,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   steps_per_epoch = pipeline.steps_per_epoch(len(train_records), config.train.batch_size)
   if steps_per_epoch == 0:
-    from lnl_jax.geometry import ConfigError
     raise ConfigError(f'train.batch_size={config.train.batch_size} is larger than the '
                       f'{len(train_records)} training examples.')
   total_steps = config.train.num_epochs * steps_per_epoch
@@ -127,7 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logging.info('epoch %d: test accuracy %.2f%% (balanced %.2f%%), train loss %.4f',
                    epoch + 1, result['accuracy'], result['balanced_accuracy'], train_stats['train_loss'])
       tracker.save()
-      ckpt.save(state, meta=dict(epoch=epoch + 1), metrics=dict(test_accuracy=result['accuracy']))
+      ckpt.save(state, meta=dict(epoch=epoch + 1, class_names=list(test_records.class_names)),
+                metrics=dict(test_accuracy=result['accuracy']))
   finally:
     stop.restore()
     writer.flush()
@@ -173,10 +174,11 @@ def _train_epoch(state, step, epoch, offset, end_step, records, train_step, trac
       bar.set_postfix(loss=f'{totals["loss"] / max(totals["steps"], 1):.3f}')
     if step % train.track_every_steps == 0:
       tracker.record(state.params, step)
+    meta = dict(epoch=epoch, class_names=list(records.class_names))
     if train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0 and step < end_step:
-      ckpt.save(state, meta=dict(epoch=epoch))
+      ckpt.save(state, meta=meta)
     if stop.received:
-      ckpt.save(state, meta=dict(epoch=epoch))
+      ckpt.save(state, meta=meta)
       tracker.save()
       raise Preempted(f'{stop.received} received: checkpoint of step {step} written; rerun the '
                       'same command to resume.')

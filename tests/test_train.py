@@ -1,0 +1,103 @@
+"""The real entry point end to end (smoke size), resume, data parallelism, and that it learns."""
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from lnl_jax import train
+from lnl_jax.config_base import dataset_config
+from lnl_jax.models import create_model
+from lnl_jax.steps import Parallel, create_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(workdir, *flags, devices=1):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  cmd = [sys.executable, '-m', 'lnl_jax.main', '--config=configs/synthetic.py:smoke',
+         f'--workdir={workdir}', *flags]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stderr
+
+
+def test_main_writes_everything_and_resumes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  log = run_main(workdir)
+  assert 'starting from scratch' in log
+  records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [r['epoch'] for r in records] == [1, 2]
+  assert all(0 <= r['test_accuracy'] <= 100 and np.isfinite(r['train_loss']) for r in records)
+  summary = json.load(open(os.path.join(workdir, 'summary.json')))
+  assert summary['epochs'] == 2 and summary['mean_over_epochs'] == 2
+  assert summary['test_accuracy_mean_last_epochs'] == pytest.approx(
+      np.mean([r['test_accuracy'] for r in records]))
+  cm = np.array(summary['confusion_matrix'])
+  assert cm.shape == (7, 7) and cm.sum() == 48  # every test face counted once
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '6']
+  for name in ('confusion_matrix', 'training_curves', 'global_weights', 'global_weights_over_training'):
+    assert os.path.getsize(os.path.join(workdir, 'plots', name + '.png')) > 1000
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+
+  # Same command, one more epoch: resumes from step 12 and keeps the first two epochs as they were.
+  log = run_main(workdir, '--config.train.num_epochs=3')
+  assert 'resuming at step 12' in log
+  resumed = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [r['epoch'] for r in resumed] == [1, 2, 3]
+  assert resumed[:2] == records
+  assert resumed[2]['learning_rate'] == pytest.approx(3e-4 * 0.95 ** 2)  # schedule continues
+
+  # A config that changes the model's shape is refused, naming the field.
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  proc = subprocess.run([sys.executable, '-m', 'lnl_jax.main', '--config=configs/synthetic.py:smoke',
+                         f'--workdir={workdir}', '--config.model.width=0.125'],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and 'model.width' in proc.stderr
+
+  # evaluate re-scores the newest checkpoint exactly as the last epoch did.
+  proc = subprocess.run([sys.executable, '-m', 'lnl_jax.evaluate', f'--workdir={workdir}'],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  evaluation = json.load(open(os.path.join(workdir, 'eval_18.json')))
+  assert evaluation['accuracy'] == pytest.approx(resumed[-1]['test_accuracy'])
+
+
+def one_step(devices, config, batch):
+  parallel = Parallel(devices)
+  model = create_model(config.model, config.data.image_size, 7)
+  tx = create_optimizer(config.train, 10)
+  state = parallel.jit_init(model, config.data.image_size, tx)(jax.random.key(0, impl='rbg'))
+  state, metrics = parallel.jit_train_step(model, tx, config.train)(state, parallel.put_batch(batch))
+  return jax.device_get(state.params), jax.device_get(metrics)
+
+
+def test_one_step_on_one_and_four_devices_agree():
+  assert jax.device_count() == 4  # tests/conftest.py simulates four CPU devices
+  config = dataset_config('synthetic', 'smoke')
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 7, 16)
+  batch = dict(image=rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8), label=labels.astype(np.int32),
+               soft_label=np.eye(7, dtype=np.float32)[labels], mask=np.ones(16, bool))
+  p1, m1 = one_step(jax.devices()[:1], config, batch)
+  p4, m4 = one_step(jax.devices(), config, batch)
+  assert m1['loss'] == pytest.approx(m4['loss'], rel=1e-5)
+  chex.assert_trees_all_close(p1, p4, rtol=1e-4, atol=1e-6)
+  with pytest.raises(Exception, match='train.batch_size=18 is not divisible by the 4'):
+    Parallel().check_batch_size(18)
+
+
+def test_smoke_model_learns_synthetic_faces(tmp_path):
+  """Well above chance (1/7 = 14 %) within the test's budget: the whole stack learns."""
+  config = dataset_config('synthetic', 'smoke')
+  config.data.num_train, config.data.num_test, config.data.limit = 1400, 140, 0
+  config.train.num_epochs, config.train.learning_rate, config.train.batch_size = 4, 1e-3, 32
+  config.train.log_every_steps, config.train.track_every_steps = 50, 1000
+  parallel_devices = jax.devices()
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert len(parallel_devices) == 4
+  assert summary['test_accuracy_last_epoch'] > 35.0, summary
