@@ -22,19 +22,24 @@ class Checkpoints:
   """`workdir/checkpoints/<step>/{state,meta}`; keeps the newest `keep` and the best test accuracy."""
 
   def __init__(self, workdir: str, keep: int):
+    best = lambda m: m['test_accuracy']
     options = ocp.CheckpointManagerOptions(
-        create=True, enable_async_checkpointing=False,
+        create=True, enable_async_checkpointing=False, best_fn=best,  # best_fn: metrics get saved
         preservation_policy=policies.AnyPreservationPolicy([
             policies.LatestN(n=keep),
-            policies.BestN(get_metric_fn=lambda m: m['test_accuracy'], n=1,
+            policies.BestN(get_metric_fn=best, n=1,
                            keep_checkpoints_without_metrics=False),
         ]))
     self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                          options=options, item_names=('state', 'meta'))
+    self._unreadable = set()  # steps `restore` skipped: a retrained step replaces its bad copy
 
   def save(self, state, meta: dict, metrics: dict | None = None) -> None:
     step = int(jax.device_get(state.step))
-    if step in self.manager.all_steps():
+    if step in self._unreadable:
+      self._unreadable.discard(step)
+      self.manager.delete(step)
+    elif step in self.manager.all_steps():
       return
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     meta=ocp.args.JsonSave(meta)), metrics=metrics)
@@ -56,6 +61,7 @@ class Checkpoints:
           raise
         logging.warning('Checkpoint %d in %s is unreadable (%s: %s); falling back to an older one.',
                         s, self.manager.directory, type(e).__name__, str(e)[:200])
+        self._unreadable.add(s)
     return None, None
 
   def best_step(self) -> int | None:

@@ -13,6 +13,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lnl_jax.geometry import ConfigError
+from lnl_jax.models.layers import he_rescaled
 
 
 
@@ -41,6 +42,8 @@ def create_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int):
 
 def initialized(rng: jax.Array, model: nn.Module, image_size: int, tx) -> TrainState:
   params = model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))['params']
+  if model.init_scheme == 'he':
+    params = he_rescaled(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 

@@ -20,6 +20,7 @@ VARIANTS = {
     'none': dict(nonlocal_=False, local=False),  # Model-S
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+INIT_SCHEMES = ('xavier', 'he')
 
 
 def extract_patches(f9: jax.Array, geometry: PatchGeometry) -> jax.Array:
@@ -57,6 +58,7 @@ class LNLAttenNet(nn.Module):
   width: float = 1.0
   head_widths: tuple[int, ...] = (1024, 512)
   ensemble: str = 'loop'
+  init_scheme: str = 'xavier'  # 'he': Xavier draws rescaled to He variance (layers.he_rescaled)
   dtype: jnp.dtype = jnp.float32
 
   @property
@@ -98,6 +100,8 @@ def validate(model_config: ml_collections.ConfigDict, image_size: int) -> None:
                       '(both = LNLAttenNet, local = Model-Local, nonlocal = Model-NonLocal, none = Model-S).')
   if c.ensemble not in EXECUTIONS:
     raise ConfigError(f'model.ensemble={c.ensemble!r} is not one of {EXECUTIONS}.')
+  if c.init not in INIT_SCHEMES:
+    raise ConfigError(f'model.init={c.init!r} is not one of {INIT_SCHEMES}.')
   if c.dtype not in DTYPES:
     raise ConfigError(f'model.dtype={c.dtype!r} is not one of {tuple(DTYPES)}.')
   if not 0.0 <= c.alpha <= 1.0:
@@ -117,7 +121,7 @@ def create_model(model_config: ml_collections.ConfigDict, image_size: int,
   return LNLAttenNet(
       num_classes=num_classes, image_size=image_size, num_patches=c.num_patches, overlap=c.overlap,
       alpha=c.alpha, attention=c.attention, width=c.width, head_widths=tuple(c.head_widths),
-      ensemble=c.ensemble, dtype=DTYPES[c.dtype])
+      ensemble=c.ensemble, init_scheme=c.init, dtype=DTYPES[c.dtype])
 
 
 def num_params(params) -> int:
