@@ -99,8 +99,14 @@ def check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> No
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The workdir's config.json laid over today's defaults, so that fields added since it was
+  written take their default values (those the older code behaved as)."""
+  from lnl_jax.config_base import base_config
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise ConfigError(f'{path} does not exist: --workdir must be a directory written by lnl_jax.main.')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  config = base_config()
+  config.update(saved)
+  return config

@@ -13,13 +13,12 @@ import jax
 import tensorflow as tf
 from absl import app, flags, logging
 
-from lnl_jax import checkpoints, metrics
+from lnl_jax import metrics
 from lnl_jax.data import datasets
-from lnl_jax.geometry import ConfigError
 from lnl_jax.main import quiet_orbax
-from lnl_jax.models import create_model
-from lnl_jax.steps import Parallel, create_optimizer
+from lnl_jax.steps import Parallel
 from lnl_jax.train import evaluate
+from lnl_jax.trained import load_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'A directory written by lnl_jax.main.')
@@ -27,40 +26,15 @@ flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' (highest test accu
 flags.mark_flag_as_required('workdir')
 
 
-def restore_params(config, workdir: str, num_classes: int, checkpoint: str = 'latest'):
-  """(model, params, step) of a workdir's checkpoint, on the devices of a fresh `Parallel()`."""
-  parallel = Parallel()
-  model = create_model(config.model, config.data.image_size, num_classes)
-  tx = create_optimizer(config.train, 1)
-  abstract = jax.eval_shape(parallel.jit_init(model, config.data.image_size, tx),
-                            jax.random.key(config.seed, impl='rbg'))
-  ckpt = checkpoints.Checkpoints(workdir, config.train.keep_checkpoints)
-  steps = ckpt.manager.all_steps()
-  if not steps:
-    raise ConfigError(f'{workdir} has no checkpoint yet.')
-  if checkpoint == 'best':
-    step = ckpt.best_step()
-  elif checkpoint == 'latest':
-    step = None
-  elif checkpoint.isdigit() and int(checkpoint) in steps:
-    step = int(checkpoint)
-  else:
-    raise ConfigError(f'--checkpoint={checkpoint!r}: use latest, best or one of the steps {sorted(steps)}.')
-  state, _ = ckpt.restore(abstract, step)
-  if state is None:
-    raise ConfigError(f'no readable checkpoint in {workdir}.')
-  ckpt.close()
-  return model, jax.device_put(state.params, parallel.replicated), int(state.step), parallel
-
-
 def main(argv):
   del argv
   quiet_orbax()
   tf.config.set_visible_devices([], 'GPU')
-  config = checkpoints.load_config(FLAGS.workdir)
+  run = load_trained(FLAGS.workdir, FLAGS.checkpoint)
+  config, step, parallel = run.config, run.step, Parallel()
   _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches, config.model.overlap)
-  model, params, step, parallel = restore_params(config, FLAGS.workdir, test.num_classes, FLAGS.checkpoint)
-  result = evaluate(params, test, eval_step=parallel.jit_eval_step(model), parallel=parallel,
+  params = jax.device_put(run.params, parallel.replicated)
+  result = evaluate(params, test, eval_step=parallel.jit_eval_step(run.model), parallel=parallel,
                     config=config)
   out = dict(step=step, accuracy=result['accuracy'], balanced_accuracy=result['balanced_accuracy'],
              per_class_accuracy=dict(zip(test.class_names, result['per_class'])),

@@ -9,7 +9,6 @@ import jax
 import numpy as np
 import pytest
 
-from lnl_jax import train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.models import create_model
 from lnl_jax.steps import Parallel, create_optimizer

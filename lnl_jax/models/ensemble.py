@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from lnl_jax.geometry import ConfigError
-from lnl_jax.models.layers import conv, dense, max_pool2, scaled, xavier
+from lnl_jax.models.layers import conv, dense, max_pool2, scaled
 
 EXECUTIONS = ('loop', 'vmap', 'scan')
 
