@@ -1,0 +1,197 @@
+"""Shipping a trained model: its inference function serialized with `jax.export`.
+
+  python -m lnl_jax.export --workdir=DIR --out=model.jaxexport [--checkpoint=latest|best|STEP]
+      [--platforms=cpu,cuda]
+  python -m lnl_jax.export --check --workdir=DIR --exported=model.jaxexport IMAGE_OR_FOLDER...
+
+Three files are written:
+  OUT              `Exported.serialize()` of  f(params, images) -> {probs, w_global, w_local}:
+                   images (b, S, S, 3) uint8 RGB faces (b symbolic: any batch size), normalised
+                   inside; probs (b, C) float32, w_global wᵍ and w_local wˡ (b, M) float32.
+  OUT.params.npz   the parameters, one array per leaf, keyed by its '/'-joined path.
+  OUT.json         the sidecar: class names, image size, input format, patch boxes, provenance.
+The parameters are an argument rather than constants closed over: the full model's ~97M floats
+would otherwise be embedded in the StableHLO module (slow to compile, twice the memory), and one
+exported program serves every checkpoint of a config. `load_exported` reads the three with jax and
+numpy alone; `--check` compares the exported function with the in-process model on sample images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lnl_jax import predict, steps
+from lnl_jax.trained import Trained, load_trained
+from lnl_jax.data.records import DataError
+from lnl_jax.geometry import ConfigError
+
+OUTPUTS = ('probs', 'w_global', 'w_local')
+PLATFORMS = ('cpu', 'cuda')  # lowered for both, so an export made on either runs on either
+TOLERANCE = 1e-5  # --check: largest accepted |Δ| of the probabilities
+
+
+def inference_fn(model):
+  """f(params, images (b, S, S, 3) uint8) -> {probs, w_global, w_local}: `steps.eval_step`'s maths."""
+  def infer(params, images):
+    out = steps.eval_step(params, {'image': images}, model=model)
+    return {k: out[k] for k in OUTPUTS}
+  return infer
+
+
+def export(trained: Trained, platforms: Sequence[str] = PLATFORMS) -> jax.export.Exported:
+  """The inference function, polymorphic in the batch size b."""
+  s = trained.image_size
+  images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f'b, {s}, {s}, 3'), jnp.uint8)
+  params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), trained.params)
+  return jax.export.export(jax.jit(inference_fn(trained.model)), platforms=tuple(platforms))(
+      params, images)
+
+
+def sidecar(trained: Trained, exported: jax.export.Exported, out: str, workdir: str) -> dict:
+  s, m, c = trained.image_size, trained.model.num_patches, len(trained.class_names)
+  return dict(
+      function='f(params, images) -> {probs, w_global, w_local}',
+      files=dict(exported=os.path.basename(out), params=os.path.basename(out) + '.params.npz'),
+      input=dict(shape=['b', s, s, 3], dtype='uint8',
+                 description=f'RGB faces resized to {s}x{s} (PIL bilinear), pixels 0..255; '
+                 'normalised inside as (x/255 - 0.5)/0.5'),
+      outputs=dict(probs=['b', c], w_global=['b', m], w_local=['b', m]),
+      class_names=list(trained.class_names), image_size=s, num_patches=m,
+      patch_boxes=[list(b) for b in trained.model.geometry.boxes()],
+      platforms=list(exported.platforms), checkpoint_step=trained.step,
+      workdir=os.path.abspath(workdir), config=trained.config.get('name', ''),
+      jax_version=jax.__version__)
+
+
+def save(trained: Trained, out: str, workdir: str,
+         platforms: Sequence[str] = PLATFORMS) -> dict:
+  """Writes OUT, OUT.params.npz and OUT.json (each atomically); returns the sidecar."""
+  exported = export(trained, platforms)
+  info = sidecar(trained, exported, out, workdir)
+  if os.path.dirname(out):
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+  leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(trained.params))
+  arrays = {'/'.join(k.key for k in path): np.asarray(v) for path, v in leaves}
+  _atomic(out + '.params.npz', lambda f: np.savez(f, **arrays))
+  _atomic(out + '.json', lambda f: f.write(json.dumps(info, indent=2).encode()))
+  _atomic(out, lambda f: f.write(exported.serialize()))
+  return info
+
+
+def _atomic(path: str, write) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'wb') as f:
+    write(f)
+  os.replace(tmp, path)
+
+
+def load_exported(path):
+  """(f(images) -> {probs, w_global, w_local}, sidecar dict) from `save`'s files.
+
+  Self-contained: it needs only json, numpy (np) and jax, and can be copied into any program.
+  """
+  with open(path, 'rb') as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  with open(path + '.json') as f:
+    info = json.load(f)
+  params = {}
+  with np.load(path + '.params.npz') as arrays:
+    for key in arrays.files:
+      *parents, leaf = key.split('/')
+      node = params
+      for name in parents:
+        node = node.setdefault(name, {})
+      node[leaf] = arrays[key]
+  params = jax.device_put(params)
+  call = jax.jit(exported.call)
+  return (lambda images: call(params, images)), info
+
+
+def check(trained: Trained, path: str, images: np.ndarray) -> dict[str, float]:
+  """Max |Δ| of every output between the exported function and the in-process model."""
+  try:
+    exported_fn, info = load_exported(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'cannot load the export {path} (with .json and .params.npz beside it): '
+                      f'{type(e).__name__}: {e}') from None
+  if info['image_size'] != trained.image_size or info['class_names'] != list(trained.class_names):
+    raise ConfigError(f'{path} was exported for {info["image_size"]}-px images and classes '
+                      f'{info["class_names"]}; the workdir\'s model has {trained.image_size} px and '
+                      f'{list(trained.class_names)}.')
+  got = jax.device_get(exported_fn(images))
+  want = predict.predict_images(trained, images)
+  return {k: float(np.max(np.abs(np.asarray(got[k]) - np.asarray(want[k])))) for k in OUTPUTS}
+
+
+def _load_images(inputs: Sequence[str], image_size: int) -> np.ndarray:
+  files, problems = predict.expand_inputs(inputs)
+  images = []
+  for path in files:
+    try:
+      images.append(predict.load_face(path, image_size))
+    except DataError as e:
+      problems.append(str(e))
+  for problem in problems:
+    print(f'skipped: {" ".join(problem.split())}', file=sys.stderr)
+  if not images:
+    raise DataError(f'--check needs at least one readable image; none among {list(inputs)}.')
+  return np.stack(images)
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      prog='python -m lnl_jax.export', description='Export a trained model with jax.export, or '
+      '(--check) compare an export with the in-process model on sample images.')
+  parser.add_argument('images', nargs='*', metavar='IMAGE_OR_FOLDER', help='--check: sample images')
+  parser.add_argument('--workdir', required=True, help='a directory written by lnl_jax.main')
+  parser.add_argument('--checkpoint', help='latest (default), best or a step; --check: the '
+                      'exported step by default')
+  parser.add_argument('--out', help='file to write (with OUT.params.npz and OUT.json)')
+  parser.add_argument('--platforms', default=','.join(PLATFORMS), help='comma-separated: cpu, cuda, '
+                      'rocm, tpu')
+  parser.add_argument('--check', action='store_true', help='compare --exported with the workdir')
+  parser.add_argument('--exported', help='--check: the file --out wrote')
+  args = parser.parse_args(argv)
+  if args.check and not (args.exported and args.images):
+    parser.error('--check needs --exported=FILE and at least one IMAGE_OR_FOLDER')
+  if not args.check and not args.out:
+    parser.error('--out=FILE is required (or --check)')
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status (0 ok, 1 the check failed, 2 unusable setup)."""
+  args = parse_args(argv)
+  try:
+    if not args.check:
+      trained = load_trained(args.workdir, args.checkpoint or 'latest')
+      platforms = [p.strip() for p in args.platforms.split(',') if p.strip()]
+      info = save(trained, args.out, args.workdir, platforms)
+      print(f'wrote {args.out} (+ .params.npz, .json): checkpoint {info["checkpoint_step"]}, '
+            f'input {info["input"]["shape"]} uint8, platforms {",".join(info["platforms"])}')
+      return 0
+    if not os.path.exists(args.exported + '.json'):
+      raise ConfigError(f'{args.exported}.json does not exist: --exported must be a file written '
+                        'by python -m lnl_jax.export --out.')
+    with open(args.exported + '.json') as f:
+      step = str(json.load(f)['checkpoint_step'])
+    trained = load_trained(args.workdir, args.checkpoint or step)
+    diffs = check(trained, args.exported, _load_images(args.images, trained.image_size))
+  except (ConfigError, DataError) as e:
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+    return 2
+  ok = diffs['probs'] < TOLERANCE
+  print(', '.join(f'{k}: max |Δ| = {v:.3g}' for k, v in diffs.items())
+        + f' → {"OK" if ok else "MISMATCH"} (probabilities within {TOLERANCE:g}: {ok})')
+  return 0 if ok else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,223 @@
+"""lnl_jax.predict and lnl_jax.export on one `smoke` checkpoint, trained once for the whole module."""
+import inspect
+import json
+import os
+import subprocess
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from lnl_jax import export, predict, train
+from lnl_jax import trained as trained_lib
+from lnl_jax.config_base import dataset_config
+from lnl_jax.data import datasets
+from lnl_jax.geometry import ConfigError
+from lnl_jax.steps import Parallel
+
+NUM_FACES = 6
+TOL = 1e-5
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A trained smoke workdir and the first test faces written as PNG files (00.png, 01.png, …)."""
+  workdir = str(tmp_path_factory.mktemp('workdir'))
+  config = dataset_config('synthetic', 'smoke')
+  train.train_and_evaluate(config, workdir)
+  _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
+                                 config.model.overlap)
+  records = test.subset(np.arange(NUM_FACES))
+  faces = tmp_path_factory.mktemp('faces')
+  for i, image in enumerate(records.images):
+    Image.fromarray(image).save(faces / f'{i:02d}.png')
+  trained = trained_lib.load_trained(workdir)
+  # steps.eval_step on the in-memory faces, all in one batch.
+  reference = predict.predict_images(trained, records.images)
+  return types.SimpleNamespace(workdir=workdir, config=config, records=records, faces=str(faces),
+                               trained=trained, reference=reference)
+
+
+@pytest.fixture(scope='module')
+def exported(run, tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('export') / 'model.jaxexport')
+  assert export.main(['--workdir', run.workdir, '--out', path]) == 0
+  return path
+
+
+def _json_lines(text):
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_predictions_match_evaluate(run, capsys):
+  # Batches of 4 over 6 files: the second batch is padded.
+  assert predict.main(['--workdir', run.workdir, '--json', '--batch_size', '4', run.faces]) == 0
+  rows = _json_lines(capsys.readouterr().out)
+  assert [os.path.basename(r['file']) for r in rows] == [f'{i:02d}.png' for i in range(NUM_FACES)]
+  names = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
+  probs = np.array([[r['probabilities'][n] for n in names] for r in rows])
+  np.testing.assert_allclose(probs, run.reference['probs'], atol=TOL)
+  np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+  assert [r['prediction'] for r in rows] == [names[i] for i in run.reference['prediction']]
+  for r in rows:
+    assert r['probability'] == max(r['probabilities'].values())
+    assert [t['label'] for t in r['top3']][0] == r['prediction'] and len(r['top3']) == 3
+
+  # train.evaluate over the same faces (its tf.data pipeline, data-parallel eval step).
+  parallel = Parallel()
+  result = train.evaluate(jax.device_put(run.trained.params, parallel.replicated), run.records,
+                          eval_step=parallel.jit_eval_step(run.trained.model), parallel=parallel,
+                          config=run.config)
+  np.testing.assert_allclose(np.array([r['w_global'] for r in rows]), result['w_global'], atol=TOL)
+  np.testing.assert_allclose(np.array([r['w_local'] for r in rows]), result['w_local'], atol=TOL)
+  predicted = np.array([names.index(r['prediction']) for r in rows])
+  cm = np.zeros((7, 7), int)
+  np.add.at(cm, (run.records.labels, predicted), 1)
+  np.testing.assert_array_equal(cm, result['cm'])
+
+
+def test_table_overlays_and_other_formats(run, capsys, tmp_path):
+  nested = tmp_path / 'more' / 'deeper'
+  nested.mkdir(parents=True)
+  Image.fromarray(run.records.images[0]).save(nested / 'face.jpg', quality=95)
+  Image.fromarray(run.records.images[1]).convert('L').save(nested / 'grey.tiff')
+  (nested / 'notes.txt').write_text('not an image, and not picked up from a folder')
+  out = tmp_path / 'overlays'
+  argv = ['--workdir', run.workdir, '--overlay', str(out), '--batch_size', '4', run.faces,
+          str(tmp_path / 'more')]
+  assert predict.main(argv) == 0
+  captured = capsys.readouterr()
+  lines = captured.out.splitlines()
+  assert lines[0].split()[:3] == ['file', 'predicted', 'probability']
+  assert len(lines) == 1 + NUM_FACES + 2
+  assert 'face.jpg' in captured.out and 'grey.tiff' in captured.out
+  assert captured.err == ''
+  expected = {f'{i:02d}.png' for i in range(NUM_FACES)} | {'face.png', 'grey.png'}
+  assert set(os.listdir(out)) == expected
+  with Image.open(out / '00.png') as overlay:
+    assert overlay.format == 'PNG' and overlay.width > 2 * run.trained.image_size
+
+
+def test_bad_paths_and_unreadable_images(run, capsys, tmp_path):
+  bad = tmp_path / 'broken.png'
+  bad.write_text('this is not a PNG')
+  missing = str(tmp_path / 'missing.jpg')
+  empty = tmp_path / 'empty_folder'
+  empty.mkdir()
+  good = os.path.join(run.faces, '00.png')
+  assert predict.main(['--workdir', run.workdir, missing, str(bad), str(empty), good]) == 0
+  captured = capsys.readouterr()
+  errors = captured.err.splitlines()
+  assert len(errors) == 3  # one line per problem
+  assert any('no such file or folder' in e and missing in e for e in errors)
+  assert any('cannot decode image' in e and str(bad) in e for e in errors)
+  assert any('no image files in folder' in e and str(empty) in e for e in errors)
+  assert len(captured.out.splitlines()) == 2  # header + the one good face
+
+  assert predict.main(['--workdir', run.workdir, missing, str(bad)]) == 1
+  assert 'no image could be predicted' in capsys.readouterr().err
+  assert predict.main(['--workdir', str(tmp_path), good]) == 2
+  assert 'config.json does not exist' in capsys.readouterr().err
+  assert predict.main(['--workdir', run.workdir, '--checkpoint', '999', good]) == 2
+  assert "--checkpoint='999'" in capsys.readouterr().err
+
+
+def test_command_line_prints_no_traceback(run, tmp_path):
+  missing = str(tmp_path / 'nope.png')
+  proc = subprocess.run([sys.executable, '-m', 'lnl_jax.predict', f'--workdir={run.workdir}', missing],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert 'Traceback' not in proc.stderr
+  assert f'no such file or folder: {missing}' in proc.stderr
+
+
+def test_crop_faces(run, capsys):
+  assert predict.expand_box((10, 20, 40, 30), 0.25) == (0, 5, 60, 60)
+  try:
+    predict.FaceCropper()
+  except ConfigError:  # OpenCV absent (the default install) or unusable
+    assert predict.main(['--workdir', run.workdir, '--crop_faces', run.faces]) == 2
+    assert 'pip install "opencv-python-headless<5"' in capsys.readouterr().err
+  else:  # a drawn face may or may not be detected; either way every file gets a prediction
+    assert predict.main(['--workdir', run.workdir, '--crop_faces', '--json', run.faces]) == 0
+    assert len(_json_lines(capsys.readouterr().out)) == NUM_FACES
+
+
+def test_resolve_step(tmp_path):
+  lines = [dict(epoch=1, step=6, test_accuracy=50.0), dict(epoch=2, step=12, test_accuracy=40.0),
+           dict(epoch=3, step=18, test_accuracy=60.0)]  # step 18's checkpoint was deleted
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
+  assert trained_lib.resolve_step(str(tmp_path), [6, 12], 'best') == 6
+  assert trained_lib.resolve_step(str(tmp_path), [6, 12], 'latest') == 12
+  assert trained_lib.resolve_step(str(tmp_path), [6, 12], '6') == 6
+  with pytest.raises(ConfigError, match=r'\[6, 12\]'):
+    trained_lib.resolve_step(str(tmp_path), [6, 12], '7')
+  with pytest.raises(ConfigError, match='no test accuracy'):
+    trained_lib.resolve_step(str(tmp_path), [24], 'best')
+
+
+def test_class_names_sources(run, tmp_path):
+  synthetic = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
+  assert run.trained.class_names == synthetic  # from the checkpoint's metadata
+  folder = run.config.copy_and_resolve_references()
+  folder.data.name = 'folder'
+  meta = dict(class_names=['a', 'b'])
+  assert trained_lib.load_class_names(str(tmp_path), folder, 2, meta) == ('a', 'b')
+  assert trained_lib.load_class_names(str(tmp_path), folder, 2) == ('class_0', 'class_1')
+  assert trained_lib.load_class_names(str(tmp_path), run.config, 7) == synthetic
+  (tmp_path / 'summary.json').write_text(json.dumps(dict(class_names=['x', 'y'])))
+  assert trained_lib.load_class_names(str(tmp_path), folder, 2) == ('x', 'y')
+  assert trained_lib.load_class_names(str(tmp_path), folder, 2, meta) == ('a', 'b')
+  assert trained_lib.load_class_names(str(tmp_path), folder, 3) == ('class_0', 'class_1', 'class_2')
+
+
+def test_export_round_trips_at_any_batch_size(run, exported):
+  fn, info = export.load_exported(exported)
+  assert info['class_names'] == list(run.trained.class_names)
+  assert info['image_size'] == 64 and info['input']['shape'] == ['b', 64, 64, 3]
+  for b in (1, 3):
+    out = jax.device_get(fn(run.records.images[:b]))
+    assert out['probs'].shape == (b, 7) and out['w_global'].shape == (b, 16)
+    for key in export.OUTPUTS:
+      np.testing.assert_allclose(out[key], run.reference[key][:b], atol=TOL)
+
+
+def test_export_loads_without_the_project(run, exported, tmp_path):
+  np.save(tmp_path / 'images.npy', run.records.images[:2])
+  script = '\n'.join([
+      'import json, sys', 'import numpy as np', 'import jax',
+      inspect.getsource(export.load_exported),
+      f'fn, info = load_exported({exported!r})',
+      f'out = fn(np.load({str(tmp_path / "images.npy")!r}))',
+      f'np.save({str(tmp_path / "probs.npy")!r}, np.asarray(out["probs"]))',
+      'assert not [m for m in sys.modules if m.startswith("lnl_jax")], "lnl_jax was imported"',
+  ])
+  proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120,
+                        cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  np.testing.assert_allclose(np.load(tmp_path / 'probs.npy'), run.reference['probs'][:2], atol=TOL)
+
+
+def test_export_check(run, exported, capsys, tmp_path):
+  argv = ['--check', '--workdir', run.workdir, '--exported', exported, run.faces]
+  assert export.main(argv) == 0
+  assert 'OK' in capsys.readouterr().out
+
+  # A tampered copy (the last bias of the head shifted) must be caught.
+  copy = str(tmp_path / 'tampered.jaxexport')
+  for suffix in ('', '.json'):
+    with open(exported + suffix, 'rb') as src, open(copy + suffix, 'wb') as dst:
+      dst.write(src.read())
+  with np.load(exported + '.params.npz') as f:
+    params = dict(f)
+  params['JointHead_0/Dense_2/bias'] = params['JointHead_0/Dense_2/bias'] + np.arange(7) / 7
+  np.savez(copy + '.params.npz', **params)
+  assert export.main(['--check', '--workdir', run.workdir, '--exported', copy, run.faces]) == 1
+  assert 'MISMATCH' in capsys.readouterr().out
+
+  assert export.main(['--check', '--workdir', run.workdir, '--exported',
+                      str(tmp_path / 'absent'), run.faces]) == 2
+  assert 'absent.json does not exist' in capsys.readouterr().err
