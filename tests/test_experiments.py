@@ -1,0 +1,330 @@
+"""The paper's experiments as commands: sweeps, cross-validation, the report, the attention analyses.
+
+The sweep, cross-validation and analysis CLIs run end to end at smoke size (one process each, one
+CPU device, sharing a persistent XLA cache: the cross-validation folds and the analysis compile the
+same programs as the sweep's LNLAttenNet member); the report and the analyses' array functions are
+checked against hand-written fixtures whose answers are known independently.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from launch import cross_validate, sweep
+from lnl_jax import analysis, report
+from lnl_jax.data import synthetic
+from lnl_jax.config_base import base_config, dataset_config
+from lnl_jax.geometry import ConfigError, patch_geometry
+import fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Smoke faces, cut to one training step per epoch (16 train / 16 test faces).
+SMALL = ('--config.data.num_train=16', '--config.data.num_test=16')
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  cache = str(tmp_path_factory.mktemp('xla_cache'))
+  return dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+              JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+
+def run(env, module, *args, ok=True):
+  proc = subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  if ok:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def load(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+# --- sweep ----------------------------------------------------------------------------------------
+
+def test_print_only_prints_one_command_per_unfinished_member(tmp_path, env):
+  runs = str(tmp_path)
+  os.makedirs(os.path.join(runs, 'ablation', 'attention_local'))
+  open(os.path.join(runs, 'ablation', 'attention_local', 'summary.json'), 'w').write('{}')
+  proc = run(env, 'launch.sweep', '--config=configs/raf.py:cpu', '--sweep=ablation',
+             f'--runs_dir={runs}', '--print_only', '--config.data.root=/data/RAF DB')
+  cmd = 'python -m lnl_jax.main --config=configs/raf.py:cpu'
+  assert proc.stdout.splitlines() == [
+      f"{cmd} --workdir={runs}/ablation/{name} '--config.data.root=/data/RAF DB' "
+      f'--config.model.attention={attention}'
+      for name, attention in (('attention_none', 'none'), ('attention_nonlocal', 'nonlocal'),
+                              ('attention_both', 'both'))]
+  assert 'attention_local: done' in proc.stderr
+
+
+def test_sweep_members_follow_the_paper():
+  alpha = sweep.members('alpha', 144)
+  assert [m.overrides['model.alpha'] for m in alpha] == [0, .1, .2, .3, .4, .5, .6, .7, .8, .9, 1]
+  assert [m.name for m in alpha][:2] == ['alpha_0', 'alpha_0.1']
+  # Eq. (5) with γ = 1/3 at 144 px: overlap = P/3 = 144/(2n+1), 16 px for the paper's M = 16.
+  patches = sweep.members('patches', 144)
+  assert [(m.overrides['model.num_patches'], m.overrides['model.overlap']) for m in patches] == [
+      (4, 29), (9, 21), (16, 16), (25, 13), (36, 11)]
+  assert [m.overrides['model.overlap'] for m in sweep.members('overlap', 144)] == [8, 12, 16, 20, 22]
+  assert [m.overrides['model.overlap'] for m in sweep.members('overlap', 72)] == [4, 6, 8, 10, 11]
+  assert [m.name for m in sweep.select(alpha, ['7', '3'])] == ['alpha_0.7', 'alpha_0.3']
+  with pytest.raises(ConfigError, match='11 members, 0..10'):
+    sweep.select(alpha, ['11'])
+  with pytest.raises(ConfigError, match='--config.model.alpha'):
+    sweep.check_overrides('alpha', {'model.alpha': 0.5})
+  with pytest.raises(ConfigError, match='patches_25.*data.image_size=64'):
+    sweep.check_members(dataset_config('synthetic', 'smoke'), sweep.members('patches', 64))
+  with pytest.raises(ConfigError, match='does not fit --sweep=ablation'):
+    sweep.members('ablation', 144, ['both', 'global'])
+
+
+MEMBERS = ('attention_none', 'attention_both')
+
+
+@pytest.fixture(scope='module')
+def swept(tmp_path_factory, env):
+  """Model-S and LNLAttenNet of the ablation trained at smoke size, then the same command again."""
+  runs = str(tmp_path_factory.mktemp('runs'))
+  args = ['--config=configs/synthetic.py:smoke', '--sweep=ablation', f'--runs_dir={runs}',
+          '--members=0,3', *SMALL]
+  run(env, 'launch.sweep', *args)
+  summaries = {m: os.path.join(runs, 'ablation', m, 'summary.json') for m in MEMBERS}
+  times = {m: os.path.getmtime(p) for m, p in summaries.items()}
+  rerun = run(env, 'launch.sweep', *args)
+  return runs, times, rerun
+
+
+def test_sweep_trains_members_and_skips_finished_ones(swept):
+  runs, times, rerun = swept
+  assert sorted(os.listdir(os.path.join(runs, 'ablation'))) == sorted(MEMBERS)
+  for name in MEMBERS:
+    workdir = os.path.join(runs, 'ablation', name)
+    config = load(os.path.join(workdir, 'config.json'))
+    assert config['model']['attention'] == name.split('_')[1]
+    assert config['seed'] == 0  # the seed is recorded
+    summary = load(os.path.join(workdir, 'summary.json'))
+    assert summary['epochs'] == 2 and np.sum(summary['confusion_matrix']) == 16
+    assert os.path.getmtime(os.path.join(workdir, 'summary.json')) == times[name]  # not rerun
+    assert f'{name}: done already' in rerun.stderr
+  assert 'training in' not in rerun.stderr
+
+  text = report.build_report(runs, os.path.join(runs, 'report.md'))
+  accuracy = {n: load(os.path.join(runs, 'ablation', n, 'summary.json'))
+                 ['test_accuracy_mean_last_epochs'] for n in MEMBERS}
+  # No paper numbers for synthetic faces.
+  assert f'| Model-S | none | {accuracy["attention_none"]:.2f} | unknown | — |' in text
+  assert f'| LNLAttenNet | both | {accuracy["attention_both"]:.2f} | unknown | — |' in text
+  assert 'Table IV' in text and os.path.exists(os.path.join(runs, 'report_ablation_ablation.png'))
+
+
+# --- cross-validation -----------------------------------------------------------------------------
+
+CLASSES = ('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise')
+
+
+def test_cross_validate_trains_every_fold_and_summarises(tmp_path, env):
+  root = fixtures.write_class_folders(str(tmp_path / 'faces'), {c: 5 for c in CLASSES}, '.png', 10)
+  runs = str(tmp_path / 'cv')
+  proc = run(env, 'launch.cross_validate', '--config=configs/folder.py:smoke', f'--runs_dir={runs}',
+             f'--config.data.root={root}', '--config.data.num_folds=2')
+  folds = [load(os.path.join(runs, f'fold_{k}', 'summary.json')) for k in (0, 1)]
+  configs = [load(os.path.join(runs, f'fold_{k}', 'config.json')) for k in (0, 1)]
+  assert [c['data']['fold'] for c in configs] == [0, 1]
+  cv = load(os.path.join(runs, 'cv_summary.json'))
+  a = [f['test_accuracy_mean_last_epochs'] for f in folds]
+  b = [f['test_accuracy_last_epoch'] for f in folds]
+  assert cv['num_folds'] == 2
+  assert cv['mean_of_last_epochs']['mean'] == pytest.approx((a[0] + a[1]) / 2)
+  assert cv['mean_of_last_epochs']['std'] == pytest.approx(abs(a[0] - a[1]) / np.sqrt(2))
+  assert cv['last_epoch']['mean'] == pytest.approx((b[0] + b[1]) / 2)
+  cm = np.array(cv['confusion_matrix'])
+  assert cm.sum() == 35  # every face tested exactly once over the folds
+  assert cv['pooled_accuracy'] == pytest.approx(100 * np.trace(cm) / 35)
+  assert f'{(a[0] + a[1]) / 2:.2f} ± {abs(a[0] - a[1]) / np.sqrt(2):.2f}%' in proc.stdout
+
+
+def test_cross_validate_refuses_official_splits(tmp_path):
+  with pytest.raises(ConfigError, match="data.name='raf' has an official train/test split"):
+    cross_validate.check_kfold(dataset_config('raf', None).data)
+  with pytest.raises(ConfigError, match='official'):
+    cross_validate.check_kfold(dataset_config('synthetic', 'smoke').data)
+  for split in ('train', 'test'):
+    fixtures.write_class_folders(str(tmp_path / split), {'a': 1})
+  with pytest.raises(ConfigError, match='train/ and test/ folders'):
+    cross_validate.check_kfold(dataset_config('folder', None, root=str(tmp_path)).data)
+  cross_validate.check_kfold(dataset_config('ckplus', None).data)  # k-fold: accepted
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def write_run(workdir, dataset, accuracy, last=None, **fields):
+  """A finished (accuracy given) or unfinished (None) run at the paper's full-size config."""
+  config = base_config()
+  config.data.name = dataset
+  for dotted, value in fields.items():
+    section, key = dotted.split('__')
+    config[section][key] = value
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort())
+  if accuracy is not None:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(dict(test_accuracy_mean_last_epochs=accuracy,
+                     test_accuracy_last_epoch=last or accuracy, mean_over_epochs=10, epochs=24,
+                     confusion_matrix=[[1]]), f)
+
+
+def test_report_lays_out_the_papers_tables(tmp_path):
+  runs = str(tmp_path / 'runs')
+  for attention, acc in (('none', 83.0), ('local', 84.55), ('nonlocal', 85.5), ('both', 86.0)):
+    write_run(f'{runs}/ablation/attention_{attention}', 'raf', acc, model__attention=attention)
+  for overlap, acc in ((8, 84.0), (12, 85.0), (16, None), (22, 86.5)):
+    write_run(f'{runs}/overlap/overlap_{overlap}', 'raf', acc, model__overlap=overlap)
+  for alpha, acc in ((0.3, 57.0), (0.7, 57.5)):
+    write_run(f'{runs}/sfew_alpha/alpha_{alpha}', 'sfew', acc, model__alpha=alpha)
+  for fold, (acc, last) in enumerate(((97.0, 96.0), (99.0, 100.0))):
+    write_run(f'{runs}/ckplus_cv/fold_{fold}', 'ckplus', acc, last, data__fold=fold)
+  write_run(f'{runs}/affectnet/main', 'affectnet', 60.0)
+  write_run(f'{runs}/affectnet_s/main', 'affectnet', 55.0, model__attention='none')
+
+  text = report.build_report(runs, str(tmp_path / 'report.md'))
+  expected = '\n'.join([
+      '| Model | model.attention | ours (%) | paper (%) | Δ |',
+      '|---|---|---|---|---|',
+      '| Model-S | none | 83.00 | 83.80 | -0.80 |',
+      '| Model-Local | local | 84.55 | 84.55 | +0.00 |',
+      '| Model-NonLocal | nonlocal | 85.50 | 85.04 | +0.46 |',
+      '| LNLAttenNet | both | 86.00 | 86.15 | -0.15 |'])
+  assert expected in text
+  assert '\n'.join([
+      '| 8 | 8 | 84.00 | unknown | — |',
+      '| 12 | 12 | 85.00 | 85.29 | -0.29 |',
+      '| 16 | 16 | — | 86.15 | — |',  # unfinished
+      '| 22 | 22 | 86.50 | 86.24 | +0.26 |']) in text
+  assert 'Unfinished (no summary.json yet): overlap/overlap_16.' in text
+  assert '| 0.3 | 57.00 | 57.80 | -0.80 |\n| 0.7 | 57.50 | 56.88 | +0.62 |' in text  # Table V, SFEW
+  assert '| mean ± std | 98.00 ± 1.41 | 98.00 ± 2.83 |' in text
+  assert 'Paper: 98.18%; ours (2-fold cross-validation, mean): 98.00%; Δ = -0.18.' in text
+  setting = 'α=0.7, M=16, overlap=16 px, 144 px'
+  assert f'| affectnet/main | AffectNet | both, {setting} | 60.00 | 59.28 | +0.72 |' in text
+  assert f'| affectnet_s/main | AffectNet | none, {setting} | 55.00 | 56.26 | -1.26 |' in text
+  for name in ('report_ablation_ablation.png', 'report_overlap_overlap.png',
+               'report_sfew_alpha_alpha.png'):
+    assert os.path.getsize(tmp_path / name) > 1000
+
+
+def test_paper_numbers_follow_the_setting():
+  config = base_config().to_dict()
+  config['data']['name'] = 'raf'
+  assert report.paper_accuracy(config) == 86.15
+  config['model']['num_patches'], config['model']['overlap'] = 36, 11  # Table VI, Eq. (5) overlap
+  assert report.paper_accuracy(config) == 85.63
+  config['model']['alpha'] = 0.5  # two settings away from the paper's: no counterpart
+  assert report.paper_accuracy(config) is None
+  # Table VII at another image size: 96 px with 13 px ≈ 144 px with 19.5 px → the 20-px column.
+  assert report.paper_value('overlap', 'raf', 13, 96) == 86.16
+  assert report.paper_value('overlap', 'raf', 9, 144) is None
+  assert report.paper_value('alpha', 'mmi', 1.0) == 66.25
+  assert report.paper_value('ablation', 'synthetic', 'none') is None
+
+
+# --- analyses -------------------------------------------------------------------------------------
+
+def test_crucial_mass_on_known_arrays():
+  w = np.array([[0.4, 0.4, 0.1, 0.1], [0.25] * 4, [0.1, 0.2, 0.3, 0.4]])
+  crucial = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], bool)  # face 2: all crucial
+  r = analysis.crucial_mass(2 * w, crucial, labels=[0, 1, 0], class_names=['a', 'b'])
+  assert r['num_faces'] == 2 and r['faces_left_out'] == 1
+  assert r['mass'] == pytest.approx((0.8 + 0.25) / 2)
+  assert r['uniform'] == pytest.approx((0.5 + 0.25) / 2)
+  assert r['excess'] == pytest.approx(0.15)
+  half = 1.959964 * np.std([0.3, 0.0], ddof=1) / np.sqrt(2)
+  assert r['ci95'] == pytest.approx([0.15 - half, 0.15 + half], abs=1e-5)
+  assert r['mean_rank'] == pytest.approx((1.5 + 2.5) / 2) and r['rank_uniform'] == 2.5
+  assert r['per_class']['a']['mass'] == pytest.approx(0.8)
+  assert r['per_class']['b']['uniform'] == pytest.approx(0.25)
+  assert 'refuted' in analysis.crucial_verdict(r)  # interval includes 0
+  sure = analysis.crucial_mass(np.tile(w[:1], (3, 1)), np.tile(crucial[:1], (3, 1)))
+  verdict = analysis.crucial_verdict(sure)
+  assert 'puts 80.0% of its mass on crucial patches against 50.0% uniform' in verdict
+  assert 'is confirmed on synthetic faces' in verdict
+  assert 'cannot be tested' in analysis.crucial_verdict(sure, attention='local')
+  series = analysis.crucial_over_training([5, 10], np.stack([np.full((1, 4), 0.25), w[:1]]),
+                                          crucial[:1])
+  assert [s['mass'] for s in series] == pytest.approx([0.5, 0.8])
+
+
+# A 14-px image cut into a 3×3 grid of 6-px patches 4 px apart (2 px overlap).
+BOXES = [(y, x, y + 6, x + 6) for y in (0, 4, 8) for x in (0, 4, 8)]
+
+
+def grey_sensitive_model(images):
+  """wˡ_j = share of patch j's pixels not grey; the prediction is right while pixel (0, 0) is not."""
+  grey = np.all(images == analysis.GREY, axis=-1)
+  w_local = np.stack([1 - grey[:, t:b, l:r].mean((1, 2)) for t, l, b, r in BOXES], axis=1)
+  return dict(prediction=np.where(grey[:, 0, 0], -1, 0), w_local=w_local,
+              w_global=np.full((len(images), 9), 1 / 9))
+
+
+def test_occlusion_lowers_the_occluded_patchs_weight_on_a_known_model():
+  images = np.random.default_rng(0).integers(0, 256, (5, 14, 14, 3), dtype=np.uint8)
+  images[images == analysis.GREY] = 127
+  r = analysis.occlusion_analysis(grey_sensitive_model, images, np.zeros(5, int), BOXES)
+  assert r['baseline_w_local'] == pytest.approx([1.0] * 9)
+  assert r['own_drop'] == pytest.approx([1.0] * 9)
+  # Patch 0 (corner) shares 2×6 px with patches 1 and 3, 2×2 px with patch 4, none with the rest.
+  assert r['occluded_w_local'][0] == pytest.approx(
+      [0, 1 - 12 / 36, 1, 1 - 12 / 36, 1 - 4 / 36, 1, 1, 1, 1])
+  assert r['neighbour_drop'][0] == pytest.approx(28 / 36 / 3)
+  assert r['others_drop'][0] == pytest.approx(28 / 36 / 8)
+  assert r['far_drop'][0] == 0 and r['far_drop'][4] is None  # the centre patch overlaps every other
+  assert r['accuracy'] == [0.0] + [100.0] * 8 and r['baseline_accuracy'] == 100.0
+  assert r['own_drop_largest'] == 9
+  assert 'is confirmed' in analysis.occlusion_verdict(r)
+
+  blind = lambda x: dict(grey_sensitive_model(x), w_local=np.full((len(x), 9), 0.7))
+  assert 'is refuted' in analysis.occlusion_verdict(
+      analysis.occlusion_analysis(blind, images, np.zeros(5, int), BOXES))
+  noisy = analysis.occlude(images, BOXES[4], 'noise')
+  outside = np.ones((14, 14), bool)
+  outside[4:10, 4:10] = False
+  assert np.array_equal(noisy[:, outside], images[:, outside])
+  assert not np.array_equal(noisy[:, 4:10, 4:10], images[:, 4:10, 4:10])
+
+
+def test_analysis_refuses_what_it_cannot_measure(tmp_path):
+  write_run(str(tmp_path), 'raf', 80.0)
+  with pytest.raises(ConfigError, match="crucial needs synthetic faces.*'raf'"):
+    analysis.analyze(str(tmp_path), ['crucial'])
+  with pytest.raises(ConfigError, match='gradcam unknown'):
+    analysis.analyze(str(tmp_path), ['attention', 'gradcam'])
+
+
+def test_analysis_runs_on_a_trained_checkpoint(swept, env):
+  runs, _, _ = swept
+  workdir = os.path.join(runs, 'ablation', 'attention_both')
+  proc = run(env, 'lnl_jax.analysis', f'--workdir={workdir}', '--num_images=4', '--grid=4')
+  out = os.path.join(workdir, 'analysis')
+  for name in ('global_weights_grid', 'occlusion', 'crucial_per_class', 'crucial_over_training',
+               'confusion_matrix'):
+    assert os.path.getsize(os.path.join(out, name + '.png')) > 1000
+  occlusion = load(os.path.join(out, 'occlusion.json'))
+  assert occlusion['boxes'] == [list(b) for b in patch_geometry(64, 16, 8).boxes()]
+  assert occlusion['num_images'] == 4 and len(occlusion['own_drop']) == 16
+  assert all(0 <= a <= 100 for a in occlusion['accuracy'])
+  crucial = load(os.path.join(out, 'crucial.json'))
+  flags = synthetic.generate(32, image_size=64, seed=0, num_patches=16, overlap=8).crucial[16:]
+  k = flags.sum(1)
+  kept = (k > 0) & (k < 16)
+  assert crucial['num_faces'] == kept.sum() and crucial['faces_left_out'] == 16 - kept.sum()
+  assert crucial['uniform'] == pytest.approx(np.mean(k[kept] / 16))
+  assert 0 <= crucial['mass'] <= 1
+  assert [s['step'] for s in crucial['over_training']] == [2]  # tracked every 2 steps, 2 in all
+  assert crucial['verdict'] in proc.stdout and occlusion['verdict'] in proc.stdout
+  assert np.sum(load(os.path.join(out, 'per_class.json'))['confusion_matrix']) == 16
