@@ -1,0 +1,128 @@
+"""The benchmark's entry point on a tiny config: its JSON lines parse, carry their keys, and agree
+with FLOP counts known independently (2n³ for the matmul ceiling; a train step ≈ 3 forwards)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# synthetic:smoke with one patch and no attention modules: the network that compiles fastest.
+TINY = ['--config=configs/synthetic.py:smoke', '--config.model.num_patches=1',
+        '--config.model.attention=none', '--steps=1']
+
+
+def run_bench(*flags, check=True):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # one CPU device, as a user has
+  env['TF_CPP_MIN_LOG_LEVEL'] = '2'
+  proc = subprocess.run([sys.executable, '-m', 'lnl_jax.bench', *flags], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def records(proc, what):
+  rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{')]
+  return [r for r in rows if r['what'] == what]
+
+
+@pytest.fixture(scope='module')
+def bench_run():
+  """One run for all line checks: compiling even the tiny train step takes most of a minute here."""
+  return run_bench(*TINY, '--ensembles=loop', '--batch=2', '--parts', '--pipeline',
+                   '--pipeline_images=40', '--pipeline_batches=2')
+
+
+def test_train_and_eval_lines(bench_run):
+  proc = bench_run
+  (machine,) = records(proc, 'machine')
+  assert machine['backend'] == 'cpu' and machine['devices'] == 1
+
+  rows = records(proc, 'ceiling')
+  assert sorted((r['when'], r['op']) for r in rows) == [
+      ('end', 'conv3x3'), ('end', 'matmul'), ('start', 'conv3x3'), ('start', 'matmul')]
+  ceilings = {r['op']: r for r in rows if r['when'] == 'start'}
+  n = ceilings['matmul']['shape'][0]
+  # XLA's own count (read through the version-dependent cost_analysis) is the textbook 2n³.
+  assert ceilings['matmul']['flops_xla'] == pytest.approx(2 * n ** 3, rel=1e-3)
+  b, s, _, cin, cout = ceilings['conv3x3']['shape']
+  assert ceilings['conv3x3']['flops_xla'] == pytest.approx(2 * b * s * s * cin * cout * 9, rel=0.05)
+
+  (train,) = records(proc, 'train_step')
+  (evaluation,) = records(proc, 'eval_step')
+  for r in (train, evaluation):
+    assert (r['ensemble'], r['batch'], r['dtype'], r['num_patches']) == ('loop', 2, 'float32', 1)
+    assert (r['image_size'], r['devices']) == (64, 1)
+    # Two independent counts: convolutions + matmuls in the jaxpr vs XLA's whole compiled program.
+    assert r['flops'] == pytest.approx(r['flops_xla'], rel=0.15)
+    for key in ('compile_s', 'step_s', 'img_per_s', 'flops', 'flop_per_s', 'frac_of_matmul',
+                'frac_of_conv', 'compiled_bytes', 'peak_rss_bytes'):
+      assert r[key] > 0, (r['what'], key)
+    assert r['img_per_s'] == pytest.approx(2 / r['step_s'], rel=1e-2)
+  # Backpropagation costs about two forward passes: train ≈ 3× eval FLOPs per image.
+  assert 2.0 < train['flops_per_img'] / evaluation['flops_per_img'] < 4.5
+  assert train['raf_schedule_min'] == pytest.approx(12271 * 24 / train['img_per_s'] / 60, rel=1e-2)
+
+
+def test_part_lines(bench_run):
+  parts = {r['part']: r for r in records(bench_run, 'part')}
+  assert set(parts) == {'shared_member_on_Mx_batch', 'ensemble', 'unet', 'network_loss_grad'}
+  for r in parts.values():
+    assert r['step_s'] > 0 and r['flops'] > 0 and r['frac_of_matmul'] > 0
+  shared, ensemble = parts['shared_member_on_Mx_batch'], parts['ensemble']
+  assert ensemble['vs_shared'] == pytest.approx(ensemble['step_s'] / shared['step_s'], rel=1e-2)
+  # The M members on a batch of B do the same arithmetic as one member on the M·B batch.
+  assert ensemble['flops'] == pytest.approx(shared['flops'], rel=0.05)
+  # The whole network's loss gradient costs more than its parts and about as much as the train step.
+  (train,) = records(bench_run, 'train_step')
+  assert parts['network_loss_grad']['flops'] > ensemble['flops'] + parts['unet']['flops']
+  assert parts['network_loss_grad']['flops'] == pytest.approx(train['flops'], rel=0.1)
+
+
+def test_pipeline_lines(bench_run):
+  rows = {r['source']: r for r in records(bench_run, 'pipeline')}
+  assert set(rows) == {'rafdb_jpeg_fixture', 'synthetic_in_memory'}
+  (train,) = records(bench_run, 'train_step')
+  for r in rows.values():
+    assert (r['num_images'], r['image_size'], r['batch']) == (40, 64, 16)  # smoke: 64 px, batch 16
+    assert r['img_per_s'] > 0
+    assert r['vs_train_step'] == pytest.approx(r['img_per_s'] / train['img_per_s'], rel=1e-2)
+
+
+def test_bad_flags_are_named():
+  proc = run_bench(*TINY, '--ensembles=grouped', check=False)
+  assert proc.returncode != 0 and '--ensembles' in proc.stderr and 'grouped' in proc.stderr
+
+
+def test_dense_flops_counts_known_programs():
+  import jax
+  import jax.numpy as jnp
+  from lnl_jax.bench import dense_flops
+
+  count = lambda f, *shapes: dense_flops(jax.make_jaxpr(f)(*(jnp.zeros(s) for s in shapes)))
+  assert count(jnp.matmul, (8, 16), (16, 4)) == 2 * 8 * 16 * 4
+  # lax.map lowers to a scan: its body counts once per member (XLA's cost analysis counts it once).
+  assert count(lambda w, x: jax.lax.map(lambda a: a[0] @ a[1], (w, x)),
+               (16, 32, 32), (16, 32, 32)) == 16 * 2 * 32 ** 3
+  grouped = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=4)
+  forward = 2 * (2 * 8 * 8 * 32) * (3 * 3 * 4)  # output elements × window × input features per group
+  assert count(grouped, (2, 8, 8, 16), (3, 3, 4, 32)) == forward
+  # Backpropagation through a convolution: two more convolutions of the same size.
+  loss = lambda x, k: jnp.sum(grouped(x, k))
+  assert count(jax.value_and_grad(loss, argnums=(0, 1)), (2, 8, 8, 16), (3, 3, 4, 32)) == 3 * forward
+  # cond: the costlier branch only.
+  branchy = lambda x, w: jax.lax.cond(x[0, 0] > 0, lambda: x @ w, lambda: x)
+  assert count(branchy, (8, 8), (8, 8)) == 2 * 8 ** 3
+
+
+def test_import_pulls_in_no_tensorflow():
+  """The accelerator machines have no TensorFlow: only --pipeline may import it."""
+  code = ('import sys, lnl_jax.bench; '
+          'bad = [m for m in ("tensorflow", "clu", "tensorflow_datasets") if m in sys.modules]; '
+          'assert not bad, bad')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
