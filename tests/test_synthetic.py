@@ -1,5 +1,4 @@
 """Tests of the procedural synthetic faces: determinism, layout, crucial patches, learnability."""
-import dataclasses
 
 import numpy as np
 import pytest
