@@ -11,12 +11,17 @@ from lnl_jax.models import LNLAttenNet, create_model, num_params
 from lnl_jax.models.layers import UpConv2x2, pool_to_grid
 from lnl_jax.models.lnlattennet import extract_patches
 
-TINY = dict(width=1 / 32, head_widths=(16, 8), num_classes=7)
+# 'scan' compiles fastest; the executions' equivalence is tested on its own below.
+TINY = dict(width=1 / 32, head_widths=(16, 8), num_classes=7, ensemble='scan')
+
+
+def key(seed):
+  return jax.random.key(seed, impl='rbg')  # threefry's init compiles ~5× slower on CPU
 
 
 def init_apply(model, images, seed=0):
-  params = model.init(jax.random.key(seed), images[:1])['params']
-  return params, model.apply({'params': params}, images)
+  params = jax.jit(model.init)(key(seed), images[:1])['params']
+  return params, jax.jit(model.apply)({'params': params}, images)
 
 
 @pytest.fixture(scope='module')
@@ -125,8 +130,8 @@ def test_none_variant_ignores_attention():
   chex.assert_trees_all_close(aux['f_en'], aux['f'].mean(axis=1), rtol=1e-5, atol=1e-6)
   # A 'both' model with the same backbone/ensemble/head parameters gives different logits:
   both = LNLAttenNet(attention='both', image_size=64, overlap=8, **TINY)
-  both_params = both.init(jax.random.key(0), images[:1])['params']
-  assert not np.allclose(both.apply({'params': both_params}, images)[0], logits)
+  both_params = jax.jit(both.init)(key(0), images[:1])['params']
+  assert not np.allclose(jax.jit(both.apply)({'params': both_params}, images)[0], logits)
 
 
 @pytest.mark.parametrize('attention,has_nonlocal,has_local',
@@ -148,22 +153,33 @@ def test_ensemble_members_initialised_differently(tiny_run):
       assert len({bytes(np.asarray(row)) for row in flat}) == 16
 
 
-@pytest.mark.parametrize('execution', ['vmap', 'scan'])
-def test_ensemble_executions_agree_forward_and_gradients(execution):
-  images = jax.random.normal(jax.random.key(5), (2, 64, 64, 3))
-  ref = LNLAttenNet(ensemble='loop', image_size=64, overlap=8, **TINY)
-  other = LNLAttenNet(ensemble=execution, image_size=64, overlap=8, **TINY)
-  params = ref.init(jax.random.key(0), images[:1])['params']
-  chex.assert_trees_all_equal_shapes(params, other.init(jax.random.key(0), images[:1])['params'])
+def _loss_and_grads(execution, params, images):
+  tiny = dict(TINY, ensemble=execution)
+  model = LNLAttenNet(image_size=64, overlap=8, **tiny)
 
-  def loss(model, p):
+  def loss(p):
     logits, aux = model.apply({'params': p}, images)
-    return jnp.sum(logits ** 2) + jnp.sum(aux['w_local']), (logits, aux)
+    return jnp.sum(logits ** 2) + jnp.sum(aux['w_local']), (logits, aux['w_local'])
 
-  (l1, (o1, a1)), g1 = jax.value_and_grad(lambda p: loss(ref, p), has_aux=True)(params)
-  (l2, (o2, a2)), g2 = jax.value_and_grad(lambda p: loss(other, p), has_aux=True)(params)
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+
+@pytest.fixture(scope='module')
+def loop_reference():
+  images = jax.random.normal(jax.random.key(5), (2, 64, 64, 3))
+  model = LNLAttenNet(image_size=64, overlap=8, **dict(TINY, ensemble='loop'))
+  params = jax.jit(model.init)(key(0), images[:1])['params']
+  return images, params, _loss_and_grads('loop', params, images)
+
+
+@pytest.mark.parametrize('execution', ['vmap', 'scan'])
+def test_ensemble_executions_agree_forward_and_gradients(execution, loop_reference):
+  images, params, ((_, (o1, w1)), g1) = loop_reference
+  other = LNLAttenNet(image_size=64, overlap=8, **dict(TINY, ensemble=execution))
+  chex.assert_trees_all_equal_shapes(params, jax.eval_shape(other.init, key(0), images[:1])['params'])
+  (_, (o2, w2)), g2 = _loss_and_grads(execution, params, images)
   chex.assert_trees_all_close(o1, o2, rtol=1e-4, atol=1e-5)
-  chex.assert_trees_all_close(a1['w_local'], a2['w_local'], rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(w1, w2, rtol=1e-4, atol=1e-6)
   chex.assert_trees_all_close(g1, g2, rtol=1e-3, atol=1e-5)
   assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(g1['ensemble']))
 
