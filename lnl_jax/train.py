@@ -24,6 +24,10 @@ from lnl_jax.steps import Parallel, create_learning_rate_fn, create_optimizer
 class Preempted(Exception):
   """SIGTERM/SIGINT arrived; a checkpoint of the current step was written before raising."""
 
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
 
 class _StopSignal:
   """Turns SIGTERM/SIGINT into a flag the loop checks after every step."""
@@ -33,7 +37,27 @@ class _StopSignal:
     self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
   def _handle(self, signum, frame):
-    self.received = signal.Signals(signum).name
+    self.received = signal.Signals(signum)
+
+  def agreed(self, step: int, every: int = 1) -> bool:
+    """Whether to checkpoint and stop after `step`. Processes must all stop at the same step (the
+    checkpoint is a collective), so with several they agree every `every` steps: one tiny
+    all-gather, after which a process that got no signal stops too."""
+    if jax.process_count() == 1:
+      return self.received is not None
+    if step % every:
+      return False
+    from jax.experimental import multihost_utils
+    signum = int(np.max(multihost_utils.process_allgather(np.int32(self.received or 0))))
+    # Only the gathered value decides: a signal handled after this process's contribution was sent
+    # is acted on at the next agreement, by every process alike.
+    if signum and self.received is None:
+      self.received = signal.Signals(signum)
+    return bool(signum)
+
+  def preempted(self, step: int) -> Preempted:
+    return Preempted(f'{self.received.name} received: checkpoint of step {step} written; rerun the '
+                     'same command to resume.', int(self.received))
 
   def restore(self):
     for s, handler in self._previous.items():
@@ -71,10 +95,12 @@ def _global_rows(local: np.ndarray) -> np.ndarray:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns summary.json's dict."""
   start_time = time.time()
-  os.makedirs(workdir, exist_ok=True)
+  _check_writable(workdir)
   is_main = jax.process_index() == 0
   parallel = Parallel()
   parallel.check_batch_size(config.train.batch_size)
+  if config.train.on_nonfinite not in ('stop', 'skip'):
+    raise ConfigError(f"train.on_nonfinite={config.train.on_nonfinite!r} must be 'stop' or 'skip'.")
   train_records, test_records = datasets.load_splits(
       config.data, config.seed, config.model.num_patches, config.model.overlap)
   model = create_model(config.model, config.data.image_size, train_records.num_classes)
@@ -116,7 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       epoch, offset = divmod(step, steps_per_epoch)
       state, step, train_stats = _train_epoch(
           state, step, epoch, offset, min(total_steps, (epoch + 1) * steps_per_epoch),
-          train_records, train_step, tracker, writer, ckpt, stop, parallel, config)
+          train_records, train_step, tracker, writer, ckpt, stop, parallel, config,
+          meta.get('train_totals') if meta and offset else None)
       result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel,
                         config=config)
       record = dict(epoch=epoch + 1, step=step, learning_rate=float(lr_fn(step - 1)),
@@ -129,6 +156,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       tracker.save()
       ckpt.save(state, meta=dict(epoch=epoch + 1, class_names=list(test_records.class_names)),
                 metrics=dict(test_accuracy=result['accuracy']))
+      if step < total_steps and stop.agreed(step):  # arrived in the epoch's last step or its eval
+        raise stop.preempted(step)
   finally:
     stop.restore()
     writer.flush()
@@ -147,17 +176,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return summary
 
 
+def _check_writable(workdir: str) -> None:
+  """ConfigError naming `workdir` unless it can be created and written (before any work is done)."""
+  probe = os.path.join(workdir, f'.write_test.{jax.process_index()}.{os.getpid()}')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'--workdir={workdir} is not writable ({e.strerror or e}: '
+                      f'{e.filename or workdir}); checkpoints and metrics are written there. '
+                      'Use a writable directory.') from None
+
+
 def _train_epoch(state, step, epoch, offset, end_step, records, train_step, tracker, writer, ckpt,
-                 stop, parallel, config):
-  """Runs steps [step, end_step) of `epoch`; returns (state, step, train statistics)."""
+                 stop, parallel, config, totals=None):
+  """Runs steps [step, end_step) of `epoch`; returns (state, step, train statistics).
+
+  `totals` are the epoch's running train statistics saved with a mid-epoch checkpoint, so that a
+  resumed epoch reports the same train loss and accuracy as an uninterrupted one.
+  """
   train = config.train
-  bad = pipeline.BadImageCounter()
+  totals = {**dict(loss=0.0, correct=0, count=0, steps=0, bad=0), **(totals or {})}
+  bad = pipeline.BadImageCounter(count=totals.pop('bad'))
   batches = pipeline.train_batches(
       records, batch_size=train.batch_size, image_size=config.data.image_size, epoch=epoch,
       seed=config.seed, crop_padding=config.data.crop_padding, flip=config.data.flip,
       erase_prob=config.data.erase_prob, on_bad_image=config.data.on_bad_image, bad_images=bad,
       start_step=offset)
-  pending, totals = [], dict(loss=0.0, correct=0, count=0, steps=0)
+  pending = []
   bar = tqdm(total=end_step - step, desc=f'epoch {epoch + 1}/{train.num_epochs}', unit='step',
              disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
   t0, images = time.time(), 0
@@ -169,19 +217,20 @@ def _train_epoch(state, step, epoch, offset, end_step, records, train_step, trac
     images += train.batch_size
     pending.append((step, m))
     bar.update(1)
-    if step % train.log_every_steps == 0 or step == end_step or stop.received:
+    stopping = stop.agreed(step, every=train.log_every_steps)
+    if step % train.log_every_steps == 0 or step == end_step or stopping:
       _flush(pending, totals, writer, train)
       bar.set_postfix(loss=f'{totals["loss"] / max(totals["steps"], 1):.3f}')
     if step % train.track_every_steps == 0:
       tracker.record(state.params, step)
-    meta = dict(epoch=epoch, class_names=list(records.class_names))
-    if train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0 and step < end_step:
-      ckpt.save(state, meta=meta)
-    if stop.received:
-      ckpt.save(state, meta=meta)
-      tracker.save()
-      raise Preempted(f'{stop.received} received: checkpoint of step {step} written; rerun the '
-                      'same command to resume.')
+    periodic = train.checkpoint_every_steps and step % train.checkpoint_every_steps == 0
+    if step < end_step and (periodic or stopping):
+      _flush(pending, totals, writer, train)  # a non-finite step stops the run before it is saved
+      tracker.save()  # before the checkpoint: a resumed run drops the tracked steps after its step
+      ckpt.save(state, meta=dict(epoch=epoch, class_names=list(records.class_names),
+                                 train_totals=dict(totals, bad=bad.count)))
+      if stopping:
+        raise stop.preempted(step)
   bar.close()
   seconds = time.time() - t0
   if bad.count:

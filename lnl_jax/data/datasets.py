@@ -13,7 +13,8 @@ import numpy as np
 from absl import logging
 
 from lnl_jax.data import readers, splits, synthetic
-from lnl_jax.data.records import Records
+from lnl_jax.data.readers_common import listing
+from lnl_jax.data.records import DataError, Records
 from lnl_jax.geometry import ConfigError
 
 # config name -> (reader name, official (train, test) splits or None for k-fold)
@@ -64,8 +65,49 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
     raise ConfigError(f'data.name={data.name!r} is unknown; known: synthetic, {", ".join(DATASETS)}.')
   if train.class_names != test.class_names:
     raise ConfigError(f'train and test classes differ: {train.class_names} vs {test.class_names}.')
+  check_disjoint(train, test)
   if data.limit:
     train, test = (r.subset(np.arange(min(len(r), data.limit))) for r in (train, test))
   logging.info('data: %s — %d train / %d test, classes %s', train.source or data.name, len(train),
                len(test), ', '.join(train.class_names))
   return train, test
+
+
+def check_disjoint(train: Records, test: Records) -> None:
+  """A file in both splits is a DataError (the test accuracy would be inflated); test files that
+  are byte-identical copies of a train file of the same name get a warning. Files that merely share
+  a name (`train/happy/0.png`, `test/happy/0.png`, as in many exports) are fine."""
+  if train.paths is None or test.paths is None:
+    return
+  real_dirs = {}
+
+  def real(path):  # symlinked folders resolved; one realpath per folder, not per file
+    folder, name = os.path.split(str(path))
+    if folder not in real_dirs:
+      real_dirs[folder] = os.path.realpath(folder)
+    return os.path.join(real_dirs[folder], name)
+
+  train_files = {real(p) for p in train.paths}
+  shared = [p for p in test.paths if real(p) in train_files]
+  if shared:
+    raise DataError(f'{len(shared)} test image(s) are also in the train split (the same file): '
+                    f'{listing(shared)}; the test accuracy would be inflated. Check data.root and '
+                    'the split folders.')
+  by_name = {}
+  for p in train.paths:
+    by_name.setdefault(os.path.basename(p), []).append(p)
+  copies = [p for p in test.paths
+            if any(_same_bytes(p, q) for q in by_name.get(os.path.basename(p), ()))]
+  if copies:
+    logging.warning('%d test image(s) are byte-identical to the train image of the same name, e.g. '
+                    '%s; the test accuracy may be inflated.', len(copies), listing(copies))
+
+
+def _same_bytes(a: str, b: str) -> bool:
+  try:
+    if os.path.getsize(a) != os.path.getsize(b):
+      return False
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+      return fa.read() == fb.read()
+  except OSError:
+    return False  # a missing/unreadable file is the pipeline's to report
