@@ -85,7 +85,9 @@ def test_one_step_on_one_and_four_devices_agree():
   p1, m1 = one_step(jax.devices()[:1], config, batch)
   p4, m4 = one_step(jax.devices(), config, batch)
   assert m1['loss'] == pytest.approx(m4['loss'], rel=1e-5)
-  chex.assert_trees_all_close(p1, p4, rtol=1e-4, atol=1e-6)
+  # Adam's first update is ≈ lr · g/|g|: a gradient near Adam's eps (1e-8) that the 4-device
+  # reduction sums in another order can move by ~1e-6 (seen in CI). 1e-5 is 3 % of one step (lr 3e-4).
+  chex.assert_trees_all_close(p1, p4, rtol=1e-4, atol=1e-5)
   with pytest.raises(Exception, match='train.batch_size=18 is not divisible by the 4'):
     Parallel().check_batch_size(18)
 
