@@ -46,13 +46,6 @@ class PatchGeometry:
     p = self.patch_size
     return [(y, x, y + p, x + p) for y in self.origins for x in self.origins]
 
-  @property
-  def actual_overlap(self) -> int:
-    """Smallest overlap in pixels between neighbouring patches."""
-    if self.grid == 1:
-      return 0
-    return min(self.patch_size - (b - a) for a, b in zip(self.origins, self.origins[1:]))
-
 
 def grid_side(num_patches: int) -> int:
   n = math.isqrt(num_patches) if num_patches > 0 else 0
