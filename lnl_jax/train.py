@@ -136,6 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_step = parallel.jit_eval_step(model)
   tracker = _AttentionTracker(workdir, test_records, config, parallel, eval_step, step)
 
+  result = None  # the newest evaluation of the test split
   stop = _StopSignal()
   try:
     while step < total_steps:
@@ -162,7 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stop.restore()
     writer.flush()
 
-  result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel, config=config)
+  if result is None:  # nothing left to train (a finished workdir run again): score what it holds
+    result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel, config=config)
   summary = metrics.summarize(
       history.records, result['cm'], test_records.class_names, config.train.mean_of_last,
       num_params=n_params, wall_time_s=time.time() - start_time, config=config.name,
