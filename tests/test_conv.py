@@ -1,0 +1,72 @@
+"""conv2d and max_pool2 against XLA's own convolution and reduce-window, values and gradients,
+plain and under the transformations the ensemble executions apply (vmap, lax.map)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnl_jax.models.conv import conv2d
+from lnl_jax.models.layers import max_pool2
+
+
+def reference(x, kernel, pad):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad)] * 2,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def value_and_grads(f, x, kernel):
+  """f's output and the gradients of a non-trivial scalar of it w.r.t. both inputs."""
+  loss = lambda x, kernel: jnp.sum(jnp.sin(f(x, kernel)))
+  return jax.jit(f)(x, kernel), jax.jit(jax.grad(loss, argnums=(0, 1)))(x, kernel)
+
+
+def assert_same(got, want):
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-5)
+
+
+def inputs(shape_x, shape_k):
+  kx, kk = jax.random.split(jax.random.key(0))
+  return jax.random.normal(kx, shape_x), jax.random.normal(kk, shape_k) * 0.2
+
+
+@pytest.mark.parametrize('k,pad', [(3, 1), (3, 0), (1, 0), (5, 2)])
+def test_conv2d_equals_xla_convolution_and_its_gradient(k, pad):
+  x, kernel = inputs((2, 7, 6, 3), (k, k, 3, 4))
+  assert_same(value_and_grads(lambda x, w: conv2d(x, w, pad), x, kernel),
+              value_and_grads(lambda x, w: reference(x, w, pad), x, kernel))
+
+
+@pytest.mark.parametrize('batched', ['both', 'input', 'kernel'])
+def test_conv2d_under_vmap_equals_the_per_member_convolutions(batched):
+  m = 3
+  x, kernel = inputs((m, 2, 6, 6, 3), (m, 3, 3, 3, 4))
+  in_axes = {'both': (0, 0), 'input': (0, None), 'kernel': (None, 0)}[batched]
+  x = x if in_axes[0] == 0 else x[0]
+  kernel = kernel if in_axes[1] == 0 else kernel[0]
+  pick = lambda a, axis, i: a[i] if axis == 0 else a
+
+  def per_member(conv):
+    return lambda x, w: jnp.stack([conv(pick(x, in_axes[0], i), pick(w, in_axes[1], i))
+                                   for i in range(m)])
+
+  vmapped = jax.vmap(lambda x, w: conv2d(x, w, 1), in_axes=in_axes)
+  assert_same(value_and_grads(vmapped, x, kernel),
+              value_and_grads(per_member(lambda x, w: reference(x, w, 1)), x, kernel))
+
+
+def test_conv2d_inside_lax_map_equals_the_per_member_convolutions():
+  x, kernel = inputs((4, 2, 6, 6, 3), (4, 3, 3, 3, 5))
+  mapped = lambda x, w: jax.lax.map(lambda xw: conv2d(*xw, 0), (x, w))
+  unrolled = lambda x, w: jnp.stack([reference(x[i], w[i], 0) for i in range(4)])
+  assert_same(value_and_grads(mapped, x, kernel), value_and_grads(unrolled, x, kernel))
+
+
+@pytest.mark.parametrize('side', [8, 9])
+def test_max_pool2_equals_reduce_window_pooling_and_its_gradient(side):
+  x = jax.random.normal(jax.random.key(0), (2, side, side, 3))  # no ties: the gradients agree
+  pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+  loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x)))
+  np.testing.assert_array_equal(max_pool2(x), pool(x))
+  np.testing.assert_array_equal(jax.grad(loss(max_pool2))(x), jax.grad(loss(pool))(x))
