@@ -56,7 +56,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from lnl_jax import steps as steps_lib
+from lnl_jax import host, steps as steps_lib
 from lnl_jax.models import create_model, num_params
 from lnl_jax.models.ensemble import EXECUTIONS, PatchEnsemble, PatchNetwork
 from lnl_jax.models.layers import scaled
@@ -448,6 +448,7 @@ def machine_record() -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
+  host.keep_freed_memory()
   config = FLAGS.config
   executions = FLAGS.ensembles or [config.model.ensemble]
   dtypes = FLAGS.dtypes or [config.model.dtype]

@@ -1,8 +1,8 @@
 """The network's stride-1 2-D convolution, lowered so that XLA's CPU backend keeps its fast path.
 
 `conv2d` computes exactly `lax.conv_general_dilated(x, kernel, (1, 1), padding)` in NHWC/HWIO, and
-`Conv` is `nn.Conv` on top of it (same parameters, same names). Two things differ from
-`nn.Conv`, both about how XLA lowers the convolution, neither about what it computes:
+`Conv` is `nn.Conv` on top of it (same parameters, same names). On the CPU backend two things
+differ from `nn.Conv`, both about how XLA lowers the convolution, neither about what it computes:
 
 - Its gradient is written out (`jax.custom_vjp`) as two more convolutions in the same canonical
   NHWC/HWIO form: the input gradient correlates the output gradient with the flipped kernel, and
@@ -14,6 +14,11 @@
   default rule gives, which XLA's CPU backend runs at ~3 GFLOP/s against ~120 (MEASUREMENTS.md).
   A batched input with a shared kernel is folded into the batch dimension, a shared input with
   batched kernels into the output features: one convolution each.
+
+On accelerators `conv2d` is the plain `lax` convolution, the lowering the H200 figures in
+docs/benchmarks.md were measured with: XLA's GPU backend maps the gradient convolutions of JAX's
+own autodiff onto cuDNN's backward kernels, and cuDNN runs grouped convolutions natively. The
+rewritten form has not been measured on a GPU.
 """
 from __future__ import annotations
 
@@ -53,14 +58,20 @@ def _correlate(pad: int):
   return correlate
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv2d(x: jax.Array, kernel: jax.Array, pad: int) -> jax.Array:
   """(B, H, W, C) ⋆ (k, k, C, O), stride 1, `pad` zeros on each side -> (B, H + 2·pad − k + 1, …, O)."""
+  if jax.default_backend() == 'cpu':
+    return _cpu_conv2d(x, kernel, pad)
+  return lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad)] * 2, dimension_numbers=DIMENSIONS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cpu_conv2d(x, kernel, pad):
   return _correlate(pad)(x, kernel)
 
 
 def _conv2d_fwd(x, kernel, pad):
-  return conv2d(x, kernel, pad), (x, kernel)
+  return _cpu_conv2d(x, kernel, pad), (x, kernel)
 
 
 def _conv2d_bwd(pad, residuals, dy):
@@ -73,7 +84,7 @@ def _conv2d_bwd(pad, residuals, dy):
   return dx, dk.transpose(1, 2, 0, 3)
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_cpu_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 class Conv(nn.Module):

@@ -1,0 +1,26 @@
+"""Host-side settings for the processes that run steps: the C allocator's reuse of freed memory."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+  """Makes glibc serve large buffers from its heap and keep what is freed, instead of mapping
+  fresh pages for every buffer over 32 MB and returning them on free.
+
+  XLA's CPU backend allocates a step's temporaries anew on every call: ~2 GB per train step of the
+  full model. Fresh pages cost a page fault each (the kernel zeroes them), so materialising a
+  170 MB array took 130 ms against 40 ms in reused memory on the 2-core machines here. With this
+  the process's peak RSS stays at its high-water mark. Returns False where it does nothing (not
+  glibc: macOS, musl).
+  """
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
