@@ -95,15 +95,17 @@ def test_one_step_on_one_and_four_devices_agree():
 def test_smoke_model_learns_synthetic_faces(tmp_path):
   """Well above chance (1/7 = 14.3 %) within the test's budget: the whole stack learns.
 
-  1,400 faces, 10 epochs of 43 steps. With He init the smoke model leaves chance after ~150 steps
-  (docs/initialisation.md). Chance accuracy on 280 test faces has a std of ~2.1 points, so a mean
-  of the last two epochs above 20 % is ~3σ above chance; a run measured here reached 24.8 % (best 30.7 %).
+  1,400 faces, 10 epochs of 43 steps, the smoke model with a 64-32 head. The smoke config's 32-16
+  head sits on the chance plateau for a seed-dependent time: bit-level differences in the update
+  decided whether it left it within 10 epochs. With 64-32, seeds 0 and 1 left it by epoch 4 and
+  ended at 38.9 / 39.6 % (mean of the last two epochs 39.1 / 42.1 %, best 39.3 / 44.6 %). Chance
+  accuracy on 280 test faces has a std of ~2.1 points: 25 % is 5σ above chance.
   """
   workdir = str(tmp_path / 'learn')
   run_main(workdir, '--config.data.num_train=1400', '--config.data.num_test=280',
            '--config.data.limit=0', '--config.train.num_epochs=10', '--config.train.batch_size=32',
            '--config.train.learning_rate=1e-3', '--config.train.log_every_steps=43',
-           '--config.train.track_every_steps=1000')
+           '--config.train.track_every_steps=1000', '--config.model.head_widths=(64, 32)')
   summary = json.load(open(os.path.join(workdir, 'summary.json')))
-  assert summary['test_accuracy_mean_last_epochs'] > 20.0, summary
-  assert summary['test_accuracy_best'] > 24.0, summary
+  assert summary['test_accuracy_mean_last_epochs'] > 25.0, summary
+  assert summary['test_accuracy_best'] > 30.0, summary
