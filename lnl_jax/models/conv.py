@@ -8,7 +8,7 @@ differ from `nn.Conv`, both about how XLA lowers the convolution, neither about 
   NHWC/HWIO form: the input gradient correlates the output gradient with the flipped kernel, and
   the kernel gradient treats channels as the batch. XLA rewrites the gradients of an ordinary
   convolution into that form itself, but not inside a while loop, where its CPU backend falls back
-  to a naive loop ~15× slower (the 'scan' ensemble: `lax.map` over members).
+  to a naive loop ~15× slower (the 'scan' ensemble: `lax.scan` over members).
 - Under `jax.vmap` with a batched kernel (the 'vmap' ensemble: one kernel per member) it runs one
   ordinary convolution per member (`custom_vmap`) instead of the grouped convolution that vmap's
   default rule gives, which XLA's CPU backend runs at ~3 GFLOP/s against ~120 (MEASUREMENTS.md).
