@@ -281,10 +281,10 @@ def restore(workdir: str, step: int | None = None):
   return run.model, jax.device_put(run.params, parallel.replicated), run.step, parallel
 
 
-def make_apply_fn(model, params, parallel, batch_size: int) -> ApplyFn:
-  """uint8 images -> predictions, wᵍ, wˡ, evaluated in zero-padded batches of `batch_size`."""
+def make_apply_fn(eval_step, params, parallel, batch_size: int) -> ApplyFn:
+  """uint8 images -> predictions, wᵍ, wˡ, evaluated by `eval_step` (`Parallel.jit_eval_step`) in
+  zero-padded batches of `batch_size`."""
   import jax
-  eval_step = parallel.jit_eval_step(model)
 
   def apply(images):
     outs = []
@@ -345,7 +345,8 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
   out_dir = os.path.join(workdir, 'analysis')
   batch_size, size = config.train.batch_size, config.data.image_size
   boxes = model.geometry.boxes()
-  apply_fn = make_apply_fn(model, params, parallel, batch_size)
+  eval_step = parallel.jit_eval_step(model)  # one compiled program for every analysis below
+  apply_fn = make_apply_fn(eval_step, params, parallel, batch_size)
   written = {}
   logging.info('analysing %s at step %d: %s', workdir, step, ', '.join(what))
 
@@ -370,8 +371,7 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
     logging.info('%s', result['verdict'])
 
   if 'crucial' in what or 'confusion' in what:
-    evaluation = train.evaluate(params, test, eval_step=parallel.jit_eval_step(model),
-                                parallel=parallel, config=config)
+    evaluation = train.evaluate(params, test, eval_step=eval_step, parallel=parallel, config=config)
 
   if 'confusion' in what:
     cm = evaluation['cm']

@@ -11,8 +11,8 @@ per measurement (`what` says which), in this order:
               the yardsticks the steps are divided by (`frac_of_matmul`, `frac_of_conv`); measured
               again at the end (`when`), so a machine shared with other work shows as a difference
   train_step  per dtype × batch × ensemble execution: compile time, median step time after a
-              warm-up step, `img_per_s`, the step's FLOPs from XLA's cost analysis, achieved FLOP/s,
-              memory, and the paper's RAF-DB schedule (12,271 images × 24 epochs) at this speed
+              warm-up step, `img_per_s`, the step's FLOPs (counted from its jaxpr, below), achieved
+              FLOP/s, memory, and the paper's RAF-DB schedule (12,271 images × 24 epochs) at this speed
   eval_step   the same for the forward pass of evaluation (unless --noeval)
   part        with --parts: forward + backward of the 16 SimpleNets + local attention alone per
               execution, of one shared member network on the M× batch (the issue's reference:

@@ -13,10 +13,10 @@ def keep_freed_memory() -> bool:
   fresh pages for every buffer over 32 MB and returning them on free.
 
   XLA's CPU backend allocates a step's temporaries anew on every call: ~2 GB per train step of the
-  full model. Fresh pages cost a page fault each (the kernel zeroes them), so materialising a
-  170 MB array took 130 ms against 40 ms in reused memory on the 2-core machines here. With this
-  the process's peak RSS stays at its high-water mark. Returns False where it does nothing (not
-  glibc: macOS, musl).
+  full model. Fresh pages cost a page fault each (the kernel zeroes them), which made writing a
+  large array several times slower than writing it into reused memory on the 2-core machines
+  here. With this the process's peak RSS stays at its high-water mark. Returns False where it
+  does nothing (not glibc: macOS, musl).
   """
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')

@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lnl_jax import host, train
+from lnl_jax import train
 from lnl_jax.data.records import DataError
 from lnl_jax.geometry import ConfigError
 
@@ -51,7 +51,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   quiet_orbax()
-  host.keep_freed_memory()
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerator for JAX
   if FLAGS.distributed:
     initialize_distributed()

@@ -26,11 +26,10 @@ import jax
 import numpy as np
 from matplotlib import cm as mpl_cm, colors as mpl_colors
 from matplotlib.figure import Figure
-from PIL import Image
 
 from lnl_jax import plots, steps
 from lnl_jax.trained import Trained, load_trained
-from lnl_jax.data import decode
+from lnl_jax.data import decode, readers_common
 from lnl_jax.data.records import DataError
 from lnl_jax.geometry import ConfigError
 
@@ -64,22 +63,15 @@ def predict_images(trained: Trained, images: np.ndarray) -> dict[str, np.ndarray
 # Input files.
 
 
-@functools.cache
-def image_extensions() -> frozenset[str]:
-  """Every file extension PIL can open (.jpg, .png, .tiff, .bmp, .webp, ...)."""
-  Image.init()
-  return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
-                   if fmt in Image.OPEN)
-
-
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
-  """(image files, problems): folders are walked recursively for image files, in sorted order;
-  files are taken as given (whatever their extension); missing paths become problems."""
+  """(image files, problems): folders are walked recursively for image files (the readers' rule:
+  `readers_common.is_image`), in sorted order; files are taken as given (whatever their
+  extension); missing paths become problems."""
   files, problems = [], []
   for path in inputs:
     if os.path.isdir(path):
       found = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                     if os.path.splitext(name)[1].lower() in image_extensions())
+                     if readers_common.is_image(name))
       if not found:
         problems.append(f'no image files in folder {path}')
       files += found

@@ -29,6 +29,8 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
+from lnl_jax import checkpoints
+
 DATASET_NAMES = {'raf': 'RAF-DB', 'affectnet': 'AffectNet', 'sfew': 'SFEW 2.0', 'ckplus': 'CK+',
                  'mmi': 'MMI'}
 ATTENTION_NAMES = {'none': 'Model-S', 'local': 'Model-Local', 'nonlocal': 'Model-NonLocal',
@@ -184,8 +186,7 @@ def collect(runs_dir: str) -> list[Run]:
       if 'summary.json' in files:
         logging.warning('%s has summary.json but no config.json; left out.', path)
       continue
-    with open(os.path.join(path, 'config.json')) as f:
-      config = json.load(f)
+    config = checkpoints.load_config(path).to_dict()  # today's defaults under the saved fields
     summary = None
     if 'summary.json' in files:
       with open(os.path.join(path, 'summary.json')) as f:

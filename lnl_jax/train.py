@@ -13,7 +13,7 @@ from absl import logging
 from clu import metric_writers
 from tqdm import tqdm
 
-from lnl_jax import checkpoints, metrics, plots
+from lnl_jax import checkpoints, host, metrics, plots
 from lnl_jax.data import datasets, pipeline
 from lnl_jax.data.records import Records
 from lnl_jax.geometry import ConfigError
@@ -95,6 +95,7 @@ def _global_rows(local: np.ndarray) -> np.ndarray:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns summary.json's dict."""
   start_time = time.time()
+  host.keep_freed_memory()  # every training entry point (main, sweep, cross_validate) comes here
   _check_writable(workdir)
   is_main = jax.process_index() == 0
   parallel = Parallel()
@@ -220,7 +221,7 @@ def _train_epoch(state, step, epoch, offset, end_step, records, train_step, trac
     pending.append((step, m))
     bar.update(1)
     stopping = stop.agreed(step, every=train.log_every_steps)
-    if step % train.log_every_steps == 0 or step == end_step or stopping:
+    if step % train.log_every_steps == 0 or step == end_step:
       _flush(pending, totals, writer, train)
       bar.set_postfix(loss=f'{totals["loss"] / max(totals["steps"], 1):.3f}')
     if step % train.track_every_steps == 0:

@@ -7,7 +7,8 @@ import re
 import signal
 import socket
 
-from test_robustness import assert_trees_identical, finalized_steps, load_state, main_command
+from test_robustness import (assert_trees_identical, finalized_steps, load_state, main_command,
+                             read_metrics)
 from test_robustness import launch  # noqa: F401  (a fixture)
 
 # Checkpoints every 2 steps; processes agree on stopping after every step (log_every_steps=1).
@@ -63,9 +64,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, la
   multi, reference = load_state(multi_dir, STEPS), load_state(single_dir, STEPS)
   assert int(multi['step']) == STEPS
   assert_trees_identical(multi, reference)
-  records = [[json.loads(line) for line in open(d / 'metrics.jsonl')] for d in (multi_dir, single_dir)]
-  for r in records[0] + records[1]:
-    del r['images_per_s']
+  records = [read_metrics(d) for d in (multi_dir, single_dir)]
   assert [r['epoch'] for r in records[0]] == [1, 2]
   assert records[0] == records[1]  # train loss over both halves, test accuracy over all 48 faces
   summaries = [json.load(open(d / 'summary.json')) for d in (multi_dir, single_dir)]

@@ -11,7 +11,7 @@ differ from `nn.Conv`, both about how XLA lowers the convolution, neither about 
   to a naive loop ~15× slower (the 'scan' ensemble: `lax.scan` over members).
 - Under `jax.vmap` with a batched kernel (the 'vmap' ensemble: one kernel per member) it runs one
   ordinary convolution per member (`custom_vmap`) instead of the grouped convolution that vmap's
-  default rule gives, which XLA's CPU backend runs at ~3 GFLOP/s against ~120 (MEASUREMENTS.md).
+  default rule gives, which XLA's CPU backend runs at ~3 GFLOP/s against ~120 (../shared/MEASUREMENTS.md).
   A batched input with a shared kernel is folded into the batch dimension, a shared input with
   batched kernels into the output features: one convolution each.
 

@@ -59,7 +59,7 @@ class UpConv2x2(nn.Module):
 
   Each output pixel (2i+a, 2j+b) is x[i, j] · kernel[a, b]: exactly a transposed convolution with
   a 2×2 kernel and stride 2, without the strided scatter that XLA's CPU backend runs at ~4 GFLOP/s
-  (MEASUREMENTS.md: `nn.ConvTranspose` 3–5 GFLOP/s against 80–160 for a plain conv).
+  (../shared/MEASUREMENTS.md: `nn.ConvTranspose` 3–5 GFLOP/s against 80–160 for a plain conv).
   """
   features: int
   dtype: jnp.dtype = jnp.float32
