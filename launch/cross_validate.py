@@ -133,8 +133,9 @@ def main(argv):
   if FLAGS.print_only:
     sweep.print_commands(FLAGS['config'].config_filename, FLAGS.runs_dir, members, overrides)
     return
-  sweep.setup_process()
-  sweep.run_or_exit(sweep.run_members, config, FLAGS.runs_dir, members)
+  from lnl_jax import main as lnl_main  # here: it imports TensorFlow
+  lnl_main.setup_process()
+  lnl_main.run_or_exit(sweep.run_members, config, FLAGS.runs_dir, members)
   cv = write_summary(config, FLAGS.runs_dir)
   if cv is not None:
     print(describe(cv))

@@ -23,12 +23,10 @@ trains fold `data.fold` only; the paper's figures there are 5-fold means (launch
 from __future__ import annotations
 
 import dataclasses
-import logging as std_logging
 import os
 import shlex
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import ml_collections
 from absl import app, flags, logging
@@ -138,29 +136,22 @@ def is_done(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, 'summary.json'))
 
 
-def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member],
-                train_fn: Callable | None = None) -> dict[str, dict | None]:
-  """Trains the members in turn in `base_dir/<member>`; finished ones are skipped (value None)."""
-  if train_fn is None:
-    from lnl_jax import train
-    train_fn = train.train_and_evaluate
-  results = {}
+def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member]):
+  """Trains the members in turn in `base_dir/<member>`; finished ones are skipped."""
+  from lnl_jax import train
   for i, m in enumerate(chosen):
     workdir = os.path.join(base_dir, m.name)
     if is_done(workdir):
       logging.info('member %d/%d %s: done already (%s/summary.json), skipped', i + 1, len(chosen),
                    m.name, workdir)
-      results[m.name] = None
       continue
     logging.info('member %d/%d %s: training in %s', i + 1, len(chosen), m.name, workdir)
     try:
-      summary = train_fn(member_config(config, m), workdir)
+      summary = train.train_and_evaluate(member_config(config, m), workdir)
     except (ConfigError, FloatingPointError) as e:  # name the member; the rerun resumes it
       raise type(e)(f'sweep member {m.name} ({workdir}): {e}') from e
     logging.info('member %s: mean test accuracy of the last %d epochs %.2f%%', m.name,
                  summary['mean_over_epochs'], summary['test_accuracy_mean_last_epochs'] or 0.0)
-    results[m.name] = summary
-  return results
 
 
 def _flag_value(value) -> str:
@@ -188,28 +179,6 @@ def print_commands(config_arg: str, base_dir: str, chosen: list[Member],
     lines.append(command(config_arg, workdir, {**overrides, **m.overrides}))
     print(lines[-1])
   return lines
-
-
-def setup_process() -> None:
-  """As lnl_jax.main does: keep the accelerator for JAX, keep Orbax's INFO lines out of the log."""
-  import tensorflow as tf
-  tf.config.set_visible_devices([], 'GPU')
-  logging.get_absl_handler().python_handler.addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
-
-
-def run_or_exit(run_fn: Callable, *args):
-  """`run_fn(*args)`, ending the process as lnl_jax.main does on errors the user can fix: one line
-  on stderr and exit status 1, or 128 + signal after a pre-emption (rerun the command to resume)."""
-  from lnl_jax import train
-  from lnl_jax.data.records import DataError
-  try:
-    return run_fn(*args)
-  except train.Preempted as e:
-    print(f'preempted: {e}', file=sys.stderr, flush=True)
-    sys.exit(128 + getattr(e, 'signum', signal.SIGTERM))
-  except (ConfigError, DataError, FloatingPointError) as e:
-    sys.exit(f'error: {e}')
 
 
 def define_flags() -> None:
@@ -241,8 +210,9 @@ def main(argv):
   if FLAGS.print_only:
     print_commands(config_flag.config_filename, base_dir, chosen, overrides)
     return
-  setup_process()
-  run_or_exit(run_members, FLAGS.config, base_dir, chosen)
+  from lnl_jax import main as lnl_main  # here: it imports TensorFlow
+  lnl_main.setup_process()
+  lnl_main.run_or_exit(run_members, FLAGS.config, base_dir, chosen)
   logging.info('sweep %s done; lay it out with: python -m lnl_jax.report %s', FLAGS.sweep,
                FLAGS.runs_dir)
 

@@ -40,6 +40,24 @@ def quiet_orbax():
       lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
 
 
+def setup_process() -> None:
+  """What every training process sets first (also launch.sweep, launch.cross_validate)."""
+  quiet_orbax()
+  tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerator for JAX
+
+
+def run_or_exit(run_fn, *args):
+  """`run_fn(*args)`, ending the process on errors the user can fix: one line on stderr and exit
+  status 1, or 128 + signal after a pre-emption (rerun the same command to resume)."""
+  try:
+    return run_fn(*args)
+  except train.Preempted as e:
+    print(f'preempted: {e}', file=sys.stderr, flush=True)
+    sys.exit(128 + e.signum)
+  except (ConfigError, DataError, FloatingPointError) as e:
+    sys.exit(f'error: {e}')
+
+
 def initialize_distributed():
   """`jax.distributed.initialize` with the explicit flags, or auto-detected from the cluster."""
   explicit = dict(coordinator_address=FLAGS.coordinator_address,
@@ -50,19 +68,12 @@ def initialize_distributed():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  quiet_orbax()
-  tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerator for JAX
+  setup_process()
   if FLAGS.distributed:
     initialize_distributed()
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
-  try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except train.Preempted as e:
-    print(f'preempted: {e}', file=sys.stderr, flush=True)
-    sys.exit(128 + e.signum)
-  except (ConfigError, DataError, FloatingPointError) as e:
-    sys.exit(f'error: {e}')
+  run_or_exit(train.train_and_evaluate, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
