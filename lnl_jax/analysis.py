@@ -22,9 +22,7 @@ loads the model and the data and writes the files.
 from __future__ import annotations
 
 import json
-import logging as std_logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -271,16 +269,6 @@ def plot_crucial_over_training(series: list[dict], path: str) -> str:
 
 # --- loading a workdir ----------------------------------------------------------------------------
 
-def restore(workdir: str, step: int | None = None):
-  """(model, params replicated over every device, step, parallel) of a checkpoint (default: newest)."""
-  import jax
-  from lnl_jax.steps import Parallel
-  from lnl_jax.trained import load_trained
-  run = load_trained(workdir, 'latest' if step is None else str(step))
-  parallel = Parallel()
-  return run.model, jax.device_put(run.params, parallel.replicated), run.step, parallel
-
-
 def make_apply_fn(eval_step, params, parallel, batch_size: int) -> ApplyFn:
   """uint8 images -> predictions, wᵍ, wˡ, evaluated by `eval_step` (`Parallel.jit_eval_step`) in
   zero-padded batches of `batch_size`."""
@@ -329,11 +317,12 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
   """
   from lnl_jax import plots, train
   from lnl_jax.data import datasets
+  from lnl_jax.trained import load_trained
   unknown = set(what) - set(ANALYSES)
   if unknown:
     raise ConfigError(f'--what={",".join(what)}: {", ".join(sorted(unknown))} unknown; choose from '
                       f'{", ".join(ANALYSES)}.')
-  config = checkpoints.load_config(workdir)
+  config = checkpoints.load_config(workdir)  # checked before anything is restored
   if data_root:
     config.data.root = data_root
   if 'crucial' in what and config.data.name != 'synthetic':
@@ -341,7 +330,9 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
                       f'{workdir} was trained on {config.data.name!r}.')
   _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
                                  config.model.overlap)
-  model, params, step, parallel = restore(workdir, step)
+  run = load_trained(workdir, 'latest' if step is None else str(step))
+  model, step = run.model, run.step
+  params, parallel = run.on_every_device()
   out_dir = os.path.join(workdir, 'analysis')
   batch_size, size = config.train.batch_size, config.data.image_size
   boxes = model.geometry.boxes()
@@ -429,21 +420,19 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  import tensorflow as tf
-  from lnl_jax.data.records import DataError
+  from lnl_jax.main import run_or_exit, setup_process  # here: it imports TensorFlow
   FLAGS = flags.FLAGS
-  tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerator for JAX
-  logging.get_absl_handler().python_handler.addFilter(  # Orbax logs every file it reads at INFO
-      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
-  what = FLAGS.what
-  try:
+  setup_process()
+
+  def run():
+    what = FLAGS.what
     if what is None:
       synthetic = checkpoints.load_config(FLAGS.workdir).data.name == 'synthetic'
       what = [a for a in ANALYSES if a != 'crucial' or synthetic]
-    written = analyze(FLAGS.workdir, what, FLAGS.num_images, FLAGS.grid, FLAGS.fill,
-                      FLAGS.checkpoint, FLAGS.data_root)
-  except (ConfigError, DataError) as e:
-    sys.exit(f'error: {e}')
+    return analyze(FLAGS.workdir, what, FLAGS.num_images, FLAGS.grid, FLAGS.fill, FLAGS.checkpoint,
+                   FLAGS.data_root)
+
+  written = run_or_exit(run)
   for name, path in written.items():
     print(f'{name}: {path}')
   for name in ('occlusion', 'crucial'):

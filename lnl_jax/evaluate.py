@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 
 import jax
-import tensorflow as tf
 from absl import app, flags, logging
 
 from lnl_jax import metrics
 from lnl_jax.data import datasets
-from lnl_jax.main import quiet_orbax
-from lnl_jax.steps import Parallel
+from lnl_jax.main import run_or_exit, setup_process
 from lnl_jax.train import evaluate
 from lnl_jax.trained import load_trained
 
@@ -28,18 +26,21 @@ flags.mark_flag_as_required('workdir')
 
 def main(argv):
   del argv
-  quiet_orbax()
-  tf.config.set_visible_devices([], 'GPU')
-  run = load_trained(FLAGS.workdir, FLAGS.checkpoint)
-  config, step, parallel = run.config, run.step, Parallel()
+  setup_process()
+  run_or_exit(evaluate_workdir, FLAGS.workdir, FLAGS.checkpoint)
+
+
+def evaluate_workdir(workdir: str, checkpoint: str) -> None:
+  run = load_trained(workdir, checkpoint)
+  config, step = run.config, run.step
   _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches, config.model.overlap)
-  params = jax.device_put(run.params, parallel.replicated)
+  params, parallel = run.on_every_device()
   result = evaluate(params, test, eval_step=parallel.jit_eval_step(run.model), parallel=parallel,
                     config=config)
   out = dict(step=step, accuracy=result['accuracy'], balanced_accuracy=result['balanced_accuracy'],
              per_class_accuracy=dict(zip(test.class_names, result['per_class'])),
              confusion_matrix=result['cm'].tolist(), bad_images=result['bad_images'])
-  path = os.path.join(FLAGS.workdir, f'eval_{step}.json')
+  path = os.path.join(workdir, f'eval_{step}.json')
   if jax.process_index() == 0:
     metrics.write_json(path, out)
   logging.info('step %d: test accuracy %.2f%% (balanced %.2f%%) on %d images; written to %s', step,

@@ -38,11 +38,10 @@ class Trained:
   def image_size(self) -> int:
     return self.model.image_size
 
-
-
-
-
-
+  def on_every_device(self) -> tuple[Any, steps.Parallel]:
+    """(the parameters replicated over every device, the `Parallel` that placed them)."""
+    parallel = steps.Parallel()
+    return jax.device_put(self.params, parallel.replicated), parallel
 
 
 def _manager(workdir: str) -> ocp.CheckpointManager:
@@ -135,8 +134,6 @@ def load_trained(workdir: str, checkpoint: str = 'latest') -> Trained:
     manager.close()
   class_names = load_class_names(workdir, config, num_classes, restored.meta)
   return Trained(model, restored.state.params, class_names, step, config)
-
-
 
 
 def first_line(e: Exception) -> str:
