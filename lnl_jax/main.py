@@ -41,7 +41,8 @@ def quiet_orbax():
 
 
 def setup_process() -> None:
-  """What every training process sets first (also launch.sweep, launch.cross_validate)."""
+  """What every command that runs the model sets first (main, evaluate, analysis, launch.sweep,
+  launch.cross_validate)."""
   quiet_orbax()
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerator for JAX
 
