@@ -1,12 +1,12 @@
-"""conv2d and max_pool2 against XLA's own convolution and reduce-window, values and gradients,
-plain and under the transformations the ensemble executions apply (vmap, lax.map)."""
+"""conv2d (each CPU lowering) and max_pool2 against XLA's own convolution and reduce-window, values
+and gradients, plain and under the transformations the ensemble executions apply (vmap, lax.map)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnl_jax.models.conv import conv2d
+from lnl_jax.models.conv import conv2d, cpu_lowering
 from lnl_jax.models.layers import max_pool2
 
 
@@ -31,15 +31,20 @@ def inputs(shape_x, shape_k):
   return jax.random.normal(kx, shape_x), jax.random.normal(kk, shape_k) * 0.2
 
 
+CPU_LOWERINGS = ['conv', 'matmul']
+
+
+@pytest.mark.parametrize('lowering', CPU_LOWERINGS)
 @pytest.mark.parametrize('k,pad', [(3, 1), (3, 0), (1, 0), (5, 2)])
-def test_conv2d_equals_xla_convolution_and_its_gradient(k, pad):
+def test_conv2d_equals_xla_convolution_and_its_gradient(k, pad, lowering):
   x, kernel = inputs((2, 7, 6, 3), (k, k, 3, 4))
-  assert_same(value_and_grads(lambda x, w: conv2d(x, w, pad), x, kernel),
+  assert_same(value_and_grads(lambda x, w: conv2d(x, w, pad, lowering), x, kernel),
               value_and_grads(lambda x, w: reference(x, w, pad), x, kernel))
 
 
+@pytest.mark.parametrize('lowering', CPU_LOWERINGS)
 @pytest.mark.parametrize('batched', ['both', 'input', 'kernel'])
-def test_conv2d_under_vmap_equals_the_per_member_convolutions(batched):
+def test_conv2d_under_vmap_equals_the_per_member_convolutions(batched, lowering):
   m = 3
   x, kernel = inputs((m, 2, 6, 6, 3), (m, 3, 3, 3, 4))
   in_axes = {'both': (0, 0), 'input': (0, None), 'kernel': (None, 0)}[batched]
@@ -51,16 +56,26 @@ def test_conv2d_under_vmap_equals_the_per_member_convolutions(batched):
     return lambda x, w: jnp.stack([conv(pick(x, in_axes[0], i), pick(w, in_axes[1], i))
                                    for i in range(m)])
 
-  vmapped = jax.vmap(lambda x, w: conv2d(x, w, 1), in_axes=in_axes)
+  vmapped = jax.vmap(lambda x, w: conv2d(x, w, 1, lowering), in_axes=in_axes)
   assert_same(value_and_grads(vmapped, x, kernel),
               value_and_grads(per_member(lambda x, w: reference(x, w, 1)), x, kernel))
 
 
-def test_conv2d_inside_lax_map_equals_the_per_member_convolutions():
+@pytest.mark.parametrize('lowering', CPU_LOWERINGS)
+def test_conv2d_inside_lax_map_equals_the_per_member_convolutions(lowering):
   x, kernel = inputs((4, 2, 6, 6, 3), (4, 3, 3, 3, 5))
-  mapped = lambda x, w: jax.lax.map(lambda xw: conv2d(*xw, 0), (x, w))
+  mapped = lambda x, w: jax.lax.map(lambda xw: conv2d(*xw, 0, lowering), (x, w))
   unrolled = lambda x, w: jnp.stack([reference(x[i], w[i], 0) for i in range(4)])
   assert_same(value_and_grads(mapped, x, kernel), value_and_grads(unrolled, x, kernel))
+
+
+def test_cpu_lowering_is_matmul_only_for_small_maps():
+  assert cpu_lowering(2 * 9 * 9, 1024) == 'matmul'  # the U-Net's bottleneck at batch 2
+  assert cpu_lowering(2 * 2 * 2, 128) == 'matmul'  # the local attention's last 3×3
+  assert cpu_lowering(2 * 12 * 12, 256) == 'conv'  # a SimpleNet's last stage
+  assert cpu_lowering(2 * 144 * 144, 64) == 'conv'  # the U-Net's first stage
+  with pytest.raises(ValueError, match='lowering'):
+    conv2d(*inputs((1, 4, 4, 1), (3, 3, 1, 1)), 1, 'im2col')
 
 
 @pytest.mark.parametrize('side', [8, 9])

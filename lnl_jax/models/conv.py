@@ -1,24 +1,27 @@
 """The network's stride-1 2-D convolution, lowered so that XLA's CPU backend keeps its fast path.
 
 `conv2d` computes exactly `lax.conv_general_dilated(x, kernel, (1, 1), padding)` in NHWC/HWIO, and
-`Conv` is `nn.Conv` on top of it (same parameters, same names). On the CPU backend two things
-differ from `nn.Conv`, both about how XLA lowers the convolution, neither about what it computes:
+`Conv` is `nn.Conv` on top of it (same parameters, same names). Three lowerings compute it; they
+differ in how XLA runs the convolution, not in what it computes:
 
-- Its gradient is written out (`jax.custom_vjp`) as two more convolutions in the same canonical
-  NHWC/HWIO form: the input gradient correlates the output gradient with the flipped kernel, and
-  the kernel gradient treats channels as the batch. XLA rewrites the gradients of an ordinary
-  convolution into that form itself, but not inside a while loop, where its CPU backend falls back
-  to a naive loop ~15× slower (the 'scan' ensemble: `lax.scan` over members).
-- Under `jax.vmap` with a batched kernel (the 'vmap' ensemble: one kernel per member) it runs one
-  ordinary convolution per member (`custom_vmap`) instead of the grouped convolution that vmap's
-  default rule gives, which XLA's CPU backend runs at ~3 GFLOP/s against ~120 (../shared/MEASUREMENTS.md).
-  A batched input with a shared kernel is folded into the batch dimension, a shared input with
-  batched kernels into the output features: one convolution each.
+- 'xla', the plain `lax` convolution: on accelerators, the lowering the H200 figures in
+  docs/benchmarks.md were measured with. XLA's GPU backend maps the gradient convolutions of JAX's
+  own autodiff onto cuDNN's backward kernels, and cuDNN runs grouped convolutions natively.
+- 'conv' (CPU): a convolution whose gradient is written out (`jax.custom_vjp`) as two more
+  convolutions in the same canonical NHWC/HWIO form: the input gradient correlates the output
+  gradient with the flipped kernel, and the kernel gradient treats channels as the batch. XLA
+  rewrites the gradients of an ordinary convolution into that form itself, but not inside a while
+  loop, where its CPU backend falls back to a naive loop ~15× slower (the 'scan' ensemble:
+  `lax.scan` over members). Under `jax.vmap` with a batched kernel (the 'vmap' ensemble: one kernel
+  per member) it runs one ordinary convolution per member (`custom_vmap`) instead of the grouped
+  convolution that vmap's default rule gives, which XLA's CPU backend runs at ~3 GFLOP/s against
+  ~120 (../shared/MEASUREMENTS.md). A batched input with a shared kernel is folded into the batch
+  dimension, a shared input with batched kernels into the output features: one convolution each.
+- 'matmul' (CPU, small maps): one matmul over the k·k shifted copies of the input (im2col);
+  autodiff gives matmuls and the pads and adds of a col2im for its gradient, and vmap a batched
+  matmul. `cpu_lowering` says which of the two CPU lowerings a shape gets.
 
-On accelerators `conv2d` is the plain `lax` convolution, the lowering the H200 figures in
-docs/benchmarks.md were measured with: XLA's GPU backend maps the gradient convolutions of JAX's
-own autodiff onto cuDNN's backward kernels, and cuDNN runs grouped convolutions natively. The
-rewritten form has not been measured on a GPU.
+The CPU lowerings have not been measured on a GPU.
 """
 from __future__ import annotations
 
@@ -58,11 +61,55 @@ def _correlate(pad: int):
   return correlate
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, pad: int) -> jax.Array:
-  """(B, H, W, C) ⋆ (k, k, C, O), stride 1, `pad` zeros on each side -> (B, H + 2·pad − k + 1, …, O)."""
-  if jax.default_backend() == 'cpu':
+
+LOWERINGS = ('xla', 'conv', 'matmul')
+
+
+def cpu_lowering(positions: int, features: int) -> str:
+  """'matmul' or 'conv' for a convolution on CPU with this many output positions (batch × height ×
+  width) and output features.
+
+  Measured forward + backward at batch 2 (docs/benchmarks.md): the matmul wins on small maps with
+  many features (the U-Net's and the global branch's 9×9 and 18×18 layers, 512–1024 features:
+  90–165 GFLOP/s as convolutions, 170–198 as matmuls) and on tiny maps (the local attention's 4×4
+  and 2×2), and loses on the SimpleNets' 12×12 maps with 128–256 features and on large maps, where
+  the k²-times-larger im2col copy costs more than the convolution.
+  """
+  return 'matmul' if positions <= 128 or (positions <= 1024 and features >= 512) else 'conv'
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str | None = None) -> jax.Array:
+  """(B, H, W, C) ⋆ (k, k, C, O), stride 1, `pad` zeros on each side -> (B, H + 2·pad − k + 1, …, O).
+
+  `lowering` is one of `LOWERINGS`; by default 'xla' on accelerators and `cpu_lowering`'s choice
+  on CPU ('conv' for a symbolic shape, as `jax.export` traces a batch of any size)."""
+  b, h, w, _ = x.shape
+  k, o = kernel.shape[0], kernel.shape[-1]
+  if lowering is None:
+    if jax.default_backend() != 'cpu':
+      lowering = 'xla'
+    elif all(isinstance(d, int) for d in (b, h, w)):
+      lowering = cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), o)
+    else:
+      lowering = 'conv'
+  if lowering == 'xla':
+    return lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad)] * 2,
+                                    dimension_numbers=DIMENSIONS)
+  if lowering == 'conv':
     return _cpu_conv2d(x, kernel, pad)
-  return lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad)] * 2, dimension_numbers=DIMENSIONS)
+  if lowering == 'matmul':
+    return _matmul_conv2d(x, kernel, pad)
+  raise ValueError(f'lowering must be one of {LOWERINGS} or None, not {lowering!r}.')
+
+
+def _matmul_conv2d(x, kernel, pad):
+  k, _, c, o = kernel.shape
+  b, h, w, _ = x.shape
+  ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  cols = jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(k) for j in range(k)], axis=-1)
+  y = jnp.dot(cols.reshape(-1, k * k * c), kernel.reshape(k * k * c, o))
+  return y.reshape(b, ho, wo, o)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
