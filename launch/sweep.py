@@ -32,12 +32,10 @@ import ml_collections
 from absl import app, flags, logging
 
 from lnl_jax.geometry import ConfigError
+from lnl_jax.paper import (PAPER_IMAGE_SIZE, TABLE_IV, TABLE_V_ALPHAS, TABLE_VI_PATCHES,
+                            TABLE_VII_OVERLAPS, eq5_overlap)
 
-ATTENTIONS = ('none', 'local', 'nonlocal', 'both')  # Table IV's row order
-ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))  # Table V
-NUM_PATCHES = (4, 9, 16, 25, 36)  # Table VI
-OVERLAPS_144 = (8, 12, 16, 20, 22)  # Table VII, px at the paper's 144-px input
-PAPER_IMAGE_SIZE = 144
+ATTENTIONS = tuple(TABLE_IV)  # Table IV's row order
 # The config fields each sweep sets: a --config flag on one of them would be overwritten.
 SWEPT_FIELDS = {
     'ablation': ('model.attention',),
@@ -54,12 +52,6 @@ class Member:
   overrides: dict
 
 
-def eq5_overlap(image_size: int, num_patches: int) -> int:
-  """Eq. (5) with γ = 1/3: n·P − (n−1)·P/3 = S gives P = 3S/(2n+1) and an overlap of P/3 px."""
-  n = round(num_patches ** 0.5)
-  return round(image_size / (2 * n + 1))
-
-
 def members(sweep: str, image_size: int, values: Sequence[str] | None = None) -> list[Member]:
   """The members of `sweep` for a config of `image_size` px (`values`: the swept values as text)."""
   if sweep not in SWEPT_FIELDS:
@@ -72,16 +64,17 @@ def members(sweep: str, image_size: int, values: Sequence[str] | None = None) ->
           raise ValueError(f'{v!r} is not one of {", ".join(ATTENTIONS)}')
       return [Member(f'attention_{v}', {'model.attention': v}) for v in chosen]
     if sweep == 'alpha':
-      chosen = [float(v) for v in values] if values else ALPHAS
+      chosen = [float(v) for v in values] if values else TABLE_V_ALPHAS
       return [Member(f'alpha_{v:g}', {'model.alpha': v}) for v in chosen]
     if sweep == 'patches':
-      chosen = [int(v) for v in values] if values else NUM_PATCHES
+      chosen = [int(v) for v in values] if values else TABLE_VI_PATCHES
       return [Member(f'patches_{m}', {'model.num_patches': m,
-                                      'model.overlap': eq5_overlap(image_size, m)}) for m in chosen]
+                                      'model.overlap': round(eq5_overlap(image_size, m))})
+              for m in chosen]
     if values:
       chosen = [int(v) for v in values]
     else:
-      chosen = [round(o * image_size / PAPER_IMAGE_SIZE) for o in OVERLAPS_144]
+      chosen = [round(o * image_size / PAPER_IMAGE_SIZE) for o in TABLE_VII_OVERLAPS]
     return [Member(f'overlap_{o}', {'model.overlap': o}) for o in chosen]
   except ValueError as e:
     raise ConfigError(f'--values={",".join(values or [])} does not fit --sweep={sweep}: '
