@@ -1,7 +1,8 @@
 """The benchmark anyone can rerun (issue 5): step speed, FLOPs against measured ceilings, memory.
 
   python -m lnl_jax.bench --config=configs/raf.py [--config.model.width=0.5] [--batch=2,8]
-      [--steps=3] [--ensembles=loop,vmap,scan] [--dtypes=float32,bfloat16] [--parts] [--pipeline]
+      [--steps=3] [--ensembles=loop,vmap,scan] [--dtypes=float32,bfloat16] [--parts] [--layers]
+      [--pipeline]
 
 Needs no dataset: the steps run on random uint8 images of the config's shape. Prints one JSON line
 per measurement (`what` says which), in this order:
@@ -18,6 +19,10 @@ per measurement (`what` says which), in this order:
               execution, of one shared member network on the M× batch (the issue's reference:
               `vs_shared` ≤ 1.2 is the target), of the U-Net alone, and of the whole network's
               loss without the optimiser (train_step − network_loss_grad = Adam + the finite check)
+  layer       with --layers: each distinct convolution of the network alone (input shape, kernel,
+              features, `count` = how often it occurs), forward + both gradients, timed in every
+              lowering of models/conv.py (`xla_ms`, `conv_ms`, `matmul_ms` and their FLOP/s);
+              `chosen` is the lowering conv2d takes for it by default
   pipeline    with --pipeline: tf.data images/s alone on a RAF-DB-format JPEG fixture and on
               in-memory synthetic faces (TensorFlow is imported only then)
 
@@ -33,6 +38,7 @@ peaks so far, so only the first measurement of a process is its own peak.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import functools
@@ -57,7 +63,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from lnl_jax import host, steps as steps_lib
-from lnl_jax.models import create_model, num_params
+from lnl_jax.models import conv as conv_lib, create_model, num_params
 from lnl_jax.models.ensemble import EXECUTIONS, PatchEnsemble, PatchNetwork
 from lnl_jax.models.layers import scaled
 from lnl_jax.models.lnlattennet import DTYPES
@@ -80,6 +86,8 @@ flags.DEFINE_bool('train', True, 'Measure the full train step.')
 flags.DEFINE_bool('eval', True, 'Measure the eval step too.')
 flags.DEFINE_bool('parts', False, 'Measure the ensemble, one shared member network, the U-Net and '
                   'the loss gradient alone.')
+flags.DEFINE_bool('layers', False, 'Measure every distinct convolution of the network alone, '
+                  'forward + backward, in each lowering of models/conv.py.')
 flags.DEFINE_bool('pipeline', False, 'Measure the tf.data input pipeline alone (imports '
                   'TensorFlow).')
 flags.DEFINE_integer('pipeline_images', 300, 'Images in the RAF-DB fixture and the synthetic set.')
@@ -377,6 +385,55 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
           init_input=jnp.zeros((1, s, s, 3), jnp.float32), ensemble=c.ensemble)
 
 
+# --- Convolution layers, per lowering ---------------------------------------------------------
+
+def conv_layers(config, batch_size: int) -> collections.Counter:
+  """(input shape, kernel size, features, padding) of every `Conv` call in one forward pass of the
+  model at `batch_size`, with how often each occurs (per member in the 'loop' ensemble)."""
+  s = config.data.image_size
+  model = create_model(config.model, s, config.data.num_classes)
+  seen = collections.Counter()
+
+  def record(next_fun, args, kwargs, context):
+    # (the ensemble traces a member's init inside apply to check its parameters' shapes: skipped)
+    if (isinstance(context.module, conv_lib.Conv) and context.method_name == '__call__'
+        and not context.module.is_initializing()):
+      m = context.module
+      seen[tuple(args[0].shape), m.kernel_size, m.features, m.padding] += 1
+    return next_fun(*args, **kwargs)
+
+  x = jax.ShapeDtypeStruct((batch_size, s, s, 3), jnp.float32)
+  params = jax.eval_shape(lambda k, x: model.init(k, x)['params'], jax.random.key(0), x)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda p, x: model.apply({'params': p}, x), params, x)
+  return seen
+
+
+def bench_layers(config, batch_size: int, num_steps: int):
+  """Forward + backward (both gradients) of each distinct convolution alone, in every lowering;
+  `chosen` is the one `conv2d` picks for it by default on this backend."""
+  dtype = DTYPES[config.model.dtype]
+  for (shape, k, features, padding), count in sorted(conv_layers(config, batch_size).items()):
+    b, h, w, c = shape
+    pad = k // 2 if padding == 'SAME' else 0
+    positions = b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1)
+    kx, kk = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, shape, dtype)
+    kernel = jax.random.normal(kk, (k, k, c, features), dtype) / math.sqrt(k * k * c)
+    row = {}
+    for lowering in conv_lib.LOWERINGS:
+      loss = lambda x, w, lowering=lowering: jnp.sum(
+          jnp.square(conv_lib.conv2d(x, w, pad, lowering).astype(jnp.float32)))
+      t = time_jitted(jax.jit(jax.grad(loss, argnums=(0, 1))), (x, kernel), num_steps)
+      row[f'{lowering}_ms'] = t.step_s * 1e3
+      row[f'{lowering}_flop_per_s'] = t.flops / t.step_s
+    chosen = ('xla' if jax.default_backend() != 'cpu'
+              else conv_lib.cpu_lowering(positions, features))
+    emit(what='layer', config=config.name, dtype=config.model.dtype, input_shape=list(shape),
+         kernel=k, features=features, padding=padding, count=count, positions=positions,
+         flops=t.flops, chosen=chosen, **row)
+
+
 # --- The input pipeline alone -----------------------------------------------------------------
 
 def write_rafdb_fixture(root: str, faces: np.ndarray) -> None:
@@ -478,6 +535,9 @@ def main(argv):
       if FLAGS.parts:
         bench_parts(with_model(config, dtype=dtype, ensemble=executions[0]), batch_size, executions,
                     FLAGS.steps, ceiling)
+      if FLAGS.layers:
+        bench_layers(with_model(config, dtype=dtype, ensemble=executions[0]), batch_size,
+                     FLAGS.steps)
   if FLAGS.pipeline:
     bench_pipeline(config, FLAGS.pipeline_images, FLAGS.pipeline_batches, best)
   ceilings(ceiling_dtypes, FLAGS.steps, when='end')  # differs from 'start' on a shared machine

@@ -31,7 +31,7 @@ def records(proc, what):
 @pytest.fixture(scope='module')
 def bench_run():
   """One run for all line checks: compiling even the tiny train step takes most of a minute here."""
-  return run_bench(*TINY, '--ensembles=loop', '--batch=2', '--parts', '--pipeline',
+  return run_bench(*TINY, '--ensembles=loop', '--batch=2', '--parts', '--layers', '--pipeline',
                    '--pipeline_images=40', '--pipeline_batches=2')
 
 
@@ -79,6 +79,37 @@ def test_part_lines(bench_run):
   (train,) = records(bench_run, 'train_step')
   assert parts['network_loss_grad']['flops'] > ensemble['flops'] + parts['unet']['flops']
   assert parts['network_loss_grad']['flops'] == pytest.approx(train['flops'], rel=0.1)
+
+
+def test_layer_lines(bench_run):
+  """One line per distinct convolution, counted against the network's own convolution kernels."""
+  import jax
+  import jax.numpy as jnp
+  from lnl_jax.config_base import dataset_config
+  from lnl_jax.models import create_model
+
+  config = dataset_config('synthetic', 'smoke')
+  config.model.num_patches, config.model.attention = 1, 'none'
+  s = config.data.image_size
+  model = create_model(config.model, s, config.data.num_classes)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, s, s, 3)))['params']
+  # A Conv kernel is (k, k, C, O) with odd k, with a leading member axis when stacked; the U-Net's
+  # 2×2 up-convolutions and the dense layers are not convolutions here.
+  kernels = [x.shape for path, x in jax.tree_util.tree_leaves_with_path(params)
+             if path[-1].key == 'kernel' and x.ndim >= 4 and x.shape[-4] % 2 == 1]
+  calls = sum(shape[0] if len(shape) == 5 else 1 for shape in kernels)
+
+  rows = records(bench_run, 'layer')
+  assert sum(r['count'] for r in rows) == calls > 0
+  for r in rows:
+    b, h, w, c = r['input_shape']
+    k, o = r['kernel'], r['features']
+    out = (h, w) if r['padding'] == 'SAME' else (h - k + 1, w - k + 1)
+    assert r['positions'] == b * out[0] * out[1]
+    assert r['flops'] == pytest.approx(3 * 2 * r['positions'] * k * k * c * o, rel=1e-3)  # fwd + 2 grads
+    assert r['chosen'] in ('conv', 'matmul')  # this is a CPU run
+    for lowering in ('xla', 'conv', 'matmul'):
+      assert r[f'{lowering}_ms'] > 0 and r[f'{lowering}_flop_per_s'] > 0
 
 
 def test_pipeline_lines(bench_run):

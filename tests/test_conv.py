@@ -69,10 +69,10 @@ def test_conv2d_inside_lax_map_equals_the_per_member_convolutions(lowering):
   assert_same(value_and_grads(mapped, x, kernel), value_and_grads(unrolled, x, kernel))
 
 
-def test_cpu_lowering_is_matmul_only_for_small_maps():
+def test_cpu_lowering_is_matmul_only_for_small_maps_with_many_features():
   assert cpu_lowering(2 * 9 * 9, 1024) == 'matmul'  # the U-Net's bottleneck at batch 2
-  assert cpu_lowering(2 * 2 * 2, 128) == 'matmul'  # the local attention's last 3×3
-  assert cpu_lowering(2 * 12 * 12, 256) == 'conv'  # a SimpleNet's last stage
+  assert cpu_lowering(32 * 9 * 9, 1024) == 'conv'  # the same at batch 32
+  assert cpu_lowering(2 * 2 * 2, 128) == 'conv'  # the local attention's last 3×3
   assert cpu_lowering(2 * 144 * 144, 64) == 'conv'  # the U-Net's first stage
   with pytest.raises(ValueError, match='lowering'):
     conv2d(*inputs((1, 4, 4, 1), (3, 3, 1, 1)), 1, 'im2col')

@@ -69,13 +69,15 @@ def cpu_lowering(positions: int, features: int) -> str:
   """'matmul' or 'conv' for a convolution on CPU with this many output positions (batch × height ×
   width) and output features.
 
-  Measured forward + backward at batch 2 (docs/benchmarks.md): the matmul wins on small maps with
-  many features (the U-Net's and the global branch's 9×9 and 18×18 layers, 512–1024 features:
-  90–165 GFLOP/s as convolutions, 170–198 as matmuls) and on tiny maps (the local attention's 4×4
-  and 2×2), and loses on the SimpleNets' 12×12 maps with 128–256 features and on large maps, where
-  the k²-times-larger im2col copy costs more than the convolution.
+  From `python -m lnl_jax.bench --config=configs/raf.py --batch=2 --layers` (docs/benchmarks.md):
+  the matmul wins on small maps with many features (the U-Net's and the global branch's 9×9 and
+  18×18 layers with 512–1024 features, ~1.1–2× faster forward + backward) and loses on large maps,
+  where the k²-times-larger im2col copy costs more than the convolution. The SimpleNets' maps
+  (≤ 256 features) stay convolutions: with their 4×4 and 2×2 layers as matmuls too (commit
+  e112f6a), the 'scan' ensemble took 1.08–1.23× the time of the shared network in `--parts`,
+  against 0.95–1.0× with convolutions.
   """
-  return 'matmul' if positions <= 128 or (positions <= 1024 and features >= 512) else 'conv'
+  return 'matmul' if positions <= 1024 and features >= 512 else 'conv'
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str | None = None) -> jax.Array:
