@@ -15,10 +15,13 @@
 #   4. bfloat16, batch 64: --parts (each ensemble execution vs one shared member network on the
 #      16× batch, the U-Net, the whole loss gradient without the optimiser)
 #   5. float32,  loop, batch 256
+#   6. bfloat16, batch 64: --layers (each convolution alone in each lowering of models/conv.py;
+#      the GPU takes 'xla' by default, the CPU lowerings have never run on one)
 # then the projected time of the paper's RAF-DB schedule (12,271 images × 24 epochs) at the best
 # measured train img/s. Overrides: BENCH_RUNS (a subset of the run names, in the order above:
-# "bf16-big f32-small bf16-loop bf16-vmap bf16-scan parts f32-big"), BENCH_BUDGET_S, BENCH_BIG,
-# BENCH_SMALL, BENCH_STEPS, BENCH_EXTRA (more flags for every run, e.g. --config.model.width=0.0625).
+# "bf16-big f32-small bf16-loop bf16-vmap bf16-scan parts f32-big layers"), BENCH_BUDGET_S,
+# BENCH_BIG, BENCH_SMALL, BENCH_STEPS, BENCH_EXTRA (more flags for every run, e.g.
+# --config.model.width=0.0625).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +37,7 @@ BIG=${BENCH_BIG:-256}
 SMALL=${BENCH_SMALL:-64}
 STEPS=${BENCH_STEPS:-10}
 read -r -a EXTRA <<<"${BENCH_EXTRA:-}"
-RUNS=${BENCH_RUNS:-bf16-big f32-small bf16-loop bf16-vmap bf16-scan parts f32-big}
+RUNS=${BENCH_RUNS:-bf16-big f32-small bf16-loop bf16-vmap bf16-scan parts f32-big layers}
 
 if ! python3 -c 'import ml_collections' 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -89,6 +92,8 @@ done
 want parts && bench 120 "bf16-parts-$SMALL" --dtypes=bfloat16 --batch="$SMALL" \
   --ensembles=loop,vmap,scan --parts --notrain --noeval
 want f32-big && bench 100 f32-loop-$BIG --dtypes=float32 --batch="$BIG" --ensembles=loop --noeval
+want layers && bench 90 "bf16-layers-$SMALL" --dtypes=bfloat16 --batch="$SMALL" --layers --notrain \
+  --noeval
 
 python3 - "$LOG" <<'EOF' | tee -a "$LOG"
 import json, sys

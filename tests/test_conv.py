@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnl_jax.models.conv import conv2d, cpu_lowering
+from lnl_jax.models.conv import conv2d, cpu_lowering, traced_in_loop
 from lnl_jax.models.layers import max_pool2
 
 
@@ -69,11 +69,20 @@ def test_conv2d_inside_lax_map_equals_the_per_member_convolutions(lowering):
   assert_same(value_and_grads(mapped, x, kernel), value_and_grads(unrolled, x, kernel))
 
 
-def test_cpu_lowering_is_matmul_only_for_small_maps_with_many_features():
+def test_cpu_lowering_is_matmul_only_for_small_maps():
   assert cpu_lowering(2 * 9 * 9, 1024) == 'matmul'  # the U-Net's bottleneck at batch 2
   assert cpu_lowering(32 * 9 * 9, 1024) == 'conv'  # the same at batch 32
-  assert cpu_lowering(2 * 2 * 2, 128) == 'conv'  # the local attention's last 3×3
+  assert cpu_lowering(2 * 2 * 2, 128) == 'matmul'  # the local attention's last 3×3
+  assert cpu_lowering(2 * 2 * 2, 128, in_loop=True) == 'conv'  # the same in the 'scan' ensemble
+  assert cpu_lowering(2 * 12 * 12, 256) == 'conv'  # a SimpleNet's last stage
   assert cpu_lowering(2 * 144 * 144, 64) == 'conv'  # the U-Net's first stage
+  # conv2d's default follows it: a matmul for a tiny map, a convolution for it inside a loop.
+  x, kernel = inputs((2, 4, 4, 3), (3, 3, 3, 5))
+  primitives = lambda: {e.primitive.name for e in jax.make_jaxpr(
+      lambda x, w: conv2d(x, w, 0))(x, kernel).jaxpr.eqns}
+  assert 'dot_general' in primitives()
+  with traced_in_loop():
+    assert 'dot_general' not in primitives()
   with pytest.raises(ValueError, match='lowering'):
     conv2d(*inputs((1, 4, 4, 1), (3, 3, 1, 1)), 1, 'im2col')
 

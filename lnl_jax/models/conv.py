@@ -25,6 +25,8 @@ The CPU lowerings have not been measured on a GPU.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import flax.linen as nn
@@ -61,23 +63,38 @@ def _correlate(pad: int):
   return correlate
 
 
-
 LOWERINGS = ('xla', 'conv', 'matmul')
 
 
-def cpu_lowering(positions: int, features: int) -> str:
-  """'matmul' or 'conv' for a convolution on CPU with this many output positions (batch × height ×
-  width) and output features.
+_IN_LOOP = contextvars.ContextVar('lnl_jax_conv_in_loop', default=False)
 
-  From `python -m lnl_jax.bench --config=configs/raf.py --batch=2 --layers` (docs/benchmarks.md):
-  the matmul wins on small maps with many features (the U-Net's and the global branch's 9×9 and
-  18×18 layers with 512–1024 features, ~1.1–2× faster forward + backward) and loses on large maps,
-  where the k²-times-larger im2col copy costs more than the convolution. The SimpleNets' maps
-  (≤ 256 features) stay convolutions: with their 4×4 and 2×2 layers as matmuls too (commit
-  e112f6a), the 'scan' ensemble took 1.08–1.23× the time of the shared network in `--parts`,
-  against 0.95–1.0× with convolutions.
+
+@contextlib.contextmanager
+def traced_in_loop():
+  """Marks the convolutions traced inside as running in a while loop (the 'scan' ensemble), for
+  `cpu_lowering`."""
+  token = _IN_LOOP.set(True)
+  try:
+    yield
+  finally:
+    _IN_LOOP.reset(token)
+
+
+def cpu_lowering(positions: int, features: int, in_loop: bool = False) -> str:
+  """'matmul' or 'conv' for a convolution on CPU with this many output positions (batch × height ×
+  width) and output features, traced inside a while loop or not.
+
+  Per layer, `python -m lnl_jax.bench --config=configs/raf.py --batch=2 --layers` measures both
+  (docs/benchmarks.md): the matmul wins on small maps with many features (the U-Net's and the
+  global branch's 9×9 and 18×18 layers, 512–1024 features: 1.1–2× faster forward + backward) and
+  loses on large maps, where the k²-times-larger im2col copy costs more than the convolution. On
+  the SimpleNets' maps (≤ 256 features) the layers alone favour the matmul, but the ensemble in
+  place did not gain from it, except on the local attention's tiny maps (≤ 128 positions), and
+  there only outside a while loop: inside the 'scan' ensemble's loop they slowed it down.
   """
-  return 'matmul' if positions <= 1024 and features >= 512 else 'conv'
+  if positions <= 1024 and features >= 512:
+    return 'matmul'
+  return 'matmul' if positions <= 128 and not in_loop else 'conv'
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str | None = None) -> jax.Array:
@@ -91,7 +108,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str | None = Non
     if jax.default_backend() != 'cpu':
       lowering = 'xla'
     elif all(isinstance(d, int) for d in (b, h, w)):
-      lowering = cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), o)
+      lowering = cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), o,
+                              _IN_LOOP.get())
     else:
       lowering = 'conv'
   if lowering == 'xla':

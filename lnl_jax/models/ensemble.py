@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from lnl_jax.geometry import ConfigError
+from lnl_jax.models.conv import traced_in_loop
 from lnl_jax.models.layers import conv, dense, max_pool2, scaled
 
 EXECUTIONS = ('loop', 'vmap', 'scan')
@@ -106,8 +107,9 @@ class PatchEnsemble(nn.Module):
       f, w_local = jax.vmap(apply)(params, patches)
     elif self.execution == 'scan':
       # Two members per loop iteration: ~15 % faster on CPU than one (lax.map), program still small.
-      _, (f, w_local) = jax.lax.scan(lambda carry, px: (carry, apply(*px)), None,
-                                     (params, patches), unroll=2)
+      with traced_in_loop():
+        _, (f, w_local) = jax.lax.scan(lambda carry, px: (carry, apply(*px)), None,
+                                       (params, patches), unroll=2)
     else:
       outs = [apply(jax.tree.map(lambda a, i=i: a[i], params), patches[i])
               for i in range(self.num_members)]
