@@ -411,7 +411,7 @@ def conv_layers(config, batch_size: int) -> collections.Counter:
 
 def bench_layers(config, batch_size: int, num_steps: int):
   """Forward + backward (both gradients) of each distinct convolution alone, in every lowering;
-  `chosen` is the one `conv2d` picks for it by default on this backend."""
+  `chosen` is the one `conv2d` picks for it by default on this backend, outside a while loop."""
   dtype = DTYPES[config.model.dtype]
   for (shape, k, features, padding), count in sorted(conv_layers(config, batch_size).items()):
     b, h, w, c = shape
