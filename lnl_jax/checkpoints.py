@@ -64,8 +64,8 @@ class Checkpoints:
         self._unreadable.add(s)
     return None, None
 
-  def best_step(self) -> int | None:
-    return self.manager.best_step()
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
 
   def close(self):
     self.manager.close()

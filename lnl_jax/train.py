@@ -13,7 +13,7 @@ from absl import logging
 from clu import metric_writers
 from tqdm import tqdm
 
-from lnl_jax import checkpoints, host, metrics, plots
+from lnl_jax import checkpoints, host, metrics, plots, trained as trained_lib
 from lnl_jax.data import datasets, pipeline
 from lnl_jax.data.records import Records
 from lnl_jax.geometry import ConfigError
@@ -169,7 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = metrics.summarize(
       history.records, result['cm'], test_records.class_names, config.train.mean_of_last,
       num_params=n_params, wall_time_s=time.time() - start_time, config=config.name,
-      steps=step, best_checkpoint_step=ckpt.best_step(), bad_test_images=result['bad_images'])
+      steps=step, best_checkpoint_step=trained_lib.best_step(history.records, ckpt.all_steps()),
+      bad_test_images=result['bad_images'])
   if is_main:
     metrics.write_json(os.path.join(workdir, 'summary.json'), summary)
     _plot(workdir, history.records, result, test_records, tracker, model)

@@ -53,6 +53,15 @@ def _manager(workdir: str) -> ocp.CheckpointManager:
       item_handlers=dict(state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler()))
 
 
+def best_step(records: Sequence[dict], available: Sequence[int]) -> int | None:
+  """The step of the highest test accuracy among the epoch records (`metrics.jsonl`) whose
+  checkpoint is in `available`; ties go to the later step. The one rule behind summary.json's
+  `best_checkpoint_step` and `--checkpoint=best`."""
+  scored = [(r['test_accuracy'], r['step']) for r in records
+            if r.get('step') in available and r.get('test_accuracy') is not None]
+  return max(scored)[1] if scored else None
+
+
 def resolve_step(workdir: str, available: Sequence[int], checkpoint: str) -> int:
   """The step `checkpoint` ('latest', 'best' or a step number) names among `available`."""
   if not available:
@@ -65,12 +74,11 @@ def resolve_step(workdir: str, available: Sequence[int], checkpoint: str) -> int
     if os.path.exists(history):
       with open(history) as f:
         records = [json.loads(line) for line in f if line.strip()]
-    scored = [(r['test_accuracy'], r['step']) for r in records
-              if r.get('step') in available and 'test_accuracy' in r]
-    if not scored:
+    step = best_step(records, available)
+    if step is None:
       raise ConfigError(f'{history} records no test accuracy for the checkpoints on disk '
                         f'{sorted(available)}; use --checkpoint=latest or a step number.')
-    return max(scored)[1]  # ties: the later step
+    return step
   if checkpoint.isdigit() and int(checkpoint) in available:
     return int(checkpoint)
   raise ConfigError(f'--checkpoint={checkpoint!r}: expected latest, best or one of the steps on '

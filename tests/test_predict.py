@@ -159,6 +159,14 @@ def test_resolve_step(tmp_path):
     trained_lib.resolve_step(str(tmp_path), [6, 12], '7')
   with pytest.raises(ConfigError, match='no test accuracy'):
     trained_lib.resolve_step(str(tmp_path), [24], 'best')
+  tie = lines + [dict(epoch=4, step=24, test_accuracy=50.0)]
+  assert trained_lib.best_step(tie, [6, 12, 24]) == 24  # a tie goes to the later step
+
+
+def test_summary_names_the_checkpoint_that_best_loads(run):
+  with open(os.path.join(run.workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  assert trained_lib.load_trained(run.workdir, 'best').step == summary['best_checkpoint_step']
 
 
 def test_class_names_sources(run, tmp_path):
