@@ -86,10 +86,10 @@ def cpu_lowering(positions: int, features: int, in_loop: bool = False) -> str:
 
   Per layer, `python -m lnl_jax.bench --config=configs/raf.py --batch=2 --layers` measures both
   (docs/benchmarks.md): the matmul wins on small maps with many features (the U-Net's and the
-  global branch's 9×9 and 18×18 layers, 512–1024 features: 1.1–2× faster forward + backward) and
-  loses on large maps, where the k²-times-larger im2col copy costs more than the convolution. On
-  the SimpleNets' maps (≤ 256 features) the layers alone favour the matmul, but the ensemble in
-  place did not gain from it, except on the local attention's tiny maps (≤ 128 positions), and
+  global branch's 9×9 and 18×18 layers, 512–1024 features: 1.1–2.2× faster forward + backward)
+  and loses on large maps, where the k²-times-larger im2col copy costs more than the convolution.
+  On the SimpleNets' maps (≤ 256 features) most layers alone favour the matmul, but the ensemble
+  in place did not gain from it, except on the local attention's tiny maps (≤ 128 positions), and
   there only outside a while loop: inside the 'scan' ensemble's loop they slowed it down.
   """
   if positions <= 1024 and features >= 512:
