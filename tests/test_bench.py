@@ -106,7 +106,8 @@ def test_layer_lines(bench_run):
     k, o = r['kernel'], r['features']
     out = (h, w) if r['padding'] == 'SAME' else (h - k + 1, w - k + 1)
     assert r['positions'] == b * out[0] * out[1]
-    assert r['flops'] == pytest.approx(3 * 2 * r['positions'] * k * k * c * o, rel=1e-3)  # fwd + 2 grads
+    # forward + the two gradients, 2·positions·k²·C·O each
+    assert r['flops'] == pytest.approx(3 * 2 * r['positions'] * k * k * c * o, rel=1e-3)
     assert r['chosen'] in ('conv', 'matmul')  # this is a CPU run
     for lowering in ('xla', 'conv', 'matmul'):
       assert r[f'{lowering}_ms'] > 0 and r[f'{lowering}_flop_per_s'] > 0
