@@ -427,8 +427,7 @@ def bench_layers(config, batch_size: int, num_steps: int):
       t = time_jitted(jax.jit(jax.grad(loss, argnums=(0, 1))), (x, kernel), num_steps)
       row[f'{lowering}_ms'] = t.step_s * 1e3
       row[f'{lowering}_flop_per_s'] = t.flops / t.step_s
-    chosen = ('xla' if jax.default_backend() != 'cpu'
-              else conv_lib.cpu_lowering(positions, features))
+    chosen = conv_lib.default_lowering(shape, kernel.shape, pad)
     emit(what='layer', config=config.name, dtype=config.model.dtype, input_shape=list(shape),
          kernel=k, features=features, padding=padding, count=count, positions=positions,
          flops=t.flops, chosen=chosen, **row)

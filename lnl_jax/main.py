@@ -34,16 +34,11 @@ def define_flags():
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def quiet_orbax():
-  """Orbax logs every file it writes at INFO; keep its warnings and errors only."""
-  logging.get_absl_handler().python_handler.addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
-
-
 def setup_process() -> None:
   """What every command that runs the model sets first (main, evaluate, analysis, launch.sweep,
   launch.cross_validate)."""
-  quiet_orbax()
+  logging.get_absl_handler().python_handler.addFilter(  # Orbax logs every file it writes at INFO
+      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerator for JAX
 
 

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from lnl_jax import checkpoints, steps
+from lnl_jax import checkpoints, metrics, steps
 from lnl_jax.geometry import ConfigError
 from lnl_jax.models import LNLAttenNet, create_model
 
@@ -69,14 +69,10 @@ def resolve_step(workdir: str, available: Sequence[int], checkpoint: str) -> int
   if checkpoint == 'latest':
     return max(available)
   if checkpoint == 'best':
-    history = os.path.join(workdir, 'metrics.jsonl')
-    records = []
-    if os.path.exists(history):
-      with open(history) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    step = best_step(records, available)
+    history = metrics.History(workdir, write=False)
+    step = best_step(history.records, available)
     if step is None:
-      raise ConfigError(f'{history} records no test accuracy for the checkpoints on disk '
+      raise ConfigError(f'{history.path} records no test accuracy for the checkpoints on disk '
                         f'{sorted(available)}; use --checkpoint=latest or a step number.')
     return step
   if checkpoint.isdigit() and int(checkpoint) in available:

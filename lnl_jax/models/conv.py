@@ -97,21 +97,24 @@ def cpu_lowering(positions: int, features: int, in_loop: bool = False) -> str:
   return 'matmul' if positions <= 128 and not in_loop else 'conv'
 
 
+def default_lowering(x_shape, kernel_shape, pad: int) -> str:
+  """'xla' on accelerators; on CPU `cpu_lowering`'s choice for this convolution where it is traced
+  ('conv' for a symbolic shape, as `jax.export` traces a batch of any size)."""
+  if jax.default_backend() != 'cpu':
+    return 'xla'
+  b, h, w, _ = x_shape
+  k = kernel_shape[0]
+  if not all(isinstance(d, int) for d in (b, h, w)):
+    return 'conv'
+  return cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), kernel_shape[-1],
+                      _IN_LOOP.get())
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str | None = None) -> jax.Array:
   """(B, H, W, C) ⋆ (k, k, C, O), stride 1, `pad` zeros on each side -> (B, H + 2·pad − k + 1, …, O).
 
-  `lowering` is one of `LOWERINGS`; by default 'xla' on accelerators and `cpu_lowering`'s choice
-  on CPU ('conv' for a symbolic shape, as `jax.export` traces a batch of any size)."""
-  b, h, w, _ = x.shape
-  k, o = kernel.shape[0], kernel.shape[-1]
-  if lowering is None:
-    if jax.default_backend() != 'cpu':
-      lowering = 'xla'
-    elif all(isinstance(d, int) for d in (b, h, w)):
-      lowering = cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), o,
-                              _IN_LOOP.get())
-    else:
-      lowering = 'conv'
+  `lowering` is one of `LOWERINGS`; by default `default_lowering`'s choice."""
+  lowering = lowering or default_lowering(x.shape, kernel.shape, pad)
   if lowering == 'xla':
     return lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad)] * 2,
                                     dimension_numbers=DIMENSIONS)
