@@ -1,0 +1,81 @@
+"""The configs the README reports results for keep the geometry the paper fixes.
+
+Expected values are written from the paper, not read from lnl_jax.geometry: 144×144 faces
+(Sec. IV-A), M = 16 patches whose side solves Eq. (5) n·P − (n−1)·P/3 = 144 (P = 48, overlap 16,
+stride 32), F5 at 144/16 = 9 pooled by Table I's 2×2/2 max-pool to 4×4, SimpleNet's pooled patch
+map 48/8 = 6, and Table III's two valid 3×3 convolutions taking it to 4×4 and then 2×2.
+"""
+import glob
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from lnl_jax.models import create_model
+from lnl_jax.models.ensemble import LocalAttention
+from lnl_jax.models.nonlocal_attention import NonLocalAttention
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))
+RESULT_VARIANTS = ('', 'cpu', 'cpu,none', 'cpu,local', 'cpu,nonlocal', 'bf16')
+
+
+def load(path, arg):
+  spec = importlib.util.spec_from_file_location('config_under_test', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+@pytest.mark.parametrize('arg', RESULT_VARIANTS)
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_result_configs_keep_the_papers_geometry(path, arg):
+  c = load(path, arg)
+  assert (c.data.image_size, c.model.num_patches, c.model.overlap) == (144, 16, 16)
+  geo = create_model(c.model, c.data.image_size, 7).geometry
+  assert geo.patch_size == 48
+  assert geo.origins == (0, 32, 64, 96)
+  assert geo.local_attention_valid
+
+
+def test_cpu_variant_changes_only_widths():
+  paper, cpu = load(os.path.join(ROOT, 'configs', 'synthetic.py'), None), load(
+      os.path.join(ROOT, 'configs', 'synthetic.py'), 'cpu')
+  changed = {f'{block}.{k}' for block in ('data', 'model', 'train')
+             for k, v in paper[block].items() if cpu[block][k] != v}
+  assert changed == {'model.width', 'model.head_widths', 'model.init'}
+  assert cpu.model.width < paper.model.width
+
+
+@pytest.mark.parametrize('arg', ['', 'cpu'])
+def test_traced_network_pools_and_pads_as_tables_i_and_iii(arg):
+  """Shapes where the paper fixes them, recorded while the network is traced (no compilation)."""
+  c = load(os.path.join(ROOT, 'configs', 'synthetic.py'), arg)
+  c.model.ensemble = 'scan'  # one traced member instead of 16; same function
+  model = create_model(c.model, c.data.image_size, 7)
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, (LocalAttention, NonLocalAttention)):
+      seen.setdefault(type(context.module).__name__, args[0].shape)
+    if context.module.name and context.module.name.startswith('Conv_') and isinstance(
+        context.module.parent, LocalAttention):
+      seen.setdefault(('local', context.module.name), out.shape[1:3])
+    if context.module.name in ('query', 'key', 'value'):
+      seen.setdefault('qkv_in', args[0].shape[1:3])
+    return out
+
+  x = jax.ShapeDtypeStruct((1, 144, 144, 3), jnp.float32)
+  with nn.intercept_methods(record):
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    (logits, aux) = jax.eval_shape(model.apply, variables, x)
+  assert seen['qkv_in'] == (9, 9)  # F5 = 144 / 16
+  assert aux['r'].shape == (1, 16, 16)  # Q, K pooled 9×9 → 4×4 by the 2×2/2 max-pool: M = 16 rows
+  assert seen['LocalAttention'][1:3] == (6, 6)  # SimpleNet's map of a 48-px patch
+  assert seen[('local', 'Conv_0')] == (4, 4)  # 3×3 valid
+  assert seen[('local', 'Conv_2')] == (2, 2)  # 3×3 valid
+  assert logits.shape == (1, 7)
