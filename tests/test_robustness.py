@@ -769,5 +769,36 @@ def test_bad_input_gets_a_clear_message_or_a_counted_skip(name, tmp_path, caplog
   assert 'Traceback' not in message
 
 
-def test_bad_input_table_has_twenty_kinds():
+def documented_bad_inputs() -> list[str]:
+  """The rows of docs/bad_inputs.md's tables of bad inputs (those headed `| Input | ...`)."""
+  rows, in_table = [], False
+  with open(os.path.join(ROOT, 'docs', 'bad_inputs.md'), encoding='utf-8') as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith('| Input |'):
+        in_table = True
+      elif not line.startswith('|'):
+        in_table = False
+      elif in_table and not line.startswith('| ---'):
+        rows.append(line)
+  return rows
+
+
+def test_bad_inputs_doc_and_readme_match_the_tested_cases():
+  """Every row of docs/bad_inputs.md names the CASES it is tested by ([name] in its first cell), or
+  the test function of this file that tests it; every case is in the doc exactly once; the README's
+  count is the number of rows."""
+  rows = documented_bad_inputs()
+  named = [re.findall(r'\[([^\]]+)\]', row.split('|')[1]) for row in rows]
+  names = [name for row_names in named for name in row_names]
+  assert len(names) == len(set(names)), [n for n in set(names) if names.count(n) > 1]
+  assert set(names) - set(CASES) == set(), 'documented but not tested'
+  assert set(CASES) - set(names) == set(), 'tested but not documented'
+  for row, row_names in zip(rows, named):
+    if not row_names:
+      tests = re.findall(r'\btest_\w+', row)
+      assert tests and all(callable(globals().get(t)) for t in tests), row
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    count = re.search(r'`docs/bad_inputs\.md` lists (\d+) kinds', f.read())
+  assert count and int(count[1]) == len(rows)
   assert len(CASES) >= 20
