@@ -143,14 +143,22 @@ def read_metrics(workdir) -> list[dict]:
 
 # ----------------------------------------------------------------------------- crash and resume
 
-def test_sigkill_and_sigterm_then_resume_equal_an_uninterrupted_run(tmp_path, launch):
+@pytest.fixture(scope='module')
+def compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for the smoke runs of this module: the same config compiles
+  the same steps, so only the first run pays for compiling them."""
+  return tmp_path_factory.mktemp('jax_cache')
+
+
+def test_sigkill_and_sigterm_then_resume_equal_an_uninterrupted_run(tmp_path, launch,
+                                                                    compilation_cache):
   """SIGKILL in epoch 1, SIGTERM in epoch 2, a leftover half-written checkpoint, resume: the final
   parameters, optimiser state, metrics, confusion matrix and attention track are bit-identical to
   those of an uninterrupted run of the same seed (CPU, one device)."""
   flags = ('--config.train.checkpoint_every_steps=2',)
   ref_dir, run_dir = tmp_path / 'reference', tmp_path / 'interrupted'
   run = lambda name, workdir: launch(tmp_path / f'{name}.log', *main_command(workdir, *flags),
-                                    compilation_cache=tmp_path / 'jax_cache')
+                                    compilation_cache=compilation_cache)
   reference = run('reference', ref_dir)
   # Its first checkpoint comes after every step (init, train, eval) has been compiled and cached;
   # from then on it runs alongside the interrupted runs.
@@ -205,6 +213,25 @@ def test_sigkill_and_sigterm_then_resume_equal_an_uninterrupted_run(tmp_path, la
   np.testing.assert_array_equal(tracks[0]['steps'], np.arange(2, 13, 2))
   np.testing.assert_array_equal(tracks[0]['steps'], tracks[1]['steps'])
   np.testing.assert_array_equal(tracks[0]['w_global'], tracks[1]['w_global'])
+
+
+def test_sigint_writes_a_checkpoint_and_exits_with_130(tmp_path, launch, compilation_cache):
+  """Ctrl-C is a pre-emption like SIGTERM: a checkpoint of the current step, then exit status
+  128 + SIGINT = 130 and the one-line message, no KeyboardInterrupt traceback."""
+  workdir = tmp_path / 'run'
+  run = launch(tmp_path / 'run.log', *main_command(workdir, '--config.train.checkpoint_every_steps=2'),
+               compilation_cache=compilation_cache)
+  run.wait_for_checkpoint(workdir, 2)
+  run.proc.send_signal(signal.SIGINT)
+  rc, log = run.wait()
+  assert rc == 130, log[-3000:]
+  assert 'Traceback' not in log and 'KeyboardInterrupt' not in log, log[-3000:]
+  preempted = re.search(r'preempted: SIGINT received: checkpoint of step (\d+) written; rerun the '
+                        r'same command to resume\.', log)
+  assert preempted, log[-3000:]
+  stopped_at = int(preempted[1])
+  assert 2 < stopped_at < 12 and max(finalized_steps(workdir)) == stopped_at
+  assert int(load_state(workdir, stopped_at)['step']) == stopped_at
 
 
 def tiny_state(step: int, value: float) -> TrainState:
