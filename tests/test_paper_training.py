@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import pytest
 
-from lnl_jax import steps, train
+from lnl_jax import metrics, steps, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.models import create_model
 
@@ -45,7 +45,8 @@ def paper_learning_rate(step: int, steps_per_epoch: int) -> float:
 
 def load_config_file(name: str, arg=None):
   """configs/<name>.py's get_config(arg), loaded from the file as `--config=` would."""
-  spec = importlib.util.spec_from_file_location(f'config_{name}', os.path.join(ROOT, 'configs', f'{name}.py'))
+  path = os.path.join(ROOT, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'config_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -140,7 +141,8 @@ def test_default_config_is_the_papers_recipe():
   assert c.model.num_patches == PAPER_NUM_PATCHES
   assert c.model.overlap == PAPER_OVERLAP
   assert c.model.alpha == PAPER_ALPHA
-  assert c.model.attention == 'both' and c.model.init == 'xavier'  # LNLAttenNet, Xavier, no pre-training
+  assert c.model.attention == 'both'  # LNLAttenNet itself, both attentions
+  assert c.model.init == 'xavier'  # "initialized ... by Xavier initializer rather than pre-training"
   assert c.train.label_smoothing == 0.0 and c.data.erase_prob == 0.0  # nothing the paper does not do
   assert c.train.batch_size == 32  # not in the paper: the project's documented choice (README)
 
@@ -159,8 +161,9 @@ def test_learning_rate_changes_only_at_epoch_boundaries():
 
 
 def test_adam_steps_follow_the_schedule():
-  """With a constant gradient, each of Adam's bias-corrected steps is lr · g/(|g| + ε) ≈ lr · sign(g),
-  so the size of the real optimiser's steps is the learning rate it used."""
+  """With a constant gradient, each of Adam's bias-corrected steps is lr · g/(|g| + ε), which is
+  lr · sign(g) to float32 precision: the size of the real optimiser's steps is the learning rate
+  it used."""
   steps_per_epoch = 3
   tx = steps.create_optimizer(load_config_file('raf').train, steps_per_epoch)
   params = {'w': jnp.zeros(4)}
@@ -196,3 +199,14 @@ def test_training_decays_the_learning_rate_once_per_epoch_of_its_data(tmp_path, 
   for step in range(3 * steps_per_epoch):
     assert float(schedule(step)) == pytest.approx(paper_learning_rate(step, steps_per_epoch),
                                                   rel=1e-6), step
+
+
+def test_reported_figure_is_the_mean_test_accuracy_of_the_last_10_epochs():
+  """Sec. IV: "All results are the average of the last 10 epochs" of the 24."""
+  accuracies = [50.0 + 1.5 * epoch + (epoch % 3) for epoch in range(1, PAPER_EPOCHS + 1)]
+  history = [dict(epoch=e, step=100 * e, test_accuracy=a) for e, a in enumerate(accuracies, 1)]
+  summary = metrics.summarize(history, np.eye(7, dtype=np.int64), tuple('abcdefg'),
+                              load_config_file('raf').train.mean_of_last)
+  epochs_15_to_24 = accuracies[14:]
+  assert len(epochs_15_to_24) == PAPER_MEAN_OF_LAST and summary['mean_over_epochs'] == 10
+  assert summary['test_accuracy_mean_last_epochs'] == pytest.approx(sum(epochs_15_to_24) / 10)
