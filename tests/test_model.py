@@ -53,7 +53,7 @@ def test_output_shapes_for_every_num_patches(m, patch):
   assert model.geometry.patch_size == patch
 
 
-def test_small_image_runs(tiny_run):
+def test_small_image_runs():
   model = LNLAttenNet(image_size=64, overlap=8, **TINY)
   logits, aux = init_apply(model, jnp.ones((2, 64, 64, 3)))[1]
   chex.assert_shape(logits, (2, 7))

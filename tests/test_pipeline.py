@@ -1,5 +1,6 @@
 """Tests of the tf.data input pipeline and PIL image decoding, on tiny files written with PIL."""
 import logging
+import types
 
 import numpy as np
 from lnl_jax.steps import normalize
@@ -141,6 +142,19 @@ def test_train_flips_and_crops_against_unaugmented_images():
   flips = [f for f, _, _ in found]
   assert 5 < sum(flips) < 27  # p = 0.5 flips
   assert sum((dy, dx) != (pad, pad) for _, dy, dx in found) > 25  # crops shift most images
+
+
+def test_train_resizes_to_image_size_before_flipping_and_cropping():
+  """Training faces are the eval pipeline's resized faces, flipped and cropped: augmentation acts
+  on the S×S image, so a crop is a window of the reflect-padded resized face."""
+  records = _memory_records(n=8, size=48)
+  (resized,) = _all(pipeline.eval_batches(records, batch_size=8, image_size=S, process_index=0,
+                                          process_count=1))
+  (b,) = _all(pipeline.train_batches(records, batch_size=8, image_size=S, epoch=0, seed=5,
+                                     crop_padding=4, process_index=0, process_count=1))
+  assert b['image'].shape == (8, S, S, 3)
+  for image, i in zip(b['image'], b['index']):
+    assert _find_augmentation(image, resized['image'][i], 4) is not None, i
 
 
 def test_train_without_augmentation_is_identity():
@@ -341,5 +355,18 @@ def test_box_in_large_jpeg_uses_scaled_decode_coordinates(tmp_path):
   assert np.abs(inner - (230, 30, 30)).max() <= 12
 
 
-def test_measure_throughput_is_positive():
-  assert pipeline.measure_throughput(_memory_records(n=16), 8, S, num_batches=3) > 0
+def test_measure_throughput_counts_images_per_second_after_the_warm_up(monkeypatch):
+  """On a clock that advances 0.5 s per batch produced, 3 timed batches of 8 (after one warm-up
+  batch, over two epochs of 2 batches) are 24 images in 1.5 s: 16 images/s."""
+  clock = [0.0]
+  real = pipeline.train_batches
+
+  def train_batches(*args, **kw):
+    for batch in real(*args, **kw):
+      clock[0] += 0.5
+      yield batch
+  monkeypatch.setattr(pipeline, 'train_batches', train_batches)
+  monkeypatch.setattr(pipeline, 'time', types.SimpleNamespace(perf_counter=lambda: clock[0]))
+  rate = pipeline.measure_throughput(_memory_records(n=16), 8, S, num_batches=3)
+  assert rate == pytest.approx(8 / 0.5)
+  assert clock[0] == 4 * 0.5  # the warm-up batch and the three timed ones, no more

@@ -164,9 +164,20 @@ def test_resolve_step(tmp_path):
 
 
 def test_summary_names_the_checkpoint_that_best_loads(run):
+  """The best checkpoint, found here from metrics.jsonl and the checkpoint folders on disk: the
+  highest test accuracy, a tie going to the later step (README). summary.json names it and
+  --checkpoint=best loads it."""
   with open(os.path.join(run.workdir, 'summary.json')) as f:
     summary = json.load(f)
-  assert trained_lib.load_trained(run.workdir, 'best').step == summary['best_checkpoint_step']
+  with open(os.path.join(run.workdir, 'metrics.jsonl')) as f:
+    epochs = [json.loads(line) for line in f]
+  on_disk = {int(n) for n in os.listdir(os.path.join(run.workdir, 'checkpoints')) if n.isdigit()}
+  scored = [r for r in epochs if r['step'] in on_disk]
+  assert len(scored) == 2  # both epochs of the smoke run are kept
+  top = max(r['test_accuracy'] for r in scored)
+  best = max(r['step'] for r in scored if r['test_accuracy'] == top)
+  assert summary['best_checkpoint_step'] == best
+  assert trained_lib.load_trained(run.workdir, 'best').step == best
 
 
 def test_class_names_sources(run, tmp_path):

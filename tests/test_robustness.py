@@ -143,14 +143,22 @@ def read_metrics(workdir) -> list[dict]:
 
 # ----------------------------------------------------------------------------- crash and resume
 
-def test_sigkill_and_sigterm_then_resume_equal_an_uninterrupted_run(tmp_path, launch):
+@pytest.fixture(scope='module')
+def compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for the smoke runs of this module: the same config compiles
+  the same steps, so only the first run pays for compiling them."""
+  return tmp_path_factory.mktemp('jax_cache')
+
+
+def test_sigkill_and_sigterm_then_resume_equal_an_uninterrupted_run(tmp_path, launch,
+                                                                    compilation_cache):
   """SIGKILL in epoch 1, SIGTERM in epoch 2, a leftover half-written checkpoint, resume: the final
   parameters, optimiser state, metrics, confusion matrix and attention track are bit-identical to
   those of an uninterrupted run of the same seed (CPU, one device)."""
   flags = ('--config.train.checkpoint_every_steps=2',)
   ref_dir, run_dir = tmp_path / 'reference', tmp_path / 'interrupted'
   run = lambda name, workdir: launch(tmp_path / f'{name}.log', *main_command(workdir, *flags),
-                                    compilation_cache=tmp_path / 'jax_cache')
+                                    compilation_cache=compilation_cache)
   reference = run('reference', ref_dir)
   # Its first checkpoint comes after every step (init, train, eval) has been compiled and cached;
   # from then on it runs alongside the interrupted runs.
@@ -205,6 +213,25 @@ def test_sigkill_and_sigterm_then_resume_equal_an_uninterrupted_run(tmp_path, la
   np.testing.assert_array_equal(tracks[0]['steps'], np.arange(2, 13, 2))
   np.testing.assert_array_equal(tracks[0]['steps'], tracks[1]['steps'])
   np.testing.assert_array_equal(tracks[0]['w_global'], tracks[1]['w_global'])
+
+
+def test_sigint_writes_a_checkpoint_and_exits_with_130(tmp_path, launch, compilation_cache):
+  """Ctrl-C is a pre-emption like SIGTERM: a checkpoint of the current step, then exit status
+  128 + SIGINT = 130 and the one-line message, no KeyboardInterrupt traceback."""
+  workdir = tmp_path / 'run'
+  run = launch(tmp_path / 'run.log', *main_command(workdir, '--config.train.checkpoint_every_steps=2'),
+               compilation_cache=compilation_cache)
+  run.wait_for_checkpoint(workdir, 2)
+  run.proc.send_signal(signal.SIGINT)
+  rc, log = run.wait()
+  assert rc == 130, log[-3000:]
+  assert 'Traceback' not in log and 'KeyboardInterrupt' not in log, log[-3000:]
+  preempted = re.search(r'preempted: SIGINT received: checkpoint of step (\d+) written; rerun the '
+                        r'same command to resume\.', log)
+  assert preempted, log[-3000:]
+  stopped_at = int(preempted[1])
+  assert 2 < stopped_at < 12 and max(finalized_steps(workdir)) == stopped_at
+  assert int(load_state(workdir, stopped_at)['step']) == stopped_at
 
 
 def tiny_state(step: int, value: float) -> TrainState:
@@ -769,5 +796,36 @@ def test_bad_input_gets_a_clear_message_or_a_counted_skip(name, tmp_path, caplog
   assert 'Traceback' not in message
 
 
-def test_bad_input_table_has_twenty_kinds():
+def documented_bad_inputs() -> list[str]:
+  """The rows of docs/bad_inputs.md's tables of bad inputs (those headed `| Input | ...`)."""
+  rows, in_table = [], False
+  with open(os.path.join(ROOT, 'docs', 'bad_inputs.md'), encoding='utf-8') as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith('| Input |'):
+        in_table = True
+      elif not line.startswith('|'):
+        in_table = False
+      elif in_table and not line.startswith('| ---'):
+        rows.append(line)
+  return rows
+
+
+def test_bad_inputs_doc_and_readme_match_the_tested_cases():
+  """Every row of docs/bad_inputs.md names the CASES it is tested by ([name] in its first cell), or
+  the test function of this file that tests it; every case is in the doc exactly once; the README's
+  count is the number of rows."""
+  rows = documented_bad_inputs()
+  named = [re.findall(r'\[([^\]]+)\]', row.split('|')[1]) for row in rows]
+  names = [name for row_names in named for name in row_names]
+  assert len(names) == len(set(names)), [n for n in set(names) if names.count(n) > 1]
+  assert set(names) - set(CASES) == set(), 'documented but not tested'
+  assert set(CASES) - set(names) == set(), 'tested but not documented'
+  for row, row_names in zip(rows, named):
+    if not row_names:
+      tests = re.findall(r'\btest_\w+', row)
+      assert tests and all(callable(globals().get(t)) for t in tests), row
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    count = re.search(r'`docs/bad_inputs\.md` lists (\d+) kinds', f.read())
+  assert count and int(count[1]) == len(rows)
   assert len(CASES) >= 20

@@ -6,7 +6,9 @@ import sys
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lnl_jax.config_base import dataset_config
@@ -67,12 +69,37 @@ def test_main_writes_everything_and_resumes(tmp_path):
 
 
 def one_step(devices, config, batch):
+  """One train step of the smoke model on `devices`: (initial params, new params, metrics, the
+  gradient the step used). Adam's first moment after one step from zero is (1 − β1)·g with
+  β1 = 0.9, so the gradient is read back with its scale, which the update (≈ lr·sign g) hides."""
   parallel = Parallel(devices)
   model = create_model(config.model, config.data.image_size, 7)
   tx = create_optimizer(config.train, 10)
   state = parallel.jit_init(model, config.data.image_size, tx)(jax.random.key(0, impl='rbg'))
+  initial = jax.device_get(state.params)  # before the step donates the state's buffers
   state, metrics = parallel.jit_train_step(model, tx, config.train)(state, parallel.put_batch(batch))
-  return jax.device_get(state.params), jax.device_get(metrics)
+  grads = jax.tree.map(lambda mu: mu / (1 - 0.9), optax.tree_utils.tree_get(state.opt_state, 'mu'))
+  return initial, jax.device_get(state.params), jax.device_get(metrics), jax.device_get(grads)
+
+
+def mean_loss_gradient(config, params, batch):
+  """∇ of Eq. (3) for the whole batch on one device, written out here: the mean over all 16
+  examples of −Σ y·log softmax(z), plus λ·Σ‖kernel‖²."""
+  model = create_model(config.model, config.data.image_size, 7)
+
+  def loss(params):
+    logits, _ = model.apply({'params': params}, batch['image'].astype(jnp.float32) / 127.5 - 1.0)
+    ce = -jnp.mean(jnp.sum(batch['soft_label'] * jax.nn.log_softmax(logits), -1))
+    kernels = [x for path, x in jax.tree_util.tree_leaves_with_path(params)
+               if jax.tree_util.keystr(path).endswith("['kernel']")]
+    return ce + config.train.weight_decay * sum(jnp.sum(jnp.square(k)) for k in kernels)
+  return jax.device_get(jax.jit(jax.grad(loss))(jax.device_put(params, jax.devices()[0])))
+
+
+def relative_errors(tree, reference) -> dict:
+  """‖a − b‖/‖b‖ per leaf, by path."""
+  return {jax.tree_util.keystr(p): float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+          for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(reference))}
 
 
 def test_one_step_on_one_and_four_devices_agree():
@@ -82,12 +109,20 @@ def test_one_step_on_one_and_four_devices_agree():
   labels = rng.integers(0, 7, 16)
   batch = dict(image=rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8), label=labels.astype(np.int32),
                soft_label=np.eye(7, dtype=np.float32)[labels], mask=np.ones(16, bool))
-  p1, m1 = one_step(jax.devices()[:1], config, batch)
-  p4, m4 = one_step(jax.devices(), config, batch)
+  init1, p1, m1, g1 = one_step(jax.devices()[:1], config, batch)
+  init4, p4, m4, g4 = one_step(jax.devices(), config, batch)
   assert m1['loss'] == pytest.approx(m4['loss'], rel=1e-5)
   # Adam's first update is ≈ lr · g/|g|: a gradient near Adam's eps (1e-8) that the 4-device
   # reduction sums in another order can move by ~1e-6 (seen in CI). 1e-5 is 3 % of one step (lr 3e-4).
   chex.assert_trees_all_close(p1, p4, rtol=1e-4, atol=1e-5)
+  # The gradients themselves, scale included: the 4-device step averages the shards' gradients
+  # (a sum would be 4× larger), and both equal the gradient of the mean loss over the whole batch.
+  # float32 sums in another order move a leaf by ~2e-6 of its norm; a sum over shards, by 3.
+  chex.assert_trees_all_equal(init1, init4)
+  reference = mean_loss_gradient(config, init1, batch)
+  for name, grads in (('1 device', g1), ('4 devices', g4)):
+    errors = relative_errors(grads, reference)
+    assert max(errors.values()) < 1e-4, (name, sorted(errors.items(), key=lambda e: -e[1])[:3])
   with pytest.raises(Exception, match='train.batch_size=18 is not divisible by the 4'):
     Parallel().check_batch_size(18)
 
