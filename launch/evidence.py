@@ -550,10 +550,10 @@ def main(argv):
     write_evidence(results, names, settings, readme)
     return
   if FLAGS.print_only:
-    extra = [f'--seeds={",".join(FLAGS.seeds)}', f'--variants={",".join(FLAGS.variants)}',
-             f'--occlusion_prob={FLAGS.occlusion_prob:g}', f'--runs_dir={runs_dir}',
-             f'--results_dir={results}', f'--crucial_faces={FLAGS.crucial_faces}',
-             f'--occlusion_faces={FLAGS.occlusion_faces}']
+    # The flags given here, so that each command plans the same runs and writes the same places.
+    extra = [f'--{name}={FLAGS[name].serialize().split("=", 1)[1]}'
+             for name in ('seeds', 'variants', 'occlusion_prob', 'runs_dir', 'results_dir',
+                          'readme_path', 'crucial_faces', 'occlusion_faces') if FLAGS[name].present]
     todo = [m for m in chosen if not is_recorded(results, m.name)]
     for m in chosen:
       if m not in todo:
