@@ -25,14 +25,18 @@ RESULTS/<run>/: config.json, metrics.jsonl and summary.json of the workdir, and
                   `occluders_accuracy`: the same faces, each with a random occluder
 Every model is analysed on the same faces for a seed: the clean test faces of that seed (the
 synthetic faces draw the occluder whether they show it or not, so the occlusion-trained model's test
-faces are these faces, a third of them occluded). A run whose records are complete is skipped.
+faces are these faces, the share `--occlusion_prob` of them occluded). A run whose records are
+complete is skipped.
 Records are written to RESULTS/<run>.partial and renamed, so a record folder is whole or absent.
 
 After every run, and with `--aggregate`, RESULTS/evidence.json is rebuilt from the records
 (`aggregate`): per kind of run, mean ± std over seeds and a 95 % t-interval of (a) the last epoch's
 and the mean-of-last-10-epochs test accuracy, with Table IV's ordering S < Local < NonLocal <
 LNLAttenNet checked pair by pair; (b) wᵍ on the crucial patches; (c) wˡ of occluded patches and the
-accuracy with and without occlusion. README.md's block between EVIDENCE_BEGIN and EVIDENCE_END is
+accuracy with and without occlusion. A claim holds for a model when the t-interval of its
+effect (normalised excess of wᵍ; own fall of wˡ − the others') lies above 0 and the mean effect
+reaches the analysis module's smallest one that counts (MIN_EXCESS_MASS, MIN_OWN_DROP); with one
+seed it is undecided. README.md's block between EVIDENCE_BEGIN and EVIDENCE_END is
 then rendered from evidence.json (`render`); tests/test_evidence.py checks that both are what the
 committed records give. `--commit` commits the run's records, evidence.json and README.md after
 each run.
