@@ -321,7 +321,7 @@ def aggregate(results_dir: str, planned: Sequence[str], settings: dict | None = 
 # --- README ---------------------------------------------------------------------------------------
 
 def _fmt(stat: dict, scale: float = 1.0, digits: int = 1, unit: str = '') -> str:
-  """'62.1 ± 1.3 [58.9, 65.3]' (mean ± std [95 % t-interval]); the mean alone for one seed."""
+  """'M ± S [L, H]' (mean ± std [95 % t-interval]); the mean and '(1 seed)' for one seed."""
   if not stat or stat['mean'] is None:
     return '—'
   f = lambda v: f'{scale * v:.{digits}f}'
