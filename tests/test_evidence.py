@@ -1,0 +1,324 @@
+"""The evidence set (launch/evidence.py): its metrics, its aggregate, the README figures it renders,
+and the script end to end at smoke size.
+
+The metric and aggregate checks use hand-made inputs whose answers are worked out in the comments;
+the README check ties the block in README.md to the records committed under docs/results/.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from launch import evidence
+from lnl_jax import analysis
+from lnl_jax.config_base import dataset_config
+from lnl_jax.data import datasets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'docs', 'results')
+
+
+def load(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+def test_normalised_crucial_measures_put_uniform_at_0_and_perfect_at_1():
+  crucial = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], bool)
+  uniform = analysis.crucial_mass(np.full((3, 4), 0.25), crucial)
+  perfect = analysis.crucial_mass(np.array([[0.7, 0.3, 0, 0], [1, 0, 0, 0], [0.2, 0.3, 0.5, 0]]),
+                                  crucial)
+  for key in ('excess_normalised', 'top1_normalised', 'rank_normalised'):
+    assert uniform[key] == pytest.approx(0, abs=1e-12), key
+    assert perfect[key] == pytest.approx(1), key
+  assert uniform['ci95_normalised'] == pytest.approx([0, 0], abs=1e-12)
+  # The raw excess of the perfect wᵍ is 1 − k/M per face: (0.5 + 0.75 + 0.25) / 3.
+  assert perfect['excess'] == pytest.approx(0.5)
+
+  # Face 0: mass 0.8 against 0.5 -> 0.3 / 0.5 = 0.6; its crucial patches tie at ranks 1.5 (the best
+  # possible, (k + 1) / 2) -> rank 1; they also tie for the top weight -> top-1 1.
+  # Face 1: all mass off its one crucial patch -> (0 − 0.25) / 0.75 = −1/3; that patch ranks last
+  # (4) against 2.5 random and 1 best -> (2.5 − 4) / (2.5 − 1) = −1; the top weight is shared by
+  # three non-crucial patches -> top-1 0 -> (0 − 0.25) / 0.75 = −1/3.
+  w = np.array([[0.4, 0.4, 0.1, 0.1], [0, 1 / 3, 1 / 3, 1 / 3]])
+  r = analysis.crucial_mass(w, crucial[:2])
+  assert r['excess_normalised'] == pytest.approx((0.6 - 1 / 3) / 2)
+  assert r['rank_normalised'] == pytest.approx((1 - 1) / 2)
+  assert r['top1_normalised'] == pytest.approx((1 - 1 / 3) / 2)
+  half = 1.959964 * np.std([0.6, -1 / 3], ddof=1) / np.sqrt(2)
+  assert r['ci95_normalised'] == pytest.approx([(0.6 - 1 / 3) / 2 - half, (0.6 - 1 / 3) / 2 + half],
+                                               abs=1e-5)
+  # Half the weight tied on one crucial and one non-crucial patch: top-1 is shared, 0.5 against
+  # chance 0.5 -> 0 (the first-index argmax of top1_crucial would call it a hit).
+  tied = analysis.crucial_mass(np.array([[0.5, 0, 0.5, 0]]), crucial[:1])
+  assert tied['top1_normalised'] == pytest.approx(0) and tied['top1_crucial'] == 1
+  assert set(analysis.crucial_mass(w, np.zeros((2, 4), bool))) >= {'excess_normalised',
+                                                                    'rank_normalised'}
+
+
+# A 14-px image cut into a 3×3 grid of 6-px patches 4 px apart (2 px overlap).
+BOXES = [(y, x, y + 6, x + 6) for y in (0, 4, 8) for x in (0, 4, 8)]
+# Per face, how its wˡ answers grey pixels: 'follows' falls with the grey share of each patch,
+# 'opposes' rises with it, 'global' falls by 0.3 on every patch when any pixel is grey, 'blind'
+# stays put.
+FACES = ('follows', 'follows', 'opposes', 'global', 'blind')
+
+
+def kinds_model(images):
+  grey = np.all(images == analysis.GREY, axis=-1)
+  share = np.stack([grey[:, t:b, l:r].mean((1, 2)) for t, l, b, r in BOXES], axis=1)  # (N, 9)
+  w = np.full(share.shape, 0.5)
+  for n, kind in enumerate(FACES):
+    if kind == 'global':
+      w[n] -= 0.3 * grey[n].any()
+    elif kind != 'blind':
+      w[n] -= (0.4 if kind == 'follows' else -0.4) * share[n]
+  return dict(prediction=np.zeros(len(images), int), w_local=w)
+
+
+def test_occlusion_counts_face_by_face_how_often_the_occluded_patch_falls():
+  images = np.random.default_rng(0).integers(0, 256, (5, 14, 14, 3), dtype=np.uint8)
+  images[images == analysis.GREY] = 127
+  r = analysis.occlusion_analysis(kinds_model, images, np.zeros(5, int), BOXES)
+  # The occluded patch's own wˡ falls on 'follows' (0.4) and 'global' (0.3) faces, rises on
+  # 'opposes' (−0.4), stays on 'blind': 3 of 5 faces. It falls by more than the others' mean only
+  # on 'follows' faces (the others fall by less than 0.4 there; on 'global' faces all fall alike).
+  assert r['own_drop_rate'] == pytest.approx([0.6] * 9)
+  assert r['own_drop_beyond_others_rate'] == pytest.approx([0.4] * 9)
+  face = r['per_face']
+  assert face['num_faces'] == 5
+  assert face['own_drop_rate'] == pytest.approx(0.6)
+  assert face['own_drop_beyond_others_rate'] == pytest.approx(0.4)
+  assert face['own_drop'] == pytest.approx((0.4 + 0.4 - 0.4 + 0.3 + 0) / 5)
+  # Others' fall on a 'follows' face: 0.4 × the share of patch j covered by patch i's box, averaged
+  # over the 8 others and the 9 patches. Ordered pairs overlap 2 × (6 horizontal + 6 vertical
+  # neighbour pairs × 12 px + 8 diagonal pairs × 4 px) = 352 px of 36-px patches.
+  k = 352 / 36 / 9 / 8
+  assert face['others_drop'] == pytest.approx((0.4 * k + 0.4 * k - 0.4 * k + 0.3 + 0) / 5)
+  diffs = [0.4 - 0.4 * k, 0.4 - 0.4 * k, -(0.4 - 0.4 * k), 0.0, 0.0]
+  assert face['own_minus_others'] == pytest.approx(np.mean(diffs))
+  half = 1.959964 * np.std(diffs, ddof=1) / np.sqrt(5)
+  assert face['ci95'] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half], abs=1e-5)
+  # The mean over faces hides the 'opposes' face: the per-patch mean fall is positive.
+  assert r['own_drop'] == pytest.approx([0.14] * 9)
+
+
+def test_seed_stats_use_the_t_distribution():
+  s = evidence.seed_stats([1.0, 2.0, 3.0], [0, 1, 2])
+  # t(0.975, 2 degrees of freedom) = 4.302652729911275 (tables); std 1.
+  half = 4.302652729911275 / np.sqrt(3)
+  assert s['mean'] == 2 and s['std'] == pytest.approx(1)
+  assert s['ci95'] == pytest.approx([2 - half, 2 + half])
+  assert s['seeds'] == [0, 1, 2] and s['values'] == [1, 2, 3]
+  one = evidence.seed_stats([5.0], [3])
+  assert one['mean'] == 5 and one['std'] is None and one['ci95'] is None
+
+
+# --- aggregate and README -------------------------------------------------------------------------
+
+def write_record(results, name, seed, attention, final, mean_last, excess=0.0, own_minus=0.0,
+                 occlusion_prob=0.0):
+  d = os.path.join(results, name)
+  os.makedirs(d)
+  evidence.write_json(os.path.join(d, 'config.json'), dict(
+      seed=seed, model=dict(attention=attention), data=dict(occlusion_prob=occlusion_prob)))
+  with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:
+    f.write('{}\n')
+  evidence.write_json(os.path.join(d, 'summary.json'), dict(
+      test_accuracy_last_epoch=final, test_accuracy_mean_last_epochs=mean_last, epochs=24,
+      mean_over_epochs=10, confusion_matrix=[[300, 50], [50, 300]], class_names=list('abcdefg')))
+  crucial = {k: 0.5 for k in evidence.CRUCIAL_KEYS}
+  crucial.update(excess_normalised=excess, num_faces=700)
+  evidence.write_json(os.path.join(d, 'crucial.json'), crucial)
+  per_face = {k: 0.1 for k in evidence.OCCLUSION_FACE_KEYS}
+  per_face['own_minus_others'] = own_minus
+  evidence.write_json(os.path.join(d, 'occlusion.json'), dict(
+      per_face=per_face, clean_accuracy=80.0, accuracy=[70.0, 60.0], occluders_accuracy=50.0,
+      num_images=200, clean_faces=700))
+
+
+def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
+  results = str(tmp_path)
+  # Mean of the last epochs: none 53.5 ± 1.41, local 54.5 ± 0.71, nonlocal 55.5 ± 0.71, both 55.75:
+  # every step up, but local − none (1.0) is within the larger seed spread (1.41), and both −
+  # nonlocal (0.25) within 0.71. Last epoch: both falls 0.5 below nonlocal. Normalised excess:
+  # nonlocal's t-interval straddles 0, both's lies above; own − others: local's straddles 0, both's
+  # lies above (0.051 ± 0.0014: half-width 12.706 × 0.0014 / √2 = 0.013).
+  table = {'none': ((50, 50), (52.5, 54.5), 0, 0), 'local': ((55, 55), (55, 54), 0, (0.01, -0.02)),
+           'nonlocal': ((55.5, 55.5), (55, 56), (0.2, -0.1), 0),
+           'both': ((55, 55), (56, 55.5), (0.30, 0.32), (0.050, 0.052))}
+  for v, (final, last, excess, own) in table.items():
+    for s in (0, 1):
+      pick = lambda x: x[s] if isinstance(x, tuple) else x
+      write_record(results, f'attention_{v}_seed{s}', s, v, final[s], last[s], pick(excess),
+                   pick(own))
+  planned = [m.name for m in evidence.runs([0, 1])]
+  os.makedirs(os.path.join(results, 'occluded_both_seed1'))  # incomplete: not counted
+  write_record(results, 'occluded_both_seed0', 0, 'both', 60, 60, 0.4, 0.07, occlusion_prob=0.3)
+  e = evidence.aggregate(results, planned, dict(config='configs/synthetic.py:cpu', seeds=[0, 1]))
+  assert e['missing'] == ['occluded_both_seed1'] and len(e['recorded']) == 9
+  none = e['accuracy']['attention_none']['mean_last']
+  # t(0.975, 1) = 12.706204736174707; std √2, n 2 -> half-width 12.706.
+  assert none['mean'] == 53.5 and none['std'] == pytest.approx(np.sqrt(2))
+  assert none['ci95'] == pytest.approx([53.5 - 12.706204736174707, 53.5 + 12.706204736174707])
+  order = e['claims']['table_iv']['ordering']
+  assert order['mean_last']['holds'] is True and order['mean_last']['beyond_spread'] is False
+  assert [p['beyond_spread'] for p in order['mean_last']['pairs']] == [False, True, False]
+  last_pair = order['mean_last']['pairs'][-1]
+  assert last_pair['difference'] == pytest.approx(0.25)
+  assert last_pair['paired_difference']['values'] == pytest.approx([1.0, -0.5])
+  assert order['final']['holds'] is False
+  assert [p['holds'] for p in order['final']['pairs']] == [True, True, False]
+  assert e['claims']['nonlocal_finds_crucial'] == {
+      'attention_nonlocal': False, 'attention_both': True, 'occluded_both': None}  # 1 seed: none
+  assert e['claims']['local_downweights_occluded'] == {
+      'attention_local': False, 'attention_both': True, 'occluded_both': None}
+  assert e['occlusion']['attention_both']['grey_patch_accuracy']['mean'] == 65
+  # An interval above 0 is not enough: the effect must reach the analysis module's minimum.
+  for s, size in ((0, 0.019), (1, 0.0)):
+    path = os.path.join(results, f'attention_both_seed{s}', 'crucial.json')
+    evidence.write_json(path, dict(load(path), excess=size))
+    path = os.path.join(results, f'attention_both_seed{s}', 'occlusion.json')
+    o = load(path)
+    evidence.write_json(path, dict(o, per_face=dict(o['per_face'], own_drop=size / 2)))
+  small = evidence.aggregate(results, planned)['claims']
+  assert small['nonlocal_finds_crucial']['attention_both'] is False
+  assert small['local_downweights_occluded']['attention_both'] is False
+  assert e['runs']['occluded_both_seed0']['occlusion_prob'] == 0.3
+
+  text = evidence.render(e)
+  assert '**9 of 10 runs recorded**' in text and 'occluded_both_seed1' in text
+  assert '| Model-S | 50.0 ± 0.0 [50.0, 50.0] | 53.5 ± 1.4 [40.8, 66.2] |' in text
+  assert 'test accuracy % on 700 test faces, chance 14.3 %; 24 epochs' in text
+  assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) holds; by more than the '
+          'seed spread: no') in text
+  assert 'LNLAttenNet − Model-NonLocal +0.2 points (seed spread 0.7: within it)' in text
+  assert '| LNLAttenNet, occlusion-trained | 0.400 (1 seed) |' in text
+
+
+def test_render_says_plainly_when_nothing_is_measured(tmp_path):
+  planned = [m.name for m in evidence.runs([0, 1, 2])]
+  e = evidence.aggregate(str(tmp_path), planned, dict(config='configs/synthetic.py:cpu'))
+  text = evidence.render(e)
+  assert 'have not been run' in text and 'python -m launch.evidence' in text
+  assert 'about 3.1–5.2 hours on 2 CPU cores' in evidence.render(  # 6 × 31 and 52 minutes
+      dict(e, missing=planned[:6], planned=planned[:6]))
+  assert '%' not in text.replace('100 %', '')  # no measured figure
+  assert 'Runs: 15 (' in text
+  readme = f'a\n{evidence.EVIDENCE_BEGIN}\nold\n{evidence.EVIDENCE_END}\nb\n'
+  assert evidence.readme_block(evidence.replace_block(readme, text)) == text
+
+
+def test_readme_quotes_exactly_what_the_committed_records_give():
+  e = load(os.path.join(RESULTS, evidence.EVIDENCE_JSON))
+  for name in e['recorded']:
+    for f in evidence.RECORD_FILES:
+      assert os.path.exists(os.path.join(RESULTS, name, f)), (name, f)
+  assert e == json.loads(json.dumps(evidence.aggregate(RESULTS, e['planned'], e['settings'])))
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    readme = f.read()
+  assert evidence.readme_block(readme) == evidence.render(e)
+  # Nothing else in the records folder: no checkpoints, no images.
+  allowed = set(e['recorded']) | {evidence.EVIDENCE_JSON}
+  assert set(os.listdir(RESULTS)) <= allowed
+
+
+# --- the script -----------------------------------------------------------------------------------
+
+def test_analysis_faces_are_the_runs_test_split(tmp_path):
+  config = dataset_config('synthetic', 'smoke')
+  config.data.num_train, config.data.num_test, config.data.limit = 20, 12, 8
+  _, test = datasets.load_splits(config.data, config.seed, 16, 8)
+  faces = evidence.analysis_faces(config, 0.0, str(tmp_path))
+  assert len(faces) == 8  # data.limit applies
+  assert np.array_equal(faces.images, test.images) and np.array_equal(faces.crucial, test.crucial)
+  occluded = evidence.analysis_faces(config, 1.0, str(tmp_path))
+  assert np.array_equal(occluded.labels, test.labels)
+  assert not np.array_equal(occluded.images, test.images)
+
+
+SMOKE = ('--config=configs/synthetic.py:smoke', '--config.data.num_train=16',
+         '--config.data.num_test=16', '--seeds=0', '--variants=both', '--occlusion_prob=0.5',
+         '--crucial_faces=16', '--occlusion_faces=4')
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  cache = str(tmp_path_factory.mktemp('xla_cache'))
+  return dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+              JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+
+def run(env, *args):
+  proc = subprocess.run([sys.executable, '-m', 'launch.evidence', *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_evidence_script_end_to_end(tmp_path, env):
+  runs, results, readme = (str(tmp_path / d) for d in ('runs', 'results', 'README.md'))
+  with open(readme, 'w') as f:
+    f.write(f'# x\n{evidence.EVIDENCE_BEGIN}\n{evidence.EVIDENCE_END}\n')
+  args = (*SMOKE, f'--runs_dir={runs}', f'--results_dir={results}', f'--readme_path={readme}')
+  names = ['attention_both_seed0', 'occluded_both_seed0']
+
+  printed = run(env, *args, '--print_only')
+  assert [line.split('--only=')[1].split()[0] for line in printed.stdout.splitlines()] == names
+
+  run(env, *args, '--only=attention_both_seed0')
+  e = load(os.path.join(results, 'evidence.json'))
+  assert e['recorded'] == names[:1] and e['missing'] == names[1:]
+  with open(readme) as f:
+    assert '**1 of 2 runs recorded**' in f.read()
+
+  summary = os.path.join(runs, names[0], 'summary.json')
+  trained_at = os.path.getmtime(summary)
+  second = run(env, *args)
+  assert 'attention_both_seed0: recorded already' in second.stderr
+  assert os.path.getmtime(summary) == trained_at
+
+  e = load(os.path.join(results, 'evidence.json'))
+  assert e['recorded'] == names and e['missing'] == []
+  assert sorted(os.listdir(results)) == sorted(names + ['evidence.json'])
+  for name in names:
+    assert sorted(os.listdir(os.path.join(results, name))) == sorted(evidence.RECORD_FILES)
+    config = load(os.path.join(results, name, 'config.json'))
+    assert config['data']['occlusion_prob'] == (0.5 if name.startswith('occluded') else 0.0)
+    crucial = load(os.path.join(results, name, 'crucial.json'))
+    occlusion = load(os.path.join(results, name, 'occlusion.json'))
+    assert crucial['num_faces'] + crucial['faces_left_out'] == 16 == occlusion['clean_faces']
+    assert occlusion['num_images'] == 4 and len(occlusion['own_drop_rate']) == 16
+    assert crucial['step'] == load(summary)['steps'] == 2
+  with open(readme) as f:
+    assert evidence.readme_block(f.read()) == evidence.render(e)
+  assert e == json.loads(json.dumps(evidence.aggregate(results, e['planned'], e['settings'])))
+
+
+
+def test_commit_takes_only_the_given_paths(tmp_path):
+  git = lambda *a: subprocess.run(['git', *a], cwd=tmp_path, check=True, capture_output=True,
+                                  text=True).stdout
+  git('init', '-q')
+  git('config', 'user.email', 'evidence@example.org')
+  git('config', 'user.name', 'evidence')
+  for f in ('README.md', 'other.txt'):
+    (tmp_path / f).write_text('a\n')
+  git('add', '.')
+  git('commit', '-q', '-m', 'start')
+  record = tmp_path / 'results' / 'attention_none_seed0'
+  record.mkdir(parents=True)
+  (record / 'summary.json').write_text('{}\n')
+  (tmp_path / 'README.md').write_text('b\n')
+  (tmp_path / 'other.txt').write_text('b\n')
+  evidence.git_commit([str(record), str(tmp_path / 'README.md')], 'evidence: attention_none_seed0')
+  assert git('log', '-1', '--format=%s') == 'evidence: attention_none_seed0\n'
+  assert sorted(git('show', '--name-only', '--format=', 'HEAD').split()) == [
+      'README.md', 'results/attention_none_seed0/summary.json']
+  assert git('status', '--porcelain') == ' M other.txt\n'
