@@ -368,11 +368,11 @@ def test_ensemble_member_i_reads_patch_i_with_its_own_parameters(execution, para
 # n origins spread evenly from 0 to S − P. At 144 px with Table VI's overlap round(S / (2n + 1))
 # (γ = 1/3), worked by hand: M → (overlap, P, origins).
 EQ5_AT_144 = {
-    4: (29, 87, (0, 57)),  # 2·86.5 − 29 = 144, P ↑ 87
+    4: (29, 87, (0, 57)),  # 2·86.5 − 29 = 144, P rounded up to 87
     9: (21, 62, (0, 41, 82)),  # 3·62 − 2·21 = 144
     16: (16, 48, (0, 32, 64, 96)),  # 4·48 − 3·16 = 144, the paper's 48×48 patches
-    25: (13, 40, (0, 26, 52, 78, 104)),  # 5·39.2 − 4·13 = 144, P ↑ 40
-    36: (11, 34, (0, 22, 44, 66, 88, 110)),  # 6·33.17 − 5·11 = 144, P ↑ 34
+    25: (13, 40, (0, 26, 52, 78, 104)),  # 5·39.2 − 4·13 = 144, P rounded up to 40
+    36: (11, 34, (0, 22, 44, 66, 88, 110)),  # 6·33.17 − 5·11 = 144, P rounded up to 34
 }
 # README: at 144 px and 16 px overlap, M = 4, 9, 16, 25, 36 give P = 80, 59, 48, 42, 38.
 README_AT_144_OVERLAP_16 = {4: 80, 9: 59, 16: 48, 25: 42, 36: 38}
