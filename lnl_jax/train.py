@@ -128,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   lr_fn = create_learning_rate_fn(train, steps_per_epoch)
   init = parallel.jit_init(model, config.data.image_size, tx)
   ckpt = checkpoints.Checkpoints(workdir, train.keep_checkpoints)
-  # 'rbg' keys: the same deterministic Xavier draws as threefry, and faster to compile on CPU.
+  # 'rbg' keys: deterministic draws, faster to compile on CPU than threefry's.
   init_key = jax.random.key(config.seed, impl='rbg')
   state, meta = ckpt.restore(jax.eval_shape(init, init_key))
   if state is None:
