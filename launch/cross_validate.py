@@ -20,19 +20,27 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from lnl_jax.geometry import ConfigError
-from launch import sweep
+from launch import runs
+from lnl_jax import cli, io
+from lnl_jax.data.datasets import DATASETS
+from lnl_jax.errors import ConfigError
+from lnl_jax.report import paper_accuracy
+
+FLAGS = flags.FLAGS
+cli.define_config_flag()
+cli.define_once(flags.DEFINE_string, 'runs_dir', None,
+                'Fold k trains in runs_dir/fold_k; cv_summary.json here.')
+cli.define_once(flags.DEFINE_bool, 'print_only', False,
+                'Print one lnl_jax.main command per unfinished fold.')
 
 
 def check_kfold(data: ml_collections.ConfigDict) -> None:
   """Raises ConfigError unless `data` is a dataset the project splits by k-fold."""
-  from lnl_jax.data.datasets import DATASETS
   kfold = sorted(name for name, (_, official) in DATASETS.items() if official is None)
   official = data.name not in DATASETS or DATASETS[data.name][1] is not None
   if data.name == 'folder' and data.root and all(
@@ -48,8 +56,8 @@ def check_kfold(data: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'data.num_folds={data.num_folds}; cross-validation needs at least 2 folds.')
 
 
-def folds(num_folds: int) -> list[sweep.Member]:
-  return [sweep.Member(f'fold_{k}', {'data.fold': k}) for k in range(num_folds)]
+def folds(num_folds: int) -> list[runs.Member]:
+  return [runs.Member(f'fold_{k}', {'data.fold': k}) for k in range(num_folds)]
 
 
 def _mean_std(values) -> dict:
@@ -77,8 +85,6 @@ def summarize(summaries: list[dict]) -> dict:
 
 def write_summary(config: ml_collections.ConfigDict, runs_dir: str) -> dict | None:
   """Writes runs_dir/cv_summary.json once every fold has finished; returns it (None if not yet)."""
-  from lnl_jax.metrics import write_json
-  from lnl_jax.report import paper_accuracy
   paths = [os.path.join(runs_dir, m.name, 'summary.json') for m in folds(config.data.num_folds)]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
@@ -92,7 +98,7 @@ def write_summary(config: ml_collections.ConfigDict, runs_dir: str) -> dict | No
   cv = summarize(summaries)
   cv.update(dataset=config.data.name, config=config.name, seed=config.seed,
             paper_accuracy=paper_accuracy(config.to_dict()))
-  write_json(os.path.join(runs_dir, 'cv_summary.json'), cv)
+  io.write_json(os.path.join(runs_dir, 'cv_summary.json'), cv)
   return cv
 
 
@@ -108,19 +114,9 @@ def describe(cv: dict) -> str:
   return line
 
 
-def define_flags() -> None:
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file('config', None, 'Experiment config (configs/*.py[:variant]).',
-                                  lock_config=True)
-  flags.DEFINE_string('runs_dir', None, 'Fold k trains in runs_dir/fold_k; cv_summary.json here.')
-  flags.DEFINE_bool('print_only', False, 'Print one lnl_jax.main command per unfinished fold.')
-  flags.mark_flags_as_required(['config', 'runs_dir'])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  FLAGS = flags.FLAGS
   config, overrides = FLAGS.config, dict(FLAGS['config'].override_values)
   try:
     check_kfold(config.data)
@@ -128,19 +124,18 @@ def main(argv):
       raise ConfigError('--config.data.fold is set on the command line, but cross-validation runs '
                         'every fold; drop the flag.')
   except ConfigError as e:
-    sys.exit(f'error: {e}')
+    cli.fail(str(e))
   members = folds(config.data.num_folds)
   if FLAGS.print_only:
-    sweep.print_commands(FLAGS['config'].config_filename, FLAGS.runs_dir, members, overrides)
+    runs.print_commands(FLAGS['config'].config_filename, FLAGS.runs_dir, members, overrides)
     return
-  from lnl_jax import main as lnl_main  # here: it imports TensorFlow
-  lnl_main.setup_process()
-  lnl_main.run_or_exit(sweep.run_members, config, FLAGS.runs_dir, members)
+  cli.setup_process()
+  cli.run_or_exit(runs.run_members, config, FLAGS.runs_dir, members)
   cv = write_summary(config, FLAGS.runs_dir)
   if cv is not None:
     print(describe(cv))
 
 
 if __name__ == '__main__':
-  define_flags()
+  flags.mark_flags_as_required(['config', 'runs_dir'])
   app.run(main)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark of issue 5 on one GPU, in at most ~6 minutes: JSON lines to $OUT/bench.jsonl.
+# The benchmark (lnl_jax.bench) on one GPU, in at most ~6 minutes: JSON lines to $OUT/bench.jsonl.
 #
 # Meant for the device tool (an H200 with jax, flax, optax, absl but no ml_collections and no
 # TensorFlow). Here, once: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12

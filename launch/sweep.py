@@ -22,16 +22,15 @@ trains fold `data.fold` only; the paper's figures there are 5-fold means (launch
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import shlex
-import sys
 from collections.abc import Sequence
 
 import ml_collections
 from absl import app, flags, logging
 
-from lnl_jax.geometry import ConfigError
+from launch.runs import Member, member_config, print_commands, run_members
+from lnl_jax import cli
+from lnl_jax.errors import ConfigError
 from lnl_jax.paper import (PAPER_IMAGE_SIZE, TABLE_IV, TABLE_V_ALPHAS, TABLE_VI_PATCHES,
                             TABLE_VII_OVERLAPS, eq5_overlap)
 
@@ -44,12 +43,14 @@ SWEPT_FIELDS = {
     'overlap': ('model.overlap',),
 }
 
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """One run of a sweep: its directory name and the config fields it sets."""
-  name: str
-  overrides: dict
+FLAGS = flags.FLAGS
+cli.define_config_flag()
+flags.DEFINE_enum('sweep', None, list(SWEPT_FIELDS), 'Which of the paper\'s sweeps.')
+cli.define_once(flags.DEFINE_string, 'runs_dir', None, 'Members train in runs_dir/<sweep>/<member>.')
+cli.define_once(flags.DEFINE_bool, 'print_only', False,
+                'Print one lnl_jax.main command per unfinished member.')
+flags.DEFINE_list('members', None, 'Indices of the members to keep (default: all).')
+flags.DEFINE_list('values', None, 'Swept values replacing the paper\'s (px for overlap).')
 
 
 def members(sweep: str, image_size: int, values: Sequence[str] | None = None) -> list[Member]:
@@ -95,18 +96,6 @@ def select(all_members: list[Member], indices: Sequence[str] | None) -> list[Mem
   return chosen
 
 
-def member_config(config: ml_collections.ConfigDict, member: Member) -> ml_collections.ConfigDict:
-  """A copy of `config` with the member's fields set."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  for dotted, value in member.overrides.items():
-    *parents, key = dotted.split('.')
-    node = c
-    for p in parents:
-      node = node[p]
-    node[key] = value
-  return c
-
-
 def check_members(config: ml_collections.ConfigDict, chosen: list[Member]) -> None:
   """Raises ConfigError, naming the member, if any member's model cannot be built."""
   from lnl_jax.models.lnlattennet import validate
@@ -125,72 +114,9 @@ def check_overrides(sweep: str, overrides: dict) -> None:
                       'it for every member; drop the flag (use --values to choose the swept values).')
 
 
-def is_done(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, 'summary.json'))
-
-
-def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member]):
-  """Trains the members in turn in `base_dir/<member>`; finished ones are skipped."""
-  from lnl_jax import train
-  for i, m in enumerate(chosen):
-    workdir = os.path.join(base_dir, m.name)
-    if is_done(workdir):
-      logging.info('member %d/%d %s: done already (%s/summary.json), skipped', i + 1, len(chosen),
-                   m.name, workdir)
-      continue
-    logging.info('member %d/%d %s: training in %s', i + 1, len(chosen), m.name, workdir)
-    try:
-      summary = train.train_and_evaluate(member_config(config, m), workdir)
-    except (ConfigError, FloatingPointError) as e:  # name the member; the rerun resumes it
-      raise type(e)(f'sweep member {m.name} ({workdir}): {e}') from e
-    logging.info('member %s: mean test accuracy of the last %d epochs %.2f%%', m.name,
-                 summary['mean_over_epochs'], summary['test_accuracy_mean_last_epochs'] or 0.0)
-
-
-def _flag_value(value) -> str:
-  if isinstance(value, (tuple, list)):
-    return '(' + ', '.join(_flag_value(v) for v in value) + (',)' if len(value) == 1 else ')')
-  return repr(value) if isinstance(value, float) else str(value)
-
-
-def command(config_arg: str, workdir: str, overrides: dict) -> str:
-  """The `lnl_jax.main` command line of one run, shell-quoted."""
-  words = ['python', '-m', 'lnl_jax.main', f'--config={config_arg}', f'--workdir={workdir}']
-  words += [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()]
-  return ' '.join(shlex.quote(w) for w in words)
-
-
-def print_commands(config_arg: str, base_dir: str, chosen: list[Member],
-                   overrides: dict) -> list[str]:
-  """Prints (and returns) one command per unfinished member; finished ones are noted on stderr."""
-  lines = []
-  for m in chosen:
-    workdir = os.path.join(base_dir, m.name)
-    if is_done(workdir):
-      print(f'# {m.name}: done ({workdir}/summary.json)', file=sys.stderr)
-      continue
-    lines.append(command(config_arg, workdir, {**overrides, **m.overrides}))
-    print(lines[-1])
-  return lines
-
-
-def define_flags() -> None:
-  """The command-line flags; defined only when run as a program, so the module imports cleanly."""
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file('config', None, 'Experiment config (configs/*.py[:variant]).',
-                                  lock_config=True)
-  flags.DEFINE_enum('sweep', None, list(SWEPT_FIELDS), 'Which of the paper\'s sweeps.')
-  flags.DEFINE_string('runs_dir', None, 'Members train in runs_dir/<sweep>/<member>.')
-  flags.DEFINE_bool('print_only', False, 'Print one lnl_jax.main command per unfinished member.')
-  flags.DEFINE_list('members', None, 'Indices of the members to keep (default: all).')
-  flags.DEFINE_list('values', None, 'Swept values replacing the paper\'s (px for overlap).')
-  flags.mark_flags_as_required(['config', 'sweep', 'runs_dir'])
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  FLAGS = flags.FLAGS
   config_flag = FLAGS['config']
   overrides = dict(config_flag.override_values)
   try:
@@ -198,18 +124,17 @@ def main(argv):
     chosen = select(members(FLAGS.sweep, FLAGS.config.data.image_size, FLAGS.values), FLAGS.members)
     check_members(FLAGS.config, chosen)
   except ConfigError as e:
-    sys.exit(f'error: {e}')
+    cli.fail(str(e))
   base_dir = os.path.join(FLAGS.runs_dir, FLAGS.sweep)
   if FLAGS.print_only:
     print_commands(config_flag.config_filename, base_dir, chosen, overrides)
     return
-  from lnl_jax import main as lnl_main  # here: it imports TensorFlow
-  lnl_main.setup_process()
-  lnl_main.run_or_exit(run_members, FLAGS.config, base_dir, chosen)
+  cli.setup_process()
+  cli.run_or_exit(run_members, FLAGS.config, base_dir, chosen)
   logging.info('sweep %s done; lay it out with: python -m lnl_jax.report %s', FLAGS.sweep,
                FLAGS.runs_dir)
 
 
 if __name__ == '__main__':
-  define_flags()
+  flags.mark_flags_as_required(['config', 'sweep', 'runs_dir'])
   app.run(main)

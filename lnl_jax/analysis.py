@@ -1,9 +1,10 @@
 """The paper's attention analyses (Sec. IV-C, IV-D) of a trained workdir; what it saw by eye, measured.
 
   python -m lnl_jax.analysis --workdir=runs/raf [--what=attention,occlusion,crucial,confusion]
-      [--num_images=64] [--grid=16] [--fill=grey|noise] [--checkpoint=STEP] [--data_root=DIR]
+      [--num_images=64] [--grid=16] [--fill=grey|noise] [--checkpoint=latest|best|STEP]
+      [--data_root=DIR]
 
-Loads the newest checkpoint (or --checkpoint) and writes under WORKDIR/analysis/:
+Loads the checkpoint --checkpoint names (default: the newest) and writes under WORKDIR/analysis/:
   attention   global_weights_grid.png — Fig. 10: wᵍ as an n×n heat-map over test faces.
   occlusion   occlusion.png, occlusion.json — Fig. 13: each patch in turn is covered by a grey
               (or noise) box over its pixel box, on the first --num_images test faces; every
@@ -30,8 +31,12 @@ from absl import app, flags, logging
 from matplotlib.figure import Figure
 from scipy import stats
 
-from lnl_jax import checkpoints
-from lnl_jax.geometry import ConfigError
+from lnl_jax import checkpoints, cli, io, plots, train
+from lnl_jax.checkpoints import load_trained
+from lnl_jax.data import datasets, pipeline
+from lnl_jax.errors import ConfigError
+from lnl_jax.inference import Predictor
+from lnl_jax.steps import Parallel
 
 GREY = 128  # uint8 grey of an occluder: 0 after normalisation to [-1, 1]
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
@@ -41,6 +46,16 @@ Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 MIN_EXCESS_MASS = 0.02
 MIN_OWN_DROP = 0.01
 ApplyFn = Callable[[np.ndarray], dict]  # uint8 images (N, S, S, 3) -> prediction, w_global, w_local
+ANALYSES = ('attention', 'occlusion', 'crucial', 'confusion')
+
+FLAGS = flags.FLAGS
+cli.define_workdir_flags()
+flags.DEFINE_list('what', None, f'Analyses to run, from {", ".join(ANALYSES)} (default: all that '
+                  'apply; crucial only on synthetic faces).')
+flags.DEFINE_integer('num_images', 64, 'Test faces occluded patch by patch (occlusion).')
+flags.DEFINE_integer('grid', 16, 'Test faces in the wᵍ heat-map grid (attention).')
+flags.DEFINE_enum('fill', 'grey', ['grey', 'noise'], 'What covers an occluded patch.')
+flags.DEFINE_string('data_root', None, 'The dataset\'s folder, if not where the run read it.')
 
 
 # --- crucial patches (synthetic faces) ------------------------------------------------------------
@@ -288,12 +303,6 @@ def occlusion_verdict(result: dict, attention: str = 'both') -> str:
 
 # --- figures --------------------------------------------------------------------------------------
 
-def _save(fig: Figure, path: str) -> str:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=100, format='png')
-  return path
-
-
 def plot_crucial_per_class(result: dict, path: str) -> str:
   names = list(result['per_class'])
   mass = [100 * result['per_class'][c]['mass'] for c in names]
@@ -307,7 +316,7 @@ def plot_crucial_per_class(result: dict, path: str) -> str:
   ax.set(ylabel='% of wᵍ', title='Non-local attention on the crucial patches, per class')
   ax.set_ylim(0, 125)  # room for the legend above the bars
   ax.legend(fontsize=8, loc='upper right', ncols=2)
-  return _save(fig, path)
+  return plots.save(fig, path)
 
 
 def plot_crucial_over_training(series: list[dict], path: str) -> str:
@@ -320,32 +329,13 @@ def plot_crucial_over_training(series: list[dict], path: str) -> str:
           label='uniform share')
   ax.set(xlabel='training step', ylabel='% of wᵍ', title='Tracked faces over training')
   ax.legend(fontsize=8)
-  return _save(fig, path)
+  return plots.save(fig, path)
 
 
-# --- loading a workdir ----------------------------------------------------------------------------
-
-def make_apply_fn(eval_step, params, parallel, batch_size: int) -> ApplyFn:
-  """uint8 images -> predictions, wᵍ, wˡ, evaluated by `eval_step` (`Parallel.jit_eval_step`) in
-  zero-padded batches of `batch_size`."""
-  import jax
-
-  def apply(images):
-    outs = []
-    for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
-      pad = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], np.uint8)
-      batch = {'image': np.concatenate([chunk, pad])}
-      out = jax.device_get(eval_step(params, parallel.put_batch(batch, ('image',))))
-      outs.append({k: np.asarray(out[k])[:len(chunk)] for k in ('prediction', 'w_global', 'w_local')})
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-
-  return apply
-
+# --- a workdir's test faces ----------------------------------------------------------------------------
 
 def load_images(records, image_size: int, batch_size: int, limit: int):
   """(images, labels, record indices) of the first `limit` decodable records, as fed to the model."""
-  from lnl_jax.data import pipeline
   sub = records.subset(np.arange(min(limit, len(records))))
   images, labels, index = [], [], []
   for batch in pipeline.eval_batches(sub, batch_size=batch_size, image_size=image_size):
@@ -356,24 +346,12 @@ def load_images(records, image_size: int, batch_size: int, limit: int):
   return np.concatenate(images), np.concatenate(labels), np.concatenate(index)
 
 
-def _write_json(path: str, obj) -> None:
-  from lnl_jax.metrics import write_json
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  write_json(path, obj)
-
-
-ANALYSES = ('attention', 'occlusion', 'crucial', 'confusion')
-
-
 def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, grid: int = 16,
-            fill: str = 'grey', step: int | None = None, data_root: str | None = None) -> dict:
+            fill: str = 'grey', checkpoint: str = 'latest', data_root: str | None = None) -> dict:
   """Runs the analyses `what` on `workdir`; returns {analysis: path of its main output}.
 
   `data_root` replaces the dataset folder recorded in the workdir's config.json (data moved).
   """
-  from lnl_jax import plots, train
-  from lnl_jax.data import datasets
-  from lnl_jax.trained import load_trained
   unknown = set(what) - set(ANALYSES)
   if unknown:
     raise ConfigError(f'--what={",".join(what)}: {", ".join(sorted(unknown))} unknown; choose from '
@@ -386,14 +364,13 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
                       f'{workdir} was trained on {config.data.name!r}.')
   _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
                                  config.model.overlap)
-  run = load_trained(workdir, 'latest' if step is None else str(step))
+  run = load_trained(workdir, checkpoint)
   model, step = run.model, run.step
-  params, parallel = run.on_every_device()
   out_dir = os.path.join(workdir, 'analysis')
   batch_size, size = config.train.batch_size, config.data.image_size
   boxes = model.geometry.boxes()
-  eval_step = parallel.jit_eval_step(model)  # one compiled program for every analysis below
-  apply_fn = make_apply_fn(eval_step, params, parallel, batch_size)
+  # One compiled program for every analysis below, data-parallel over every device.
+  apply_fn = Predictor(model, run.params, batch_size, Parallel())
   written = {}
   logging.info('analysing %s at step %d: %s', workdir, step, ', '.join(what))
 
@@ -413,12 +390,13 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
     plots.local_weights_occlusion(np.array(result['occluded_w_local']),
                                   np.array(result['baseline_w_local']),
                                   os.path.join(out_dir, 'occlusion.png'))
-    _write_json(os.path.join(out_dir, 'occlusion.json'), result)
+    io.write_json(os.path.join(out_dir, 'occlusion.json'), result)
     written['occlusion'] = os.path.join(out_dir, 'occlusion.json')
     logging.info('%s', result['verdict'])
 
   if 'crucial' in what or 'confusion' in what:
-    evaluation = train.evaluate(params, test, eval_step=eval_step, parallel=parallel, config=config)
+    evaluation = train.evaluate(apply_fn.params, test, eval_step=apply_fn.eval_step,
+                                parallel=apply_fn.parallel, config=config)
 
   if 'confusion' in what:
     cm = evaluation['cm']
@@ -426,7 +404,7 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
                            title=f'Step {step}')
     pairs = [(int(cm[i, j]), test.class_names[i], test.class_names[j])
              for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j]]
-    _write_json(os.path.join(out_dir, 'per_class.json'), dict(
+    io.write_json(os.path.join(out_dir, 'per_class.json'), dict(
         step=step, accuracy=evaluation['accuracy'], balanced_accuracy=evaluation['balanced_accuracy'],
         per_class_accuracy=dict(zip(test.class_names, evaluation['per_class'])),
         most_confused=[dict(true=t, predicted=p, count=n)
@@ -455,30 +433,16 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
         else:
           logging.warning('attention_track.npz holds other faces than the test split\'s first %d; '
                           'no over-training series.', k)
-    _write_json(os.path.join(out_dir, 'crucial.json'), result)
+    io.write_json(os.path.join(out_dir, 'crucial.json'), result)
     written['crucial'] = os.path.join(out_dir, 'crucial.json')
     logging.info('%s', result['verdict'])
   return written
 
 
-def define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'A directory written by lnl_jax.main.')
-  flags.DEFINE_list('what', None, f'Analyses to run, from {", ".join(ANALYSES)} (default: all that '
-                    'apply; crucial only on synthetic faces).')
-  flags.DEFINE_integer('num_images', 64, 'Test faces occluded patch by patch (occlusion).')
-  flags.DEFINE_integer('grid', 16, 'Test faces in the wᵍ heat-map grid (attention).')
-  flags.DEFINE_enum('fill', 'grey', ['grey', 'noise'], 'What covers an occluded patch.')
-  flags.DEFINE_integer('checkpoint', None, 'Step of the checkpoint to analyse (default: newest).')
-  flags.DEFINE_string('data_root', None, 'The dataset\'s folder, if not where the run read it.')
-  flags.mark_flag_as_required('workdir')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from lnl_jax.main import run_or_exit, setup_process  # here: it imports TensorFlow
-  FLAGS = flags.FLAGS
-  setup_process()
+  cli.setup_process()
 
   def run():
     what = FLAGS.what
@@ -488,7 +452,7 @@ def main(argv):
     return analyze(FLAGS.workdir, what, FLAGS.num_images, FLAGS.grid, FLAGS.fill, FLAGS.checkpoint,
                    FLAGS.data_root)
 
-  written = run_or_exit(run)
+  written = cli.run_or_exit(run)
   for name, path in written.items():
     print(f'{name}: {path}')
   for name in ('occlusion', 'crucial'):
@@ -498,5 +462,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
+  flags.mark_flag_as_required('workdir')
   app.run(main)

@@ -1,4 +1,4 @@
-"""The benchmark anyone can rerun (issue 5): step speed, FLOPs against measured ceilings, memory.
+"""The benchmark anyone can rerun: step speed, FLOPs against measured ceilings, memory.
 
   python -m lnl_jax.bench --config=configs/raf.py [--config.model.width=0.5] [--batch=2,8]
       [--steps=3] [--ensembles=loop,vmap,scan] [--dtypes=float32,bfloat16] [--parts] [--layers]
@@ -59,10 +59,9 @@ import flax.linen as nn
 import jax
 import jax.extend.core
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 
-from lnl_jax import host, steps as steps_lib
+from lnl_jax import cli, host, steps as steps_lib
 from lnl_jax.models import conv as conv_lib, create_model, num_params
 from lnl_jax.models.ensemble import EXECUTIONS, PatchEnsemble, PatchNetwork
 from lnl_jax.models.layers import scaled
@@ -73,8 +72,7 @@ RAF_TRAIN_IMAGES, RAF_EPOCHS = 12_271, 24  # the paper's RAF-DB schedule (Sec. I
 RAF_FIXTURE_SIDE = 100  # RAF-DB's aligned faces are 100×100 JPEGs
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]).',
-                                lock_config=True)
+cli.define_config_flag()
 flags.DEFINE_list('batch', ['2'], 'Global batch size(s) to measure, e.g. 2 or 64,256.')
 flags.DEFINE_integer('steps', 3, 'Timed steps per measurement, after one warm-up step; the median '
                      'is reported.')
@@ -92,7 +90,6 @@ flags.DEFINE_bool('pipeline', False, 'Measure the tf.data input pipeline alone (
                   'TensorFlow).')
 flags.DEFINE_integer('pipeline_images', 300, 'Images in the RAF-DB fixture and the synthetic set.')
 flags.DEFINE_integer('pipeline_batches', 20, 'Batches timed per pipeline measurement.')
-flags.mark_flags_as_required(['config'])
 
 
 # --- Measuring one jitted function ------------------------------------------------------------
@@ -543,4 +540,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
   app.run(main)

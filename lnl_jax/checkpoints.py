@@ -1,8 +1,21 @@
-"""Orbax checkpoints of a run's workdir: the newest few plus the best, atomic, resumable."""
+"""Orbax checkpoints of a run's workdir: saving and resuming a training run, and loading a trained
+model from it.
+
+`workdir/checkpoints/<step>/` holds two items: `state` (the whole train state: step, parameters,
+optimiser state) and `meta` (JSON: epoch, class names, a mid-epoch checkpoint's running train
+statistics). Training keeps the newest `train.keep_checkpoints` plus the best by test accuracy.
+Loading restores only the parameters, their shapes read from the checkpoint's own metadata, so it
+needs neither the optimiser nor the dataset. What `--checkpoint` accepts: `resolve_step`. Class
+names come from the checkpoint's metadata (written at train time), else from `summary.json`, else
+from the synthetic dataset's names; otherwise `class_0`, `class_1`, ...
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -10,7 +23,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
-from lnl_jax.geometry import ConfigError
+from lnl_jax import io, metrics
+from lnl_jax.config_base import base_config
+from lnl_jax.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
+from lnl_jax.errors import ConfigError
+from lnl_jax.models import LNLAttenNet, create_model
 
 # Fields that change the parameters' shapes or the data a checkpoint was trained on: a resumed run
 # must agree with the checkpoint on every one of them.
@@ -92,16 +109,12 @@ def check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> No
             'checkpoint cannot be resumed with a different model or data. Use a new --workdir, or '
             f'set --config.{field}={old!r}.')
   if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, path)
+    io.write_text(path, config.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The workdir's config.json laid over today's defaults, so that fields added since it was
   written take their default values (those the older code behaved as)."""
-  from lnl_jax.config_base import base_config
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise ConfigError(f'{path} does not exist: --workdir must be a directory written by lnl_jax.main.')
@@ -110,3 +123,126 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   config = base_config()
   config.update(saved)
   return config
+
+
+# --- loading a trained workdir --------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A workdir's model and the parameters of one of its checkpoints."""
+  model: LNLAttenNet
+  params: Any
+  class_names: tuple[str, ...]
+  step: int
+  config: ml_collections.ConfigDict
+
+  @property
+  def image_size(self) -> int:
+    return self.model.image_size
+
+
+def best_step(records: Sequence[dict], available: Sequence[int]) -> int | None:
+  """The step of the highest test accuracy among the epoch records (`metrics.jsonl`) whose
+  checkpoint is in `available`; ties go to the later step. The one rule behind summary.json's
+  `best_checkpoint_step` and `--checkpoint=best`."""
+  scored = [(r['test_accuracy'], r['step']) for r in records
+            if r.get('step') in available and r.get('test_accuracy') is not None]
+  return max(scored)[1] if scored else None
+
+
+def resolve_step(workdir: str, available: Sequence[int], checkpoint: str) -> int:
+  """The step `checkpoint` ('latest', 'best' or a step number) names among `available`."""
+  if not available:
+    raise ConfigError(f'{workdir}/checkpoints holds no complete checkpoint.')
+  if checkpoint == 'latest':
+    return max(available)
+  if checkpoint == 'best':
+    history = metrics.History(workdir, write=False)
+    step = best_step(history.records, available)
+    if step is None:
+      raise ConfigError(f'{history.path} records no test accuracy for the checkpoints on disk '
+                        f'{sorted(available)}; use --checkpoint=latest or a step number.')
+    return step
+  if checkpoint.isdigit() and int(checkpoint) in available:
+    return int(checkpoint)
+  raise ConfigError(f'--checkpoint={checkpoint!r}: expected latest, best or one of the steps on '
+                    f'disk {sorted(available)}.')
+
+
+def _num_classes(params_metadata) -> int:
+  """Classes the checkpoint's head predicts: the width of the joint head's last dense layer."""
+  head = params_metadata['JointHead_0']
+  last = max(head, key=lambda name: int(name.rsplit('_', 1)[-1]))
+  return int(head[last]['bias'].shape[-1])
+
+
+def load_class_names(workdir: str, config: ml_collections.ConfigDict, num_classes: int,
+                     meta: dict | None = None) -> tuple[str, ...]:
+  """The class names of a run, from the first of the sources the module docstring lists."""
+  names = (meta or {}).get('class_names')
+  if names is None:
+    try:
+      with open(os.path.join(workdir, 'summary.json')) as f:
+        names = json.load(f)['class_names']
+    except (OSError, ValueError, KeyError, TypeError):  # absent (an unfinished run) or unreadable
+      pass
+  if isinstance(names, list) and len(names) == num_classes:
+    return tuple(str(n) for n in names)
+  if config.data.name == 'synthetic':
+    if len(SYNTHETIC_CLASS_NAMES) == num_classes:
+      return SYNTHETIC_CLASS_NAMES
+  return tuple(f'class_{i}' for i in range(num_classes))
+
+
+def load_trained(workdir: str, checkpoint: str = 'latest') -> Trained:
+  """Rebuilds the model from `workdir/config.json` and restores one checkpoint's parameters (only
+  those: the shapes come from the checkpoint's metadata). Raises ConfigError naming the workdir or
+  checkpoint."""
+  config = load_config(workdir)
+  directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  if not os.path.isdir(directory):
+    raise ConfigError(f'{directory} does not exist: {workdir} holds no checkpoints yet.')
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers=dict(state=ocp.PyTreeCheckpointHandler(), meta=ocp.JsonCheckpointHandler()))
+  try:
+    step = resolve_step(workdir, manager.all_steps(), checkpoint)
+    try:
+      params_metadata = manager.item_metadata(step)['state']['params']
+      num_classes = _num_classes(params_metadata)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f'checkpoint {step} of {workdir} has no readable parameter metadata '
+                        f'({type(e).__name__}: {first_line(e)}).') from None
+    model = create_model(config.model, config.data.image_size, num_classes)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {'params': jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), params_metadata)}
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+              partial_restore=True),
+          meta=ocp.args.JsonRestore()))
+      params = restored.state['params']
+      _check_params(model, config.data.image_size, params)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f'cannot restore checkpoint {step} of {workdir} with the model its '
+                        f'config.json describes ({type(e).__name__}: {first_line(e)}).') from None
+  finally:
+    manager.close()
+  class_names = load_class_names(workdir, config, num_classes, restored.meta)
+  return Trained(model, params, class_names, step, config)
+
+
+def _check_params(model, image_size: int, params) -> None:
+  """Raises ValueError unless `params` has the structure and shapes `model` initialises."""
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jax.numpy.float32)
+  expected = jax.eval_shape(model.init, jax.random.key(0), images)['params']
+  got = jax.tree.map(lambda x: (x.shape, x.dtype), params)
+  want = jax.tree.map(lambda x: (x.shape, x.dtype), expected)
+  if got != want:
+    raise ValueError('the checkpoint\'s parameters differ in structure or shape from the model\'s')
+
+
+def first_line(e: Exception) -> str:
+  return (str(e).strip().splitlines() or [''])[0][:300]

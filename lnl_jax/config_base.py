@@ -77,7 +77,7 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     if word == 'smoke':
       c.data.image_size, c.data.num_train, c.data.num_test, c.data.limit = 64, 96, 48, 96
       c.model.width, c.model.head_widths, c.model.overlap = 1 / 16, (32, 16), 8
-      c.model.ensemble = 'scan'  # same function; compiles 2× faster than 'loop' at this size
+      c.model.ensemble = 'scan'  # same function; compiles faster than 'loop' at this size
       c.model.init = 'he'  # Xavier sits at chance for hundreds of steps at small widths (README)
       c.train.batch_size, c.train.num_epochs, c.train.mean_of_last = 16, 2, 2
       c.train.log_every_steps = c.train.track_every_steps = 2

@@ -4,6 +4,8 @@
       [--platforms=cpu,cuda]
   python -m lnl_jax.export --check --workdir=DIR --exported=model.jaxexport IMAGE_OR_FOLDER...
 
+Exit status: 0 written or the check passed; 1 the check failed or the workdir/flags are unusable.
+
 Three files are written:
   OUT              `Exported.serialize()` of  f(params, images) -> {probs, w_global, w_local}:
                    images (b, S, S, 3) uint8 RGB faces (b symbolic: any batch size), normalised
@@ -17,7 +19,6 @@ numpy alone; `--check` compares the exported function with the in-process model 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,19 +27,28 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from lnl_jax import predict, steps
-from lnl_jax.trained import Trained, load_trained
-from lnl_jax.data.records import DataError
-from lnl_jax.geometry import ConfigError
+from lnl_jax import cli, io, steps
+from lnl_jax.checkpoints import Trained, load_trained
+from lnl_jax.errors import ConfigError, DataError
+from lnl_jax.inference import Predictor, expand_inputs, load_face
 
 OUTPUTS = ('probs', 'w_global', 'w_local')
 PLATFORMS = ('cpu', 'cuda')  # lowered for both, so an export made on either runs on either
 TOLERANCE = 1e-5  # --check: largest accepted |Δ| of the probabilities
 
+FLAGS = flags.FLAGS
+cli.define_workdir_flags()
+cli.define_once(flags.DEFINE_string, 'out', None, 'File to write (with OUT.params.npz and OUT.json).')
+flags.DEFINE_list('platforms', list(PLATFORMS), 'Platforms to lower for: cpu, cuda, rocm, tpu.')
+flags.DEFINE_bool('check', False, 'Compare --exported with the workdir\'s model on sample images.')
+flags.DEFINE_string('exported', None, '--check: the file --out wrote.')
+
 
 def inference_fn(model):
-  """f(params, images (b, S, S, 3) uint8) -> {probs, w_global, w_local}: `steps.eval_step`'s maths."""
+  """f(params, images (b, S, S, 3) uint8) -> {probs, w_global, w_local}: `steps.eval_step` itself,
+  traced once for a symbolic batch size (no padding)."""
   def infer(params, images):
     out = steps.eval_step(params, {'image': images}, model=model)
     return {k: out[k] for k in OUTPUTS}
@@ -79,17 +89,10 @@ def save(trained: Trained, out: str, workdir: str,
     os.makedirs(os.path.dirname(out), exist_ok=True)
   leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(trained.params))
   arrays = {'/'.join(k.key for k in path): np.asarray(v) for path, v in leaves}
-  _atomic(out + '.params.npz', lambda f: np.savez(f, **arrays))
-  _atomic(out + '.json', lambda f: f.write(json.dumps(info, indent=2).encode()))
-  _atomic(out, lambda f: f.write(exported.serialize()))
+  io.write_atomic(out + '.params.npz', lambda f: np.savez(f, **arrays))
+  io.write_json(out + '.json', info)
+  io.write_atomic(out, lambda f: f.write(exported.serialize()))
   return info
-
-
-def _atomic(path: str, write) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
-    write(f)
-  os.replace(tmp, path)
 
 
 def load_exported(path):
@@ -126,16 +129,16 @@ def check(trained: Trained, path: str, images: np.ndarray) -> dict[str, float]:
                       f'{info["class_names"]}; the workdir\'s model has {trained.image_size} px and '
                       f'{list(trained.class_names)}.')
   got = jax.device_get(exported_fn(images))
-  want = predict.predict_images(trained, images)
+  want = Predictor(trained.model, trained.params, len(images))(images)
   return {k: float(np.max(np.abs(np.asarray(got[k]) - np.asarray(want[k])))) for k in OUTPUTS}
 
 
 def _load_images(inputs: Sequence[str], image_size: int) -> np.ndarray:
-  files, problems = predict.expand_inputs(inputs)
+  files, problems = expand_inputs(inputs)
   images = []
   for path in files:
     try:
-      images.append(predict.load_face(path, image_size))
+      images.append(load_face(path, image_size))
     except DataError as e:
       problems.append(str(e))
   for problem in problems:
@@ -145,53 +148,37 @@ def _load_images(inputs: Sequence[str], image_size: int) -> np.ndarray:
   return np.stack(images)
 
 
-def parse_args(argv):
-  parser = argparse.ArgumentParser(
-      prog='python -m lnl_jax.export', description='Export a trained model with jax.export, or '
-      '(--check) compare an export with the in-process model on sample images.')
-  parser.add_argument('images', nargs='*', metavar='IMAGE_OR_FOLDER', help='--check: sample images')
-  parser.add_argument('--workdir', required=True, help='a directory written by lnl_jax.main')
-  parser.add_argument('--checkpoint', help='latest (default), best or a step; --check: the '
-                      'exported step by default')
-  parser.add_argument('--out', help='file to write (with OUT.params.npz and OUT.json)')
-  parser.add_argument('--platforms', default=','.join(PLATFORMS), help='comma-separated: cpu, cuda, '
-                      'rocm, tpu')
-  parser.add_argument('--check', action='store_true', help='compare --exported with the workdir')
-  parser.add_argument('--exported', help='--check: the file --out wrote')
-  args = parser.parse_args(argv)
-  if args.check and not (args.exported and args.images):
-    parser.error('--check needs --exported=FILE and at least one IMAGE_OR_FOLDER')
-  if not args.check and not args.out:
-    parser.error('--out=FILE is required (or --check)')
-  return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (0 ok, 1 the check failed, 2 unusable setup)."""
-  args = parse_args(argv)
-  try:
-    if not args.check:
-      trained = load_trained(args.workdir, args.checkpoint or 'latest')
-      platforms = [p.strip() for p in args.platforms.split(',') if p.strip()]
-      info = save(trained, args.out, args.workdir, platforms)
-      print(f'wrote {args.out} (+ .params.npz, .json): checkpoint {info["checkpoint_step"]}, '
-            f'input {info["input"]["shape"]} uint8, platforms {",".join(info["platforms"])}')
-      return 0
-    if not os.path.exists(args.exported + '.json'):
-      raise ConfigError(f'{args.exported}.json does not exist: --exported must be a file written '
-                        'by python -m lnl_jax.export --out.')
-    with open(args.exported + '.json') as f:
-      step = str(json.load(f)['checkpoint_step'])
-    trained = load_trained(args.workdir, args.checkpoint or step)
-    diffs = check(trained, args.exported, _load_images(args.images, trained.image_size))
-  except (ConfigError, DataError) as e:
-    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
-    return 2
+def run(inputs: Sequence[str]) -> bool:
+  """Writes the export, or (--check) compares it with the workdir; returns whether all is well."""
+  if not FLAGS.check:
+    trained = load_trained(FLAGS.workdir, FLAGS.checkpoint)
+    info = save(trained, FLAGS.out, FLAGS.workdir, FLAGS.platforms)
+    print(f'wrote {FLAGS.out} (+ .params.npz, .json): checkpoint {info["checkpoint_step"]}, '
+          f'input {info["input"]["shape"]} uint8, platforms {",".join(info["platforms"])}')
+    return True
+  if not os.path.exists(FLAGS.exported + '.json'):
+    raise ConfigError(f'{FLAGS.exported}.json does not exist: --exported must be a file written '
+                      'by python -m lnl_jax.export --out.')
+  with open(FLAGS.exported + '.json') as f:
+    step = str(json.load(f)['checkpoint_step'])
+  # --check compares with the exported step unless --checkpoint names another.
+  trained = load_trained(FLAGS.workdir, FLAGS.checkpoint if FLAGS['checkpoint'].present else step)
+  diffs = check(trained, FLAGS.exported, _load_images(inputs, trained.image_size))
   ok = diffs['probs'] < TOLERANCE
   print(', '.join(f'{k}: max |Δ| = {v:.3g}' for k, v in diffs.items())
         + f' → {"OK" if ok else "MISMATCH"} (probabilities within {TOLERANCE:g}: {ok})')
-  return 0 if ok else 1
+  return ok
+
+
+def main(argv: Sequence[str]) -> int:
+  if FLAGS.check and not (FLAGS.exported and len(argv) > 1):
+    raise app.UsageError('--check needs --exported=FILE and at least one IMAGE_OR_FOLDER')
+  if not FLAGS.check and (not FLAGS.out or len(argv) > 1):
+    raise app.UsageError('--out=FILE is required (or --check), and takes no images')
+  cli.setup_process()
+  return 0 if cli.run_or_exit(run, argv[1:]) else 1
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  flags.mark_flag_as_required('workdir')
+  app.run(main)

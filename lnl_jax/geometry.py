@@ -11,13 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from lnl_jax.errors import ConfigError
+
 UNET_DOWNSAMPLING = 16  # four 2×2 max-poolings (Fig. 4)
 SIMPLENET_DOWNSAMPLING = 8  # three 2×2 max-poolings (Table II)
 LOCAL_ATTENTION_MIN_MAP = 5  # Table III: two valid 3×3 convs need a ≥5×5 map to leave ≥1×1
-
-
-class ConfigError(ValueError):
-  """A configuration that cannot build the network; the message names the field and a fix."""
 
 
 @dataclasses.dataclass(frozen=True)

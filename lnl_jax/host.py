@@ -12,10 +12,10 @@ def keep_freed_memory() -> bool:
   """Makes glibc serve large buffers from its heap and keep what is freed, instead of mapping
   fresh pages for every buffer over 32 MB and returning them on free.
 
-  XLA's CPU backend allocates a step's temporaries anew on every call: ~2 GB per train step of the
-  full model. Fresh pages cost a page fault each (the kernel zeroes them), which made writing a
-  large array several times slower than writing it into reused memory on the 2-core machines
-  here. With this the process's peak RSS stays at its high-water mark. Returns False where it
+  XLA's CPU backend allocates a step's temporaries anew on every call (gigabytes per train step of
+  the full model). Fresh pages cost a page fault each (the kernel zeroes them), so writing a large
+  array into them is much slower than into reused memory. With this the process's peak RSS stays
+  at its high-water mark. Returns False where it
   does nothing (not glibc: macOS, musl).
   """
   try:

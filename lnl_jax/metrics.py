@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from lnl_jax import io
+
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
   """(C, C) counts, rows = true class (as in the paper's Fig. 8–9)."""
@@ -44,10 +46,7 @@ class History:
   def _rewrite(self):
     if not self.write:
       return
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in self.records)
-    os.replace(tmp, self.path)
+    io.write_text(self.path, ''.join(json.dumps(r) + '\n' for r in self.records))
 
 
 def summarize(history: list[dict], cm: np.ndarray, class_names, mean_of_last: int, **extra) -> dict:
@@ -63,10 +62,3 @@ def summarize(history: list[dict], cm: np.ndarray, class_names, mean_of_last: in
       balanced_accuracy=acc['balanced_accuracy'],
       per_class_accuracy=dict(zip(class_names, acc['per_class'])),
       confusion_matrix=cm.tolist(), class_names=list(class_names), epochs=len(test), **extra)
-
-
-def write_json(path: str, obj) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)

@@ -22,7 +22,8 @@ DPI = 100
 Box = tuple[int, int, int, int]  # (top, left, bottom, right), as geometry.PatchGeometry.boxes()
 
 
-def _save(fig: Figure, path) -> str:
+def save(fig: Figure, path) -> str:
+  """Writes `fig` as a PNG at `path` (its folder created); returns the path."""
   path = os.fspath(path)
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -64,7 +65,7 @@ def confusion_matrix(cm, class_names: Sequence[str], path, title: str | None = N
   ax.set_xlabel('predicted class')
   ax.set_ylabel('true class')
   ax.set_title(f'{title or "Confusion matrix"} (accuracy {accuracy:.2f}%)')
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def training_curves(history: Sequence[dict], path) -> str:
@@ -103,7 +104,7 @@ def training_curves(history: Sequence[dict], path) -> str:
   if ax_acc.lines:
     ax_acc.legend(loc='lower right')
   ax_acc.set(xlabel='epoch', ylabel='accuracy', title='Accuracy')
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def _scaled_boxes(patch_boxes, num_patches: int, height: int, width: int) -> list[Box]:
@@ -195,7 +196,7 @@ def attention_grid(images, weights, path, patch_boxes=None, titles=None, cols: i
       ax.set_title(str(titles[idx]), fontsize=8)
   fig.suptitle('wᵍ per patch: blue = the face\'s lowest, red = its highest'
                + ('\nnumbers: wᵍ×M (1.00 = uniform)' if annotate else ''), fontsize=8)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def _patch_colours(m: int):
@@ -227,7 +228,7 @@ def attention_over_time(steps, weights, path, labels=None) -> str:
   axes[0].set_ylabel('non-local weight wᵍ')
   fig.legend(*axes[0].get_legend_handles_labels(), loc='outside right center', fontsize=7,
              ncols=1 if m <= 16 else 2)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def local_weights_occlusion(weights, baseline, path) -> str:
@@ -265,4 +266,17 @@ def local_weights_occlusion(weights, baseline, path) -> str:
   if top > 0:
     ax_bar.set_ylim(top=1.25 * top)  # leave room for the legend above the bars
   ax_bar.legend(loc='upper right')
-  return _save(fig, path)
+  return save(fig, path)
+
+
+def run_figures(out, history, result, class_names, tracker, patch_boxes) -> None:
+  """A finished run's figures in `out`: confusion matrix (Fig. 8–9), training curves, wᵍ over the
+  tracked test faces (Fig. 10) and their wᵍ over training (Fig. 11–12)."""
+  confusion_matrix(result['cm'], class_names, os.path.join(out, 'confusion_matrix.png'))
+  training_curves(history, os.path.join(out, 'training_curves.png'))
+  titles = [class_names[l] for l in tracker.batch['label'][:tracker.k]]
+  attention_grid(tracker.batch['image'][:tracker.k], result['w_global'][:tracker.k],
+                 os.path.join(out, 'global_weights.png'), patch_boxes=patch_boxes, titles=titles)
+  if tracker.steps:
+    attention_over_time(np.array(tracker.steps), np.stack(tracker.weights),
+                        os.path.join(out, 'global_weights_over_training.png'))

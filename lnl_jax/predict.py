@@ -1,42 +1,47 @@
 """Expressions of image files from a trained workdir: probabilities, and wᵍ/wˡ overlays as PNG.
 
   python -m lnl_jax.predict --workdir=DIR [--checkpoint=latest|best|STEP] [--json]
-      [--overlay OUT_DIR] [--batch_size 32] [--crop_faces] IMAGE_OR_FOLDER...
+      [--overlay=OUT_DIR] [--batch_size=32] [--crop_faces] IMAGE_OR_FOLDER...
 
 Folders are searched recursively for files with an image extension PIL knows; files are decoded by
 `data.decode.load_image` (any format the dataset readers accept) and resized to the model's S×S.
-Bad paths and unreadable images get one line each on stderr and are skipped; the exit status is
-nonzero only when nothing could be predicted (1) or the workdir/flags are unusable (2).
+Bad paths and unreadable images get one line each on stderr and are skipped; the exit status is 1
+when nothing could be predicted or the workdir/flags are unusable (`lnl_jax.cli`).
 
-The workdir is loaded by `lnl_jax.trained.load_trained` (what `--checkpoint` accepts, where class
-names come from).
+The workdir is loaded by `lnl_jax.checkpoints.load_trained` (what `--checkpoint` accepts, where
+class names come from).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import functools
 import json
 import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
-import jax
 import numpy as np
+from absl import app, flags
 from matplotlib import cm as mpl_cm, colors as mpl_colors
 from matplotlib.figure import Figure
 
-from lnl_jax import plots, steps
-from lnl_jax.trained import Trained, load_trained
-from lnl_jax.data import decode, readers_common
-from lnl_jax.data.records import DataError
-from lnl_jax.geometry import ConfigError
+from lnl_jax import cli, plots
+from lnl_jax.checkpoints import Trained, load_trained
+from lnl_jax.errors import ConfigError, DataError
+from lnl_jax.inference import Predictor, expand_inputs, load_face
 
 TOP_K = 3
 FACE_MARGIN = 0.15  # --crop_faces: grow the detector's box by this fraction of its side, each side
 # OpenCV 5 dropped the Haar cascades (its FaceDetectorYN needs a model file downloaded separately).
 CV2_HINT = 'pip install "opencv-python-headless<5"'
+
+FLAGS = flags.FLAGS
+cli.define_workdir_flags()
+flags.DEFINE_bool('json', False, 'One JSON object per image on stdout.')
+flags.DEFINE_string('overlay', None, 'Write <stem>.png overlays into this folder.')
+flags.DEFINE_integer('batch_size', 32, 'Images per batch.', lower_bound=1)
+flags.DEFINE_bool('crop_faces', False, 'Crop the largest face first (OpenCV Haar cascade; '
+                  f'{CV2_HINT}); off for pre-aligned faces.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,38 +53,8 @@ class Prediction:
   w_local: np.ndarray  # (M,) wˡ
 
 
-@functools.partial(jax.jit, static_argnames='model')
-def _apply(params, images, model):
-  """`steps.eval_step` on a batch of uint8 images, compiled once per (model, batch shape)."""
-  return steps.eval_step(params, {'image': images}, model=model)
-
-
-def predict_images(trained: Trained, images: np.ndarray) -> dict[str, np.ndarray]:
-  """probs (B, C), prediction (B,), w_global (B, M), w_local (B, M) of (B, S, S, 3) uint8 faces."""
-  return jax.device_get(_apply(trained.params, images, trained.model))
-
-
 # ---------------------------------------------------------------------------------------------
 # Input files.
-
-
-def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[str]]:
-  """(image files, problems): folders are walked recursively for image files (the readers' rule:
-  `readers_common.is_image`), in sorted order; files are taken as given (whatever their
-  extension); missing paths become problems."""
-  files, problems = [], []
-  for path in inputs:
-    if os.path.isdir(path):
-      found = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                     if readers_common.is_image(name))
-      if not found:
-        problems.append(f'no image files in folder {path}')
-      files += found
-    elif os.path.isfile(path):
-      files.append(path)
-    else:
-      problems.append(f'no such file or folder: {path}')
-  return files, problems
 
 
 class FaceCropper:
@@ -116,17 +91,6 @@ def expand_box(box, margin: float) -> tuple[int, int, int, int]:
   return round(cy - side / 2), round(cx - side / 2), side, side
 
 
-def load_face(path: str, image_size: int, cropper: FaceCropper | None = None,
-              warn: Callable[[str], None] = lambda message: None) -> np.ndarray:
-  """(S, S, 3) uint8 pixels of `path`; with a cropper, of its largest face. Raises DataError."""
-  if cropper is None:
-    return decode.load_image(path, image_size=image_size)
-  box = cropper.box(decode.load_image(path))
-  if box is None:
-    warn(f'no face found in {path}; using the whole image')
-  return decode.load_image(path, box=box, image_size=image_size)
-
-
 def predict_files(trained: Trained, files: Sequence[str], batch_size: int = 32,
                   cropper: FaceCropper | None = None,
                   warn: Callable[[str], None] = lambda message: None) -> Iterator[Prediction]:
@@ -135,12 +99,11 @@ def predict_files(trained: Trained, files: Sequence[str], batch_size: int = 32,
   Every batch is padded to the same size, so the model compiles once per run.
   """
   size = max(1, min(batch_size, len(files)))
+  predictor = Predictor(trained.model, trained.params, size)
   pending: list[tuple[str, np.ndarray]] = []
 
   def run(batch):
-    images = np.zeros((size,) + batch[0][1].shape, np.uint8)
-    images[:len(batch)] = [image for _, image in batch]
-    out = predict_images(trained, images)
+    out = predictor(np.stack([image for _, image in batch]))
     for i, (path, image) in enumerate(batch):
       yield Prediction(path, image, out['probs'][i], out['w_global'][i], out['w_local'][i])
 
@@ -191,9 +154,7 @@ def write_overlay(p: Prediction, class_names: Sequence[str], patch_boxes, path: 
   label, prob = top_k(p.probs, class_names, 1)[0]
   ax.set_title(f'{label} ({prob:.1%})\n{os.path.basename(p.path)}', fontsize=10)
   fig.supxlabel('colour: wᵍ per patch · numbers: local weight wˡ', fontsize=7)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=plots.DPI, format='png')
-  return path
+  return plots.save(fig, path)
 
 
 def _overlay_path(out_dir: str, source: str, used: set[str]) -> str:
@@ -218,52 +179,37 @@ def _table_row(p: Prediction, class_names, width: int) -> str:
 # Command line.
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog='python -m lnl_jax.predict', description='Expression probabilities of face images '
-      'from a trained workdir, with optional wᵍ/wˡ overlays.')
-  parser.add_argument('inputs', nargs='+', metavar='IMAGE_OR_FOLDER')
-  parser.add_argument('--workdir', required=True, help='a directory written by lnl_jax.main')
-  parser.add_argument('--checkpoint', default='latest', help='latest (default), best or a step')
-  parser.add_argument('--json', action='store_true', help='one JSON object per image on stdout')
-  parser.add_argument('--overlay', metavar='OUT_DIR', help='write <stem>.png overlays here')
-  parser.add_argument('--batch_size', type=int, default=32)
-  parser.add_argument('--crop_faces', action='store_true', help='crop the largest face first '
-                      f'(OpenCV Haar cascade; {CV2_HINT}); off for pre-aligned faces')
-  args = parser.parse_args(argv)
-  if args.batch_size < 1:
-    parser.error(f'--batch_size={args.batch_size} must be at least 1')
-  return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (0 ok, 1 nothing predicted, 2 unusable setup)."""
-  args = parse_args(argv)
+def predict(inputs: Sequence[str]) -> int:
+  """Prints the predictions of `inputs` (and writes overlays); returns how many were predicted."""
   warn = lambda message: print(f'skipped: {" ".join(message.split())}', file=sys.stderr)
-  try:
-    cropper = FaceCropper() if args.crop_faces else None
-    trained = load_trained(args.workdir, args.checkpoint)
-    files, problems = expand_inputs(args.inputs)
-    for problem in problems:
-      warn(problem)
-    width = min(max([len(f) for f in files] + [4]), 60)
-    if not args.json and files:
-      print(f'{"file":<{width}}  {"predicted":<12} {"probability":>11}  top-{TOP_K}')
-    boxes, used, count = trained.model.geometry.boxes(), set(), 0
-    for p in predict_files(trained, files, args.batch_size, cropper, warn):
-      count += 1
-      print(json.dumps(as_json(p, trained.class_names)) if args.json
-            else _table_row(p, trained.class_names, width), flush=True)
-      if args.overlay:
-        write_overlay(p, trained.class_names, boxes, _overlay_path(args.overlay, p.path, used))
-  except (ConfigError, DataError) as e:
-    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
-    return 2
-  if not count:
-    print('error: no image could be predicted.', file=sys.stderr)
-    return 1
+  cropper = FaceCropper() if FLAGS.crop_faces else None
+  trained = load_trained(FLAGS.workdir, FLAGS.checkpoint)
+  files, problems = expand_inputs(inputs)
+  for problem in problems:
+    warn(problem)
+  width = min(max([len(f) for f in files] + [4]), 60)
+  if not FLAGS.json and files:
+    print(f'{"file":<{width}}  {"predicted":<12} {"probability":>11}  top-{TOP_K}')
+  boxes, used, count = trained.model.geometry.boxes(), set(), 0
+  for p in predict_files(trained, files, FLAGS.batch_size, cropper, warn):
+    count += 1
+    print(json.dumps(as_json(p, trained.class_names)) if FLAGS.json
+          else _table_row(p, trained.class_names, width), flush=True)
+    if FLAGS.overlay:
+      write_overlay(p, trained.class_names, boxes, _overlay_path(FLAGS.overlay, p.path, used))
+  return count
+
+
+def main(argv: Sequence[str]) -> int:
+  """Exit status 0 when at least one image was predicted; 1 otherwise (`lnl_jax.cli`)."""
+  if len(argv) < 2:
+    raise app.UsageError('Give at least one IMAGE_OR_FOLDER.')
+  cli.setup_process()
+  if not cli.run_or_exit(predict, argv[1:]):
+    cli.fail('no image could be predicted.')
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  flags.mark_flag_as_required('workdir')
+  app.run(main)

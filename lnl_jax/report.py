@@ -23,16 +23,18 @@ import dataclasses
 import json
 import os
 import re
-import sys
 
 import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from lnl_jax import checkpoints
+from lnl_jax import checkpoints, cli, plots as plots_lib
 from lnl_jax.paper import (PAPER_ALPHA, PAPER_IMAGE_SIZE, PAPER_PATCHES, TABLE_IV, TABLE_V,
                            TABLE_V_ALPHAS, TABLE_VI, TABLE_VI_PATCHES, TABLE_VII,
                            TABLE_VII_UNREADABLE, eq5_overlap)
+
+cli.define_once(flags.DEFINE_string, 'out', None, 'Markdown file to write (default '
+                'RUNS_DIR/report.md); the plots go beside it.')
 
 DATASET_NAMES = {'raf': 'RAF-DB', 'affectnet': 'AffectNet', 'sfew': 'SFEW 2.0', 'ckplus': 'CK+',
                  'mmi': 'MMI'}
@@ -390,9 +392,7 @@ def plot_sweep(kind: str, points: list[tuple], title: str, path: str) -> str:
   ax.set_ylabel('test accuracy (%)')
   ax.set_title(title, fontsize=9)
   ax.legend()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100, format='png')
-  return path
+  return plots_lib.save(fig, path)
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -448,17 +448,12 @@ def build_report(runs_dir: str, out: str | None = None, plots: bool = True) -> s
   return '\n'.join(lines) + '\n'
 
 
-def define_flags() -> None:
-  flags.DEFINE_string('out', None, 'Markdown file to write (default RUNS_DIR/report.md); the plots '
-                      'go beside it.')
-
-
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError('Usage: python -m lnl_jax.report RUNS_DIR [--out=report.md]')
   runs_dir = argv[1]
   if not os.path.isdir(runs_dir):
-    sys.exit(f'error: {runs_dir} is not a directory; give the --runs_dir of a sweep or a workdir.')
+    cli.fail(f'{runs_dir} is not a directory; give the --runs_dir of a sweep or a workdir.')
   out = flags.FLAGS.out or os.path.join(runs_dir, 'report.md')
   text = build_report(runs_dir, out)
   with open(out, 'w') as f:
@@ -468,5 +463,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  define_flags()
   app.run(main)

@@ -12,7 +12,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 from lnl_jax.models.layers import he_rescaled
 
 

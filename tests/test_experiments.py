@@ -17,7 +17,8 @@ from launch import cross_validate, sweep
 from lnl_jax import analysis, report
 from lnl_jax.data import synthetic
 from lnl_jax.config_base import base_config, dataset_config
-from lnl_jax.geometry import ConfigError, patch_geometry
+from lnl_jax.errors import ConfigError
+from lnl_jax.geometry import patch_geometry
 import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lnl_jax.config_base import base_config
-from lnl_jax.geometry import ConfigError, patch_geometry
+from lnl_jax.errors import ConfigError
+from lnl_jax.geometry import patch_geometry
 from lnl_jax.models import LNLAttenNet, create_model, num_params
 from lnl_jax.models.layers import UpConv2x2, he_rescaled, pool_to_grid
 from lnl_jax.models.lnlattennet import extract_patches

@@ -9,8 +9,8 @@ import pytest
 
 from lnl_jax.data import decode
 from lnl_jax.data import pipeline
-from lnl_jax.data.records import DataError, Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.data.records import Records
+from lnl_jax.errors import ConfigError, DataError
 
 S = 32  # image_size of every test: small keeps the file fast
 

@@ -10,13 +10,13 @@ import types
 import jax
 import numpy as np
 import pytest
+from absl import flags
 from PIL import Image
 
-from lnl_jax import export, predict, steps, train
-from lnl_jax import trained as trained_lib
+from lnl_jax import checkpoints, export, predict, steps, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 from lnl_jax.steps import Parallel
 
 NUM_FACES = 6
@@ -35,7 +35,7 @@ def run(tmp_path_factory):
   faces = tmp_path_factory.mktemp('faces')
   for i, image in enumerate(records.images):
     Image.fromarray(image).save(faces / f'{i:02d}.png')
-  trained = trained_lib.load_trained(workdir)
+  trained = checkpoints.load_trained(workdir)
   # steps.eval_step itself on the in-memory faces, all in one batch (not predict's own path).
   reference = jax.device_get(jax.jit(functools.partial(steps.eval_step, model=trained.model))(
       trained.params, {'image': records.images}))
@@ -46,8 +46,17 @@ def run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def exported(run, tmp_path_factory):
   path = str(tmp_path_factory.mktemp('export') / 'model.jaxexport')
-  assert export.main(['--workdir', run.workdir, '--out', path]) == 0
+  assert cli_main(export, ['--workdir', run.workdir, '--out', path]) == 0
   return path
+
+
+def cli_main(module, argv):
+  """The exit status of `python -m lnl_jax.<module> *argv`, run in this process."""
+  flags.FLAGS.unparse_flags()
+  try:
+    return module.main(flags.FLAGS([module.__name__, *argv]))
+  except SystemExit as e:
+    return e.code
 
 
 def _json_lines(text):
@@ -56,7 +65,7 @@ def _json_lines(text):
 
 def test_predictions_match_evaluate(run, capsys):
   # Batches of 4 over 6 files: the second batch is padded.
-  assert predict.main(['--workdir', run.workdir, '--json', '--batch_size', '4', run.faces]) == 0
+  assert cli_main(predict, ['--workdir', run.workdir, '--json', '--batch_size', '4', run.faces]) == 0
   rows = _json_lines(capsys.readouterr().out)
   assert [os.path.basename(r['file']) for r in rows] == [f'{i:02d}.png' for i in range(NUM_FACES)]
   names = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
@@ -90,7 +99,7 @@ def test_table_overlays_and_other_formats(run, capsys, tmp_path):
   out = tmp_path / 'overlays'
   argv = ['--workdir', run.workdir, '--overlay', str(out), '--batch_size', '4', run.faces,
           str(tmp_path / 'more')]
-  assert predict.main(argv) == 0
+  assert cli_main(predict, argv) == 0
   captured = capsys.readouterr()
   lines = captured.out.splitlines()
   assert lines[0].split()[:3] == ['file', 'predicted', 'probability']
@@ -110,7 +119,7 @@ def test_bad_paths_and_unreadable_images(run, capsys, tmp_path):
   empty = tmp_path / 'empty_folder'
   empty.mkdir()
   good = os.path.join(run.faces, '00.png')
-  assert predict.main(['--workdir', run.workdir, missing, str(bad), str(empty), good]) == 0
+  assert cli_main(predict, ['--workdir', run.workdir, missing, str(bad), str(empty), good]) == 0
   captured = capsys.readouterr()
   errors = captured.err.splitlines()
   assert len(errors) == 3  # one line per problem
@@ -119,11 +128,11 @@ def test_bad_paths_and_unreadable_images(run, capsys, tmp_path):
   assert any('no image files in folder' in e and str(empty) in e for e in errors)
   assert len(captured.out.splitlines()) == 2  # header + the one good face
 
-  assert predict.main(['--workdir', run.workdir, missing, str(bad)]) == 1
+  assert cli_main(predict, ['--workdir', run.workdir, missing, str(bad)]) == 1
   assert 'no image could be predicted' in capsys.readouterr().err
-  assert predict.main(['--workdir', str(tmp_path), good]) == 2
+  assert cli_main(predict, ['--workdir', str(tmp_path), good]) == 1
   assert 'config.json does not exist' in capsys.readouterr().err
-  assert predict.main(['--workdir', run.workdir, '--checkpoint', '999', good]) == 2
+  assert cli_main(predict, ['--workdir', run.workdir, '--checkpoint', '999', good]) == 1
   assert "--checkpoint='999'" in capsys.readouterr().err
 
 
@@ -141,10 +150,10 @@ def test_crop_faces(run, capsys):
   try:
     predict.FaceCropper()
   except ConfigError:  # OpenCV absent (the default install) or unusable
-    assert predict.main(['--workdir', run.workdir, '--crop_faces', run.faces]) == 2
+    assert cli_main(predict, ['--workdir', run.workdir, '--crop_faces', run.faces]) == 1
     assert 'pip install "opencv-python-headless<5"' in capsys.readouterr().err
   else:  # a drawn face may or may not be detected; either way every file gets a prediction
-    assert predict.main(['--workdir', run.workdir, '--crop_faces', '--json', run.faces]) == 0
+    assert cli_main(predict, ['--workdir', run.workdir, '--crop_faces', '--json', run.faces]) == 0
     assert len(_json_lines(capsys.readouterr().out)) == NUM_FACES
 
 
@@ -152,15 +161,15 @@ def test_resolve_step(tmp_path):
   lines = [dict(epoch=1, step=6, test_accuracy=50.0), dict(epoch=2, step=12, test_accuracy=40.0),
            dict(epoch=3, step=18, test_accuracy=60.0)]  # step 18's checkpoint was deleted
   (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
-  assert trained_lib.resolve_step(str(tmp_path), [6, 12], 'best') == 6
-  assert trained_lib.resolve_step(str(tmp_path), [6, 12], 'latest') == 12
-  assert trained_lib.resolve_step(str(tmp_path), [6, 12], '6') == 6
+  assert checkpoints.resolve_step(str(tmp_path), [6, 12], 'best') == 6
+  assert checkpoints.resolve_step(str(tmp_path), [6, 12], 'latest') == 12
+  assert checkpoints.resolve_step(str(tmp_path), [6, 12], '6') == 6
   with pytest.raises(ConfigError, match=r'\[6, 12\]'):
-    trained_lib.resolve_step(str(tmp_path), [6, 12], '7')
+    checkpoints.resolve_step(str(tmp_path), [6, 12], '7')
   with pytest.raises(ConfigError, match='no test accuracy'):
-    trained_lib.resolve_step(str(tmp_path), [24], 'best')
+    checkpoints.resolve_step(str(tmp_path), [24], 'best')
   tie = lines + [dict(epoch=4, step=24, test_accuracy=50.0)]
-  assert trained_lib.best_step(tie, [6, 12, 24]) == 24  # a tie goes to the later step
+  assert checkpoints.best_step(tie, [6, 12, 24]) == 24  # a tie goes to the later step
 
 
 def test_summary_names_the_checkpoint_that_best_loads(run):
@@ -177,7 +186,7 @@ def test_summary_names_the_checkpoint_that_best_loads(run):
   top = max(r['test_accuracy'] for r in scored)
   best = max(r['step'] for r in scored if r['test_accuracy'] == top)
   assert summary['best_checkpoint_step'] == best
-  assert trained_lib.load_trained(run.workdir, 'best').step == best
+  assert checkpoints.load_trained(run.workdir, 'best').step == best
 
 
 def test_class_names_sources(run, tmp_path):
@@ -186,13 +195,13 @@ def test_class_names_sources(run, tmp_path):
   folder = run.config.copy_and_resolve_references()
   folder.data.name = 'folder'
   meta = dict(class_names=['a', 'b'])
-  assert trained_lib.load_class_names(str(tmp_path), folder, 2, meta) == ('a', 'b')
-  assert trained_lib.load_class_names(str(tmp_path), folder, 2) == ('class_0', 'class_1')
-  assert trained_lib.load_class_names(str(tmp_path), run.config, 7) == synthetic
+  assert checkpoints.load_class_names(str(tmp_path), folder, 2, meta) == ('a', 'b')
+  assert checkpoints.load_class_names(str(tmp_path), folder, 2) == ('class_0', 'class_1')
+  assert checkpoints.load_class_names(str(tmp_path), run.config, 7) == synthetic
   (tmp_path / 'summary.json').write_text(json.dumps(dict(class_names=['x', 'y'])))
-  assert trained_lib.load_class_names(str(tmp_path), folder, 2) == ('x', 'y')
-  assert trained_lib.load_class_names(str(tmp_path), folder, 2, meta) == ('a', 'b')
-  assert trained_lib.load_class_names(str(tmp_path), folder, 3) == ('class_0', 'class_1', 'class_2')
+  assert checkpoints.load_class_names(str(tmp_path), folder, 2) == ('x', 'y')
+  assert checkpoints.load_class_names(str(tmp_path), folder, 2, meta) == ('a', 'b')
+  assert checkpoints.load_class_names(str(tmp_path), folder, 3) == ('class_0', 'class_1', 'class_2')
 
 
 def test_export_round_trips_at_any_batch_size(run, exported):
@@ -224,7 +233,7 @@ def test_export_loads_without_the_project(run, exported, tmp_path):
 
 def test_export_check(run, exported, capsys, tmp_path):
   argv = ['--check', '--workdir', run.workdir, '--exported', exported, run.faces]
-  assert export.main(argv) == 0
+  assert cli_main(export, argv) == 0
   assert 'OK' in capsys.readouterr().out
 
   # A tampered copy (the last bias of the head shifted) must be caught.
@@ -236,9 +245,9 @@ def test_export_check(run, exported, capsys, tmp_path):
     params = dict(f)
   params['JointHead_0/Dense_2/bias'] = params['JointHead_0/Dense_2/bias'] + np.arange(7) / 7
   np.savez(copy + '.params.npz', **params)
-  assert export.main(['--check', '--workdir', run.workdir, '--exported', copy, run.faces]) == 1
+  assert cli_main(export, ['--check', '--workdir', run.workdir, '--exported', copy, run.faces]) == 1
   assert 'MISMATCH' in capsys.readouterr().out
 
-  assert export.main(['--check', '--workdir', run.workdir, '--exported',
-                      str(tmp_path / 'absent'), run.faces]) == 2
+  assert cli_main(export, ['--check', '--workdir', run.workdir, '--exported',
+                               str(tmp_path / 'absent'), run.faces]) == 1
   assert 'absent.json does not exist' in capsys.readouterr().err

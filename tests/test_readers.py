@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from lnl_jax.data import readers
-from lnl_jax.data.records import DataError
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError, DataError
 
 
 def _names(records):

@@ -27,8 +27,8 @@ from PIL import Image, JpegImagePlugin
 from lnl_jax import checkpoints, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets, pipeline
-from lnl_jax.data.records import DataError, Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.data.records import Records
+from lnl_jax.errors import ConfigError, DataError
 from lnl_jax.steps import Parallel, TrainState
 import fixtures
 

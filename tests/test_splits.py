@@ -8,7 +8,7 @@ import pytest
 from lnl_jax.data import readers
 from lnl_jax.data import splits
 from lnl_jax.data.records import Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 
 CLASS_SIZES = (13, 7, 5, 9, 2, 11, 4)  # 51 examples over 7 classes
 

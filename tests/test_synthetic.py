@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lnl_jax.data import synthetic
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 
 RAF_ORDER = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
 

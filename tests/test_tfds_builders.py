@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 
 import fixtures
 from lnl_jax.data import tfds_builders
-from lnl_jax.data.records import DataError
+from lnl_jax.errors import DataError
 
 RAF_CLASSES = ['surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral']
 FER_CLASSES = ['angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral']

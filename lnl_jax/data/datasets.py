@@ -14,8 +14,8 @@ from absl import logging
 
 from lnl_jax.data import readers, splits, synthetic
 from lnl_jax.data.readers_common import listing
-from lnl_jax.data.records import DataError, Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.data.records import Records
+from lnl_jax.errors import ConfigError, DataError
 
 # config name -> (reader name, official (train, test) splits or None for k-fold)
 DATASETS = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from lnl_jax.data.records import DataError
+from lnl_jax.errors import DataError
 
 _TRANSPARENT_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
 

@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from lnl_jax.data import decode
-from lnl_jax.data.records import DataError, Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.data.records import Records
+from lnl_jax.errors import ConfigError, DataError
 
 Batch = dict[str, np.ndarray]
 # Random erasing's rectangle (Zhong et al., 2020): area 2–40% of the image, aspect ratio 0.3–3.3.
@@ -237,7 +237,7 @@ def _loader(records: Records, image_size: int, on_bad_image: str, bad_images: Ba
       image = tf.numpy_function(take, [index], tf.uint8, stateful=False)
       image.set_shape(images.shape[1:])
       if images.shape[1:3] != (image_size, image_size):
-        # Antialiasing only matters when shrinking, and costs 2–4× when enlarging (FER2013's 48 px).
+        # Antialiasing only matters when shrinking, and is slow when enlarging (FER2013's 48 px).
         shrink = max(images.shape[1:3]) > image_size
         image = tf.image.resize(image, (image_size, image_size), 'bilinear', antialias=shrink)
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)

@@ -27,7 +27,7 @@ from lnl_jax.data.readers_wild import read_affectnet
 from lnl_jax.data.readers_wild import read_rafdb
 from lnl_jax.data.readers_wild import read_sfew
 from lnl_jax.data.records import Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 
 __all__ = [
     'READERS', 'Reader', 'read', 'read_affectnet', 'read_ckplus', 'read_fer2013',

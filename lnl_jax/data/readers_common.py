@@ -14,9 +14,8 @@ from typing import Iterable, Mapping, Sequence
 from absl import logging
 import numpy as np
 
-from lnl_jax.data.records import DataError
 from lnl_jax.data.records import Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.gif', '.webp')
 MAX_LISTED = 5  # how many offending files an error message names before giving only the count

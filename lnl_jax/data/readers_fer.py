@@ -10,8 +10,8 @@ from absl import logging
 import numpy as np
 
 from lnl_jax.data import readers_common as common
-from lnl_jax.data.records import DataError
 from lnl_jax.data.records import Records
+from lnl_jax.errors import DataError
 
 # fer2013.csv `emotion` 0..6, in the dataset's own order.
 FER2013_CLASSES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')

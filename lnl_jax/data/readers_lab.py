@@ -12,9 +12,8 @@ from absl import logging
 import numpy as np
 
 from lnl_jax.data import readers_common as common
-from lnl_jax.data.records import DataError
 from lnl_jax.data.records import Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError, DataError
 
 # CK+ Emotion/*_emotion.txt codes 0..7 (0 neutral never occurs there; first frames are neutral).
 CKPLUS_CLASSES = ('neutral', 'anger', 'contempt', 'disgust', 'fear', 'happy', 'sadness',

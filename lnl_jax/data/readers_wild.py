@@ -8,9 +8,8 @@ from absl import logging
 import numpy as np
 
 from lnl_jax.data import readers_common as common
-from lnl_jax.data.records import DataError
 from lnl_jax.data.records import Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError, DataError
 
 # list_patition_label.txt labels 1..7, in the dataset's own order (label k -> class k-1).
 RAFDB_CLASSES = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')

@@ -6,10 +6,6 @@ import dataclasses
 import numpy as np
 
 
-class DataError(ValueError):
-  """Bad input data (missing files, malformed label lines, ...); the message names path and fix."""
-
-
 @dataclasses.dataclass
 class Records:
   """N examples of one split.

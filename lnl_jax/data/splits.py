@@ -15,7 +15,7 @@ import hashlib
 import numpy as np
 
 from lnl_jax.data.records import Records
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 
 
 def canonical_order(records: Records) -> np.ndarray:

@@ -35,14 +35,14 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lnl_jax import geometry
+from lnl_jax import geometry, io
 from lnl_jax.data.records import Records
+from lnl_jax.errors import ConfigError
 
 CLASS_NAMES = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')  # RAF-DB
 PART_NAMES = ('left eye and brow', 'right eye and brow', 'mouth')  # image left / right
@@ -405,15 +405,15 @@ def _label(index: int, seed: int, class_balance: bool, rng: np.random.Generator)
 
 def _check_arguments(num_images, image_size, seed, num_patches, overlap, occlusion_prob):
   if not isinstance(num_images, (int, np.integer)) or num_images < 0:
-    raise geometry.ConfigError(
+    raise ConfigError(
         f'synthetic num_images={num_images!r} must be a non-negative integer.')
   if not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise geometry.ConfigError(f'synthetic seed={seed!r} must be a non-negative integer.')
+    raise ConfigError(f'synthetic seed={seed!r} must be a non-negative integer.')
   if not 0.0 <= occlusion_prob <= 1.0:
-    raise geometry.ConfigError(
+    raise ConfigError(
         f'synthetic occlusion_prob={occlusion_prob!r} must be a probability in [0, 1].')
   if image_size < 32:
-    raise geometry.ConfigError(
+    raise ConfigError(
         f'data.image_size={image_size} is too small for synthetic faces; use a multiple of 16 '
         'from 32 (144 is the paper\'s size).')
   geometry.patch_geometry(image_size, num_patches, overlap)  # raises ConfigError when unbuildable
@@ -498,10 +498,8 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
     records, parts = generate_with_parts(num_images, image_size, seed, num_patches, overlap,
                                          occlusion_prob, class_balance)
     images, labels = records.images, records.labels
-    os.makedirs(cache_dir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix='.npz', delete=False) as f:
-      np.savez(f, key=key, images=images, labels=labels, part_boxes=parts.part_boxes,
-               occluder_boxes=parts.occluder_boxes)
-    os.replace(f.name, path)
+    io.write_atomic(path, lambda f: np.savez(
+        f, key=key, images=images, labels=labels, part_boxes=parts.part_boxes,
+        occluder_boxes=parts.occluder_boxes))
   records = _records(images, labels, parts, seed, num_patches, overlap, occlusion_prob)
   return (records, parts) if with_parts else records

@@ -25,8 +25,8 @@ from lnl_jax.data import readers
 from lnl_jax.data.readers_fer import FER2013_CLASSES
 from lnl_jax.data.readers_fer import FER2013_SIDE
 from lnl_jax.data.readers_wild import RAFDB_CLASSES
-from lnl_jax.data.records import DataError
 from lnl_jax.data.records import Records
+from lnl_jax.errors import DataError
 
 # TFDS 4.9.10 finds a builder's file through `importlib_resources`, which it does not install on
 # Python >= 3.9 (tensorflow/datasets#11212); naming the file directly skips that look-up.

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 from lnl_jax.models.conv import traced_in_loop
 from lnl_jax.models.layers import conv, dense, max_pool2, scaled
 

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lnl_jax.geometry import ConfigError, PatchGeometry, patch_geometry
+from lnl_jax.errors import ConfigError
+from lnl_jax.geometry import PatchGeometry, patch_geometry
 from lnl_jax.models.ensemble import EXECUTIONS, PatchEnsemble
 from lnl_jax.models.layers import dense
 from lnl_jax.models.nonlocal_attention import GlobalVector, NonLocalAttention

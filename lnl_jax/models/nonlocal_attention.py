@@ -43,8 +43,8 @@ class GlobalVector(nn.Module):
   """Sec. III-C: F5 → two 3×3 convs (1024, 512) + one pooling → n×n×512, flattened to g.
 
   The paper gives only "two convolution layers and one pooling layer" and g's size (8192 = 4·4·512);
-  the widths 1024 → 512 are the implementer's choice (they give the 96.73 M parameters of
-  ../shared/MEASUREMENTS.md).
+  the widths 1024 → 512 are the implementer's choice (the full model's parameter count:
+  docs/benchmarks.md).
   """
   grid: int
   width: float = 1.0

@@ -1,0 +1,81 @@
+"""Runs of a sweep or a cross-validation: each member trained in its own workdir, or printed as
+one `lnl_jax.main` command per unfinished member (for a cluster)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import sys
+
+import ml_collections
+from absl import logging
+
+from lnl_jax import train
+from lnl_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One run of a sweep: its directory name and the config fields it sets."""
+  name: str
+  overrides: dict
+
+
+def member_config(config: ml_collections.ConfigDict, member: Member) -> ml_collections.ConfigDict:
+  """A copy of `config` with the member's fields set."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  for dotted, value in member.overrides.items():
+    *parents, key = dotted.split('.')
+    node = c
+    for p in parents:
+      node = node[p]
+    node[key] = value
+  return c
+
+
+def is_done(workdir: str) -> bool:
+  return os.path.exists(os.path.join(workdir, 'summary.json'))
+
+
+def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member]):
+  """Trains the members in turn in `base_dir/<member>`; finished ones are skipped."""
+  for i, m in enumerate(chosen):
+    workdir = os.path.join(base_dir, m.name)
+    if is_done(workdir):
+      logging.info('member %d/%d %s: done already (%s/summary.json), skipped', i + 1, len(chosen),
+                   m.name, workdir)
+      continue
+    logging.info('member %d/%d %s: training in %s', i + 1, len(chosen), m.name, workdir)
+    try:
+      summary = train.train_and_evaluate(member_config(config, m), workdir)
+    except (ConfigError, FloatingPointError) as e:  # name the member; the rerun resumes it
+      raise type(e)(f'sweep member {m.name} ({workdir}): {e}') from e
+    logging.info('member %s: mean test accuracy of the last %d epochs %.2f%%', m.name,
+                 summary['mean_over_epochs'], summary['test_accuracy_mean_last_epochs'] or 0.0)
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, (tuple, list)):
+    return '(' + ', '.join(_flag_value(v) for v in value) + (',)' if len(value) == 1 else ')')
+  return repr(value) if isinstance(value, float) else str(value)
+
+
+def command(config_arg: str, workdir: str, overrides: dict) -> str:
+  """The `lnl_jax.main` command line of one run, shell-quoted."""
+  words = ['python', '-m', 'lnl_jax.main', f'--config={config_arg}', f'--workdir={workdir}']
+  words += [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()]
+  return ' '.join(shlex.quote(w) for w in words)
+
+
+def print_commands(config_arg: str, base_dir: str, chosen: list[Member],
+                   overrides: dict) -> list[str]:
+  """Prints (and returns) one command per unfinished member; finished ones are noted on stderr."""
+  lines = []
+  for m in chosen:
+    workdir = os.path.join(base_dir, m.name)
+    if is_done(workdir):
+      print(f'# {m.name}: done ({workdir}/summary.json)', file=sys.stderr)
+      continue
+    lines.append(command(config_arg, workdir, {**overrides, **m.overrides}))
+    print(lines[-1])
+  return lines

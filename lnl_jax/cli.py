@@ -1,0 +1,105 @@
+"""What every command-line tool shares: the common flags, the process set-up, and how errors end it.
+
+Errors the user can fix end the process with one line on stderr, never a traceback:
+  1    ConfigError, DataError (the message names the field or file), FloatingPointError (the step)
+  143  SIGTERM (130: SIGINT) arrived; a checkpoint of the current step was written, rerun to resume
+
+Commands that run the model keep XLA's compiled programs in JAX's persistent compilation cache, so
+that a rerun (a resumed run, an evaluation, a prediction) skips most of the compilation.
+"""
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import sys
+
+import jax
+from absl import flags, logging
+from ml_collections import config_flags
+
+from lnl_jax.errors import ConfigError, DataError, Preempted
+
+FLAGS = flags.FLAGS
+CHECKPOINT_HELP = "'latest' (default), 'best' (highest test accuracy) or a step number."
+# Programs that compile faster than this are not worth a cache entry; the train and eval steps
+# take longer than this to compile at every size.
+CACHE_MIN_COMPILE_SECS = 1.0
+
+flags.DEFINE_string(
+    'compilation_cache', None, 'Directory of JAX\'s persistent compilation cache; \'\' disables '
+    'it. Default: $JAX_COMPILATION_CACHE_DIR if set, else $XDG_CACHE_HOME/lnl_jax/jax_cache '
+    '(~/.cache/lnl_jax/jax_cache).')
+
+
+def define_once(define, name: str, *args, **kwargs) -> None:
+  """`define(name, *args, **kwargs)` unless a flag `name` exists: tools imported into one process
+  (the tests) share a flag of the same name and meaning."""
+  if name not in FLAGS:
+    define(name, *args, **kwargs)
+
+
+def define_workdir_flags(checkpoint: bool = True,
+                         workdir_help: str = 'A directory written by lnl_jax.main.') -> None:
+  """--workdir and, with `checkpoint`, --checkpoint=latest|best|STEP. Defined once per process, so
+  that tools imported together (by the tests) share them; each tool marks its required flags when
+  run as a program."""
+  define_once(flags.DEFINE_string, 'workdir', None, workdir_help)
+  if checkpoint:
+    define_once(flags.DEFINE_string, 'checkpoint', 'latest', CHECKPOINT_HELP)
+
+
+def define_config_flag() -> None:
+  """--config=configs/x.py[:variant], with --config.field=value overrides (once per process)."""
+  define_once(config_flags.DEFINE_config_file, 'config', None,
+              'Experiment config (configs/*.py[:variant]).', lock_config=True)
+
+
+def default_cache_dir() -> str:
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'lnl_jax', 'jax_cache')
+
+
+def compilation_cache_dir(flag_value: str | None) -> str:
+  """The cache directory to use ('' = none): the flag, else $JAX_COMPILATION_CACHE_DIR, else the
+  default."""
+  if flag_value is not None:
+    return flag_value
+  return os.environ.get('JAX_COMPILATION_CACHE_DIR', default_cache_dir())
+
+
+def enable_compilation_cache(directory: str) -> None:
+  if not directory:
+    jax.config.update('jax_enable_compilation_cache', False)
+    return
+  jax.config.update('jax_enable_compilation_cache', True)
+  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(directory))
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:  # else JAX has read it
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', CACHE_MIN_COMPILE_SECS)
+
+
+def setup_process() -> None:
+  """What every command that runs the model does first."""
+  logging.get_absl_handler().python_handler.addFilter(  # Orbax logs every file it writes at INFO
+      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
+  if 'tensorflow' in sys.modules:  # the tool reads data with tf.data: keep the accelerator for JAX
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.set_visible_devices([], 'GPU')
+  enable_compilation_cache(compilation_cache_dir(FLAGS.compilation_cache))
+
+
+def fail(message: str) -> None:
+  """Ends the process with `error: message` on one line of stderr and exit status 1."""
+  print(f'error: {" ".join(str(message).split())}', file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def run_or_exit(run_fn, *args):
+  """`run_fn(*args)`, ending the process on errors the user can fix: one line on stderr and exit
+  status 1, or 128 + signal after a pre-emption (rerun the same command to resume)."""
+  try:
+    return run_fn(*args)
+  except Preempted as e:
+    print(f'preempted: {e}', file=sys.stderr, flush=True)
+    sys.exit(128 + e.signum)
+  except (ConfigError, DataError, FloatingPointError) as e:
+    fail(str(e))

@@ -1,0 +1,42 @@
+"""cli: how a command ends on errors the user can fix, and where the compilation cache goes."""
+import signal
+
+import pytest
+
+from lnl_jax import cli
+from lnl_jax.errors import ConfigError, DataError, Preempted
+
+
+def raise_(error):
+  raise error
+
+
+@pytest.mark.parametrize('error', [ConfigError('bad field\n  x.y'), DataError('bad file'),
+                                   FloatingPointError('nan at step 3')])
+def test_user_errors_end_with_one_line_and_status_1(error, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.run_or_exit(raise_, error)
+  assert e.value.code == 1
+  assert capsys.readouterr().err.splitlines() == [f'error: {" ".join(str(error).split())}']
+
+
+def test_preemption_exits_with_128_plus_the_signal(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.run_or_exit(raise_, Preempted('SIGTERM received', int(signal.SIGTERM)))
+  assert e.value.code == 143 and 'preempted: SIGTERM' in capsys.readouterr().err
+  assert cli.run_or_exit(lambda x: x + 1, 1) == 2
+  with pytest.raises(KeyError):  # a bug is not a user error: its traceback stays
+    cli.run_or_exit(raise_, KeyError('x'))
+
+
+def test_compilation_cache_dir(monkeypatch, tmp_path):
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  assert cli.compilation_cache_dir(None) == str(tmp_path / 'lnl_jax' / 'jax_cache')
+  monkeypatch.delenv('XDG_CACHE_HOME')
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  assert cli.compilation_cache_dir(None) == str(tmp_path / 'home' / '.cache' / 'lnl_jax' / 'jax_cache')
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', '/elsewhere')
+  assert cli.compilation_cache_dir(None) == '/elsewhere'
+  assert cli.compilation_cache_dir('/flag') == '/flag'
+  assert cli.compilation_cache_dir('') == ''  # --compilation_cache= turns it off

@@ -1,0 +1,47 @@
+"""metrics: confusion matrices, accuracies, the per-epoch history and summary.json."""
+import json
+
+import numpy as np
+import pytest
+
+from lnl_jax import metrics
+
+
+def test_confusion_and_accuracies():
+  cm = metrics.confusion(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), 4)
+  np.testing.assert_array_equal(cm, [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+  acc = metrics.accuracies(cm)
+  assert acc['accuracy'] == pytest.approx(60.0)
+  assert acc['per_class'] == pytest.approx([50.0, 100.0, 0.0, 0.0])
+  assert acc['balanced_accuracy'] == pytest.approx(50.0)  # class 3 has no examples: left out
+
+
+def test_history_persists_truncates_and_can_be_read_only(tmp_path):
+  history = metrics.History(str(tmp_path))
+  for epoch in (1, 2, 3):
+    history.append(dict(epoch=epoch, step=10 * epoch, test_accuracy=float(epoch)))
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  assert [json.loads(l)['epoch'] for l in lines] == [1, 2, 3]
+
+  resumed = metrics.History(str(tmp_path))  # a run resumed after epoch 2 redoes epoch 3
+  resumed.truncate(2)
+  assert [r['epoch'] for r in metrics.History(str(tmp_path)).records] == [1, 2]
+
+  reader = metrics.History(str(tmp_path), write=False)
+  reader.append(dict(epoch=3, step=30, test_accuracy=3.0))
+  assert len(metrics.History(str(tmp_path)).records) == 2
+  assert not list(tmp_path.glob('*.tmp'))
+
+
+def test_summarize_means_the_last_epochs():
+  history = [dict(epoch=e, test_accuracy=a) for e, a in enumerate([10.0, 20.0, 40.0, 60.0], 1)]
+  cm = np.array([[3, 1], [0, 4]])
+  s = metrics.summarize(history, cm, ('a', 'b'), mean_of_last=3, num_params=5)
+  assert s['test_accuracy_last_epoch'] == 60.0
+  assert s['test_accuracy_mean_last_epochs'] == pytest.approx(40.0)
+  assert s['mean_over_epochs'] == 3 and s['epochs'] == 4 and s['test_accuracy_best'] == 60.0
+  assert s['per_class_accuracy'] == pytest.approx(dict(a=75.0, b=100.0))
+  assert s['balanced_accuracy'] == pytest.approx(87.5)
+  assert s['confusion_matrix'] == [[3, 1], [0, 4]] and s['num_params'] == 5
+  empty = metrics.summarize([], cm, ('a', 'b'), mean_of_last=3)
+  assert empty['test_accuracy_mean_last_epochs'] is None and empty['mean_over_epochs'] == 0
