@@ -58,12 +58,14 @@ import numpy as np
 from absl import app, flags, logging
 from scipy import stats
 
-from launch import sweep
-from lnl_jax import analysis
+from launch import runs as runs_lib
+from launch.sweep import check_members
+from lnl_jax import analysis, checkpoints, cli, inference, io
 from lnl_jax.config_base import ATTENTION_VARIANTS
-from lnl_jax.geometry import ConfigError
+from lnl_jax.errors import ConfigError
 
 DEFAULT_CONFIG = 'configs/synthetic.py:cpu'
+DEFAULT_RUNS_DIR = 'runs/evidence'
 TABLE_IV_ORDER = ('none', 'local', 'nonlocal', 'both')  # the paper's claim: each beats the previous
 MODEL_NAMES = {'attention_none': 'Model-S', 'attention_local': 'Model-Local',
                'attention_nonlocal': 'Model-NonLocal', 'attention_both': 'LNLAttenNet',
@@ -84,24 +86,24 @@ MINUTES_PER_RUN = (31, 52)
 # --- the runs -------------------------------------------------------------------------------------
 
 def runs(seeds: Sequence[int], variants: Sequence[str] = TABLE_IV_ORDER,
-         occlusion_prob: float = 0.3) -> list[sweep.Member]:
+         occlusion_prob: float = 0.3) -> list[runs_lib.Member]:
   """The evidence runs: Table IV's `variants`, then the occlusion-trained LNLAttenNet, per seed."""
   for v in variants:
     if v not in ATTENTION_VARIANTS:
       raise ConfigError(f'--variants: {v!r} is not one of {", ".join(ATTENTION_VARIANTS)}.')
   if not 0 <= occlusion_prob <= 1:
     raise ConfigError(f'--occlusion_prob={occlusion_prob} must be a probability.')
-  out = [sweep.Member(f'attention_{v}_seed{s}',
+  out = [runs_lib.Member(f'attention_{v}_seed{s}',
                       {'model.attention': v, 'seed': s, 'data.occlusion_prob': 0.0})
          for v in TABLE_IV_ORDER if v in variants for s in seeds]
   if occlusion_prob > 0:
-    out += [sweep.Member(f'occluded_both_seed{s}', {'model.attention': 'both', 'seed': s,
+    out += [runs_lib.Member(f'occluded_both_seed{s}', {'model.attention': 'both', 'seed': s,
                                                     'data.occlusion_prob': occlusion_prob})
             for s in seeds]
   return out
 
 
-def select(planned: list[sweep.Member], only: Sequence[str] | None) -> list[sweep.Member]:
+def select(planned: list[runs_lib.Member], only: Sequence[str] | None) -> list[runs_lib.Member]:
   """The runs named in `only` (all when empty), in the planned order."""
   if not only:
     return planned
@@ -142,15 +144,13 @@ def analysis_faces(config: ml_collections.ConfigDict, occlusion_prob: float, cac
 def analyse(workdir: str, crucial_faces: int, occlusion_faces: int,
             cache_dir: str | None = None) -> dict[str, dict]:
   """{file name: content} of the analyses of `workdir`'s newest checkpoint (module docstring)."""
-  from lnl_jax.trained import load_trained
-  run = load_trained(workdir, 'latest')
+  run = checkpoints.load_trained(workdir, 'latest')
   config = run.config
   if config.data.name != 'synthetic':
     raise ConfigError(f'{workdir} was trained on {config.data.name!r}; the evidence needs '
                       'synthetic faces (they know their crucial patches).')
-  params, parallel = run.on_every_device()
   batch, size, attention = config.train.batch_size, config.data.image_size, config.model.attention
-  apply_fn = analysis.make_apply_fn(parallel.jit_eval_step(run.model), params, parallel, batch)
+  apply_fn = inference.Predictor(run.model, run.params, batch)
 
   clean = analysis_faces(config, 0.0, cache_dir)
   images, labels, index = analysis.load_images(clean, size, batch, crucial_faces or len(clean))
@@ -172,12 +172,6 @@ def analyse(workdir: str, crucial_faces: int, occlusion_faces: int,
   return {'crucial.json': crucial, 'occlusion.json': occlusion}
 
 
-def write_json(path: str, obj) -> None:
-  with open(path, 'w') as f:
-    json.dump(obj, f, indent=1)
-    f.write('\n')
-
-
 def record(workdir: str, results_dir: str, name: str, analyses: dict[str, dict]) -> str:
   """Writes RESULTS/<name>/ (the workdir's small files and `analyses`) whole, or not at all."""
   final = os.path.join(results_dir, name)
@@ -187,17 +181,17 @@ def record(workdir: str, results_dir: str, name: str, analyses: dict[str, dict])
   for f in WORKDIR_FILES:
     shutil.copyfile(os.path.join(workdir, f), os.path.join(partial, f))
   for f, content in analyses.items():
-    write_json(os.path.join(partial, f), content)
+    io.write_json(os.path.join(partial, f), content)
   shutil.rmtree(final, ignore_errors=True)
   os.replace(partial, final)
   return final
 
 
-def run_one(config, member: sweep.Member, runs_dir: str, results_dir: str, crucial_faces: int,
+def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, crucial_faces: int,
             occlusion_faces: int) -> str:
   """Trains (or resumes, or skips the training of) one run, analyses it and writes its records."""
   workdir = os.path.join(runs_dir, member.name)
-  sweep.run_members(config, runs_dir, [member])
+  runs_lib.run_members(config, runs_dir, [member])
   logging.info('%s: analysing', member.name)
   analyses = analyse(workdir, crucial_faces, occlusion_faces, os.path.join(runs_dir, 'faces'))
   with open(os.path.join(workdir, 'summary.json')) as f:
@@ -468,15 +462,14 @@ def readme_block(text: str) -> str:
 def write_readme(readme_path: str, evidence: dict) -> None:
   with open(readme_path) as f:
     text = f.read()
-  with open(readme_path, 'w') as f:
-    f.write(replace_block(text, render(evidence)))
+  io.write_text(readme_path, replace_block(text, render(evidence)))
 
 
 def write_evidence(results_dir: str, planned: Sequence[str], settings: dict,
                    readme_path: str | None) -> dict:
   evidence = aggregate(results_dir, planned, settings)
   os.makedirs(results_dir, exist_ok=True)
-  write_json(os.path.join(results_dir, EVIDENCE_JSON), evidence)
+  io.write_json(os.path.join(results_dir, EVIDENCE_JSON), evidence)
   if readme_path:
     write_readme(readme_path, evidence)
   return evidence
@@ -492,39 +485,36 @@ def git_commit(paths: Sequence[str], message: str) -> None:
 
 # --- command line ---------------------------------------------------------------------------------
 
-def command(config_arg: str, member: sweep.Member, overrides: dict, extra: Sequence[str]) -> str:
+def command(config_arg: str, member: runs_lib.Member, overrides: dict, extra: Sequence[str]) -> str:
   words = ['python', '-m', 'launch.evidence', f'--config={config_arg}', f'--only={member.name}',
-           *extra, *(f'--config.{k}={sweep._flag_value(v)}' for k, v in overrides.items())]
+           *extra, *(f'--config.{k}={runs_lib.flag_value(v)}' for k, v in overrides.items())]
   return ' '.join(shlex.quote(w) for w in words)
 
 
-def define_flags() -> None:
-  """The command-line flags; defined only when run as a program, so the module imports cleanly."""
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, 'Experiment config of every run '
-                                  '(synthetic faces).', lock_config=True)
-  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of every kind of run.')
-  flags.DEFINE_list('variants', list(TABLE_IV_ORDER), 'Table IV variants (model.attention).')
-  flags.DEFINE_float('occlusion_prob', 0.3, 'data.occlusion_prob of the occlusion-trained '
-                     'LNLAttenNet runs (0: no such runs).')
-  flags.DEFINE_list('only', None, 'Run only these runs (names as --print_only lists them).')
-  flags.DEFINE_string('runs_dir', 'runs/evidence', 'Workdirs: RUNS/<run> (checkpoints; not '
-                      'committed).')
-  flags.DEFINE_string('results_dir', 'docs/results', 'Records: RESULTS/<run>/ and evidence.json.')
-  flags.DEFINE_string('readme_path', 'README.md', 'README whose evidence block is rendered '
-                     '("" = none).')
-  flags.DEFINE_integer('crucial_faces', 700, 'Clean test faces for wᵍ and accuracy (0 = all).')
-  flags.DEFINE_integer('occlusion_faces', 200, 'Of those, faces occluded patch by patch (0 = all).')
-  flags.DEFINE_bool('print_only', False, 'Print each run\'s state and command; run nothing.')
-  flags.DEFINE_bool('aggregate', False, 'Only rebuild evidence.json and the README block.')
-  flags.DEFINE_bool('readme', False, 'Only render the README block from evidence.json.')
-  flags.DEFINE_bool('commit', False, 'git commit each run\'s records (and evidence.json, README).')
+FLAGS = flags.FLAGS
+cli.define_config_flag()
+flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of every kind of run.')
+flags.DEFINE_list('variants', list(TABLE_IV_ORDER), 'Table IV variants (model.attention).')
+flags.DEFINE_float('occlusion_prob', 0.3, 'data.occlusion_prob of the occlusion-trained '
+                   'LNLAttenNet runs (0: no such runs).')
+flags.DEFINE_list('only', None, 'Run only these runs (names as --print_only lists them).')
+cli.define_once(flags.DEFINE_string, 'runs_dir', None, 'Workdirs: RUNS/<run> (checkpoints; not '
+                f'committed). Default {DEFAULT_RUNS_DIR}.')
+flags.DEFINE_string('results_dir', 'docs/results', 'Records: RESULTS/<run>/ and evidence.json.')
+flags.DEFINE_string('readme_path', 'README.md', 'README whose evidence block is rendered '
+                    '("" = none).')
+flags.DEFINE_integer('crucial_faces', 700, 'Clean test faces for wᵍ and accuracy (0 = all).')
+flags.DEFINE_integer('occlusion_faces', 200, 'Of those, faces occluded patch by patch (0 = all).')
+cli.define_once(flags.DEFINE_bool, 'print_only', False,
+                'Print each run\'s state and command; run nothing.')
+flags.DEFINE_bool('aggregate', False, 'Only rebuild evidence.json and the README block.')
+flags.DEFINE_bool('readme', False, 'Only render the README block from evidence.json.')
+flags.DEFINE_bool('commit', False, 'git commit each run\'s records (and evidence.json, README).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  FLAGS = flags.FLAGS
   config_flag = FLAGS['config']
   config_arg = config_flag.config_filename
   overrides = dict(config_flag.override_values)
@@ -537,10 +527,11 @@ def main(argv):
       raise ConfigError(f'--config={config_arg} is not synthetic faces; the evidence needs them.')
     planned = runs([int(s) for s in FLAGS.seeds], FLAGS.variants, FLAGS.occlusion_prob)
     chosen = select(planned, FLAGS.only)
-    sweep.check_members(FLAGS.config, chosen)
+    check_members(FLAGS.config, chosen)
   except (ConfigError, ValueError) as e:
-    sys.exit(f'error: {e}')
-  results, runs_dir, readme = FLAGS.results_dir, FLAGS.runs_dir, FLAGS.readme_path or None
+    cli.fail(str(e))
+  results, readme = FLAGS.results_dir, FLAGS.readme_path or None
+  runs_dir = FLAGS.runs_dir or DEFAULT_RUNS_DIR
   names = [m.name for m in planned]
   settings = dict(config=config_arg, overrides={k: overrides[k] for k in sorted(overrides)},
                   seeds=[int(s) for s in FLAGS.seeds], occlusion_prob=FLAGS.occlusion_prob,
@@ -567,8 +558,7 @@ def main(argv):
     print(f'# {len(todo)} runs to go', file=sys.stderr)
     return
 
-  from lnl_jax import main as lnl_main  # here: it imports TensorFlow
-  lnl_main.setup_process()
+  cli.setup_process()
 
   def run_all():
     for i, m in enumerate(chosen):
@@ -584,9 +574,9 @@ def main(argv):
                    f'evidence: {m.name} recorded')
     write_evidence(results, names, settings, readme)
 
-  lnl_main.run_or_exit(run_all)
+  cli.run_or_exit(run_all)
 
 
 if __name__ == '__main__':
-  define_flags()
+  flags.FLAGS.set_default('config', DEFAULT_CONFIG)
   app.run(main)

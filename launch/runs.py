@@ -54,16 +54,16 @@ def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[M
                  summary['mean_over_epochs'], summary['test_accuracy_mean_last_epochs'] or 0.0)
 
 
-def _flag_value(value) -> str:
+def flag_value(value) -> str:
   if isinstance(value, (tuple, list)):
-    return '(' + ', '.join(_flag_value(v) for v in value) + (',)' if len(value) == 1 else ')')
+    return '(' + ', '.join(flag_value(v) for v in value) + (',)' if len(value) == 1 else ')')
   return repr(value) if isinstance(value, float) else str(value)
 
 
 def command(config_arg: str, workdir: str, overrides: dict) -> str:
   """The `lnl_jax.main` command line of one run, shell-quoted."""
   words = ['python', '-m', 'lnl_jax.main', f'--config={config_arg}', f'--workdir={workdir}']
-  words += [f'--config.{k}={_flag_value(v)}' for k, v in overrides.items()]
+  words += [f'--config.{k}={flag_value(v)}' for k, v in overrides.items()]
   return ' '.join(shlex.quote(w) for w in words)
 
 

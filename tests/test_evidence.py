@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from launch import evidence
-from lnl_jax import analysis
+from lnl_jax import analysis, io
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
 
@@ -125,19 +125,19 @@ def write_record(results, name, seed, attention, final, mean_last, excess=0.0, o
                  occlusion_prob=0.0):
   d = os.path.join(results, name)
   os.makedirs(d)
-  evidence.write_json(os.path.join(d, 'config.json'), dict(
+  io.write_json(os.path.join(d, 'config.json'), dict(
       seed=seed, model=dict(attention=attention), data=dict(occlusion_prob=occlusion_prob)))
   with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:
     f.write('{}\n')
-  evidence.write_json(os.path.join(d, 'summary.json'), dict(
+  io.write_json(os.path.join(d, 'summary.json'), dict(
       test_accuracy_last_epoch=final, test_accuracy_mean_last_epochs=mean_last, epochs=24,
       mean_over_epochs=10, confusion_matrix=[[300, 50], [50, 300]], class_names=list('abcdefg')))
   crucial = {k: 0.5 for k in evidence.CRUCIAL_KEYS}
   crucial.update(excess_normalised=excess, num_faces=700)
-  evidence.write_json(os.path.join(d, 'crucial.json'), crucial)
+  io.write_json(os.path.join(d, 'crucial.json'), crucial)
   per_face = {k: 0.1 for k in evidence.OCCLUSION_FACE_KEYS}
   per_face['own_minus_others'] = own_minus
-  evidence.write_json(os.path.join(d, 'occlusion.json'), dict(
+  io.write_json(os.path.join(d, 'occlusion.json'), dict(
       per_face=per_face, clean_accuracy=80.0, accuracy=[70.0, 60.0], occluders_accuracy=50.0,
       num_images=200, clean_faces=700))
 
@@ -182,10 +182,10 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   # An interval above 0 is not enough: the effect must reach the analysis module's minimum.
   for s, size in ((0, 0.019), (1, 0.0)):
     path = os.path.join(results, f'attention_both_seed{s}', 'crucial.json')
-    evidence.write_json(path, dict(load(path), excess=size))
+    io.write_json(path, dict(load(path), excess=size))
     path = os.path.join(results, f'attention_both_seed{s}', 'occlusion.json')
     o = load(path)
-    evidence.write_json(path, dict(o, per_face=dict(o['per_face'], own_drop=size / 2)))
+    io.write_json(path, dict(o, per_face=dict(o['per_face'], own_drop=size / 2)))
   small = evidence.aggregate(results, planned)['claims']
   assert small['nonlocal_finds_crucial']['attention_both'] is False
   assert small['local_downweights_occluded']['attention_both'] is False
