@@ -102,7 +102,20 @@ class EpochStats:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns summary.json's dict."""
+  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns summary.json's dict.
+
+  SIGTERM/SIGINT are handled from the first line on (`preemption.StopSignal`): before the first
+  step and right after a checkpoint the process ends at once; otherwise after the current step,
+  with a checkpoint of it.
+  """
+  stop = StopSignal()
+  try:
+    return _train_and_evaluate(config, workdir, stop)
+  finally:
+    stop.restore()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) -> dict:
   start_time = time.time()
   host.keep_freed_memory()  # every training entry point (main, sweep, cross_validate) comes here
   _check_writable(workdir)
@@ -136,6 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     state = jax.device_put(state, parallel.replicated)
   step = int(jax.device_get(state.step))
+  if meta is not None:
+    stop.saved(step)
   n_params = num_params(state.params)
   logging.info('%s: %d parameters, %d steps per epoch, %s', model.__class__.__name__, n_params,
                steps_per_epoch, f'resuming at step {step}' if step else 'starting from scratch')
@@ -150,7 +165,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   result = None  # the newest evaluation of the test split
   batches = None  # the current epoch's batches; None when an epoch is to begin
-  stop = StopSignal()
   try:
     while step < total_steps:
       epoch, offset = divmod(step, steps_per_epoch)
@@ -167,6 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
       state, step_metrics = train_step(state, parallel.put_batch(next(batches)))
       step += 1
+      stop.stepped()
       stats.add(step, step_metrics, train.batch_size)
       bar.update(1)
       epoch_done = step == epoch_end
@@ -184,6 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         tracker.save()  # before the checkpoint: a resumed run drops the tracked steps after its step
         ckpt.save(state, meta=dict(epoch=epoch, class_names=class_names,
                                    train_totals=stats.saved()))
+        stop.saved(step)
       if epoch_done:
         bar.close()
         batches = None
@@ -194,11 +210,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         tracker.save()
         ckpt.save(state, meta=dict(epoch=epoch + 1, class_names=class_names),
                   metrics=dict(test_accuracy=result['accuracy']))
+        stop.saved(step)
         stopping = step < total_steps and stop.agreed(step)  # came in the last step or the eval
       if stopping:
         raise stop.preempted(step)
   finally:
-    stop.restore()
     writer.flush()
 
   if result is None:  # nothing left to train (a finished workdir run again): score what it holds

@@ -234,6 +234,28 @@ def test_sigint_writes_a_checkpoint_and_exits_with_130(tmp_path, launch, compila
   assert int(load_state(workdir, stopped_at)['step']) == stopped_at
 
 
+def test_sigterm_while_the_first_step_compiles_ends_within_ten_seconds(tmp_path, launch):
+  """SIGTERM while the first train step compiles (the `cpu` network, whose step takes tens of
+  seconds to compile, and no compilation cache): no step has run, so there is nothing to save and
+  the process ends within 10 s instead of after the compilation, writing no checkpoint."""
+  workdir = tmp_path / 'run'
+  run = launch(tmp_path / 'run.log', *main_command(
+      workdir, '--compilation_cache=', '--config.data.num_train=64', '--config.data.num_test=32',
+      config='--config=configs/synthetic.py:cpu'))
+  deadline = time.time() + TIMEOUT
+  while 'starting from scratch' not in run.log():  # logged after initialisation, before the step
+    assert run.proc.poll() is None and time.time() < deadline, run.log()[-3000:]
+    time.sleep(0.05)
+  sent = time.time()
+  run.proc.send_signal(signal.SIGTERM)
+  rc, log = run.wait()
+  assert time.time() - sent < 10, log[-3000:]
+  assert rc == 128 + signal.SIGTERM, log[-3000:]
+  assert ('preempted: SIGTERM received: no step had run, nothing to save; rerun the same command '
+          'to resume.') in log
+  assert 'Traceback' not in log and finalized_steps(workdir) == []
+
+
 def tiny_state(step: int, value: float) -> TrainState:
   return TrainState(step=jnp.asarray(step, jnp.int32), params={'w': jnp.full((3,), value)},
                     opt_state={'mu': jnp.zeros((2,))})
