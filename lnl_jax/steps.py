@@ -13,7 +13,6 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lnl_jax.geometry import ConfigError
-from lnl_jax.models.layers import he_rescaled
 
 
 
@@ -41,9 +40,8 @@ def create_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int):
 
 
 def initialized(rng: jax.Array, model: nn.Module, image_size: int, tx) -> TrainState:
+  """The model's initial parameters (drawn by its own initialisers) and the optimiser's state."""
   params = model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))['params']
-  if model.init_scheme == 'he':
-    params = he_rescaled(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
