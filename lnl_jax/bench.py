@@ -391,9 +391,10 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
 
 def conv_layers(config, batch_size: int) -> collections.Counter:
   """(input shape, kernel size, features, padding) of every `Conv` call in one forward pass of the
-  model at `batch_size`, with how often each occurs (per member in the 'loop' ensemble)."""
+  model at `batch_size`, with how often each occurs (per member: the 'loop' ensemble traces each
+  member's convolutions once per member)."""
   s = config.data.image_size
-  model = create_model(config.model, s, config.data.num_classes)
+  model = create_model(config.model, s, config.data.num_classes).clone(ensemble='loop')
   seen = collections.Counter()
 
   def record(next_fun, args, kwargs, context):

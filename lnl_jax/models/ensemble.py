@@ -4,8 +4,9 @@ The M members share one definition and have separate parameters, stored as ONE p
 leading member axis of size M (the layout `nn.vmap(..., variable_axes={'params': 0},
 split_rngs={'params': True})` creates). How the members run over that axis is `execution`:
 
-- 'vmap':  `jax.vmap` over members: one batched program. On CPU its convolutions run one per
-           member rather than as XLA's grouped convolution, which is slow there (models/conv.py).
+- 'vmap':  `jax.vmap` over members: one batched program, the default. On CPU its convolutions
+           run one per member rather than as XLA's grouped convolution, which is slow there
+           (models/conv.py).
 - 'loop':  an unrolled loop over parameter slices: M ordinary convolutions per layer.
 - 'scan':  `lax.scan` over members, two per iteration: a small program, the fastest compile. Its
            members' convolutions are lowered for a while loop (`Lowering.inside_loop`).
@@ -98,7 +99,7 @@ class PatchEnsemble(nn.Module):
   width: float = 1.0
   local_attention: bool = True
   valid: bool = True
-  execution: str = 'loop'
+  execution: str = 'vmap'
   dtype: jnp.dtype = jnp.float32
   lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
   init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS

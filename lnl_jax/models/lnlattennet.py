@@ -59,7 +59,7 @@ class LNLAttenNet(nn.Module):
   attention: str = 'both'
   width: float = 1.0
   head_widths: tuple[int, ...] = (1024, 512)
-  ensemble: str = 'loop'
+  ensemble: str = 'vmap'
   init_scheme: str = 'xavier'  # every kernel's initialiser, a key of layers.KERNEL_INITS
   dtype: jnp.dtype = jnp.float32
   lowering: Lowering = Lowering()  # how its convolutions are lowered: `create_model` picks it
