@@ -416,7 +416,7 @@ def bench_layers(config, batch_size: int, num_steps: int):
   """Forward + backward (both gradients) of each distinct convolution alone, in every lowering;
   `chosen` is the one the model's `lowering` gives it on this backend, outside a while loop."""
   dtype = DTYPES[config.model.dtype]
-  lowering = create_model(config.model, config.data.image_size, config.data.num_classes).lowering
+  policy = create_model(config.model, config.data.image_size, config.data.num_classes).lowering
   for (shape, k, features, padding), count in sorted(conv_layers(config, batch_size).items()):
     b, h, w, c = shape
     pad = k // 2 if padding == 'SAME' else 0
@@ -431,7 +431,7 @@ def bench_layers(config, batch_size: int, num_steps: int):
       t = time_jitted(jax.jit(jax.grad(loss, argnums=(0, 1))), (x, kernel), num_steps)
       row[f'{lowering}_ms'] = t.step_s * 1e3
       row[f'{lowering}_flop_per_s'] = t.flops / t.step_s
-    chosen = lowering(shape, kernel.shape, pad)
+    chosen = policy(shape, kernel.shape, pad)
     emit(what='layer', config=config.name, dtype=config.model.dtype, input_shape=list(shape),
          kernel=k, features=features, padding=padding, count=count, positions=positions,
          flops=t.flops, chosen=chosen, **row)
