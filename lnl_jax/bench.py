@@ -22,7 +22,7 @@ per measurement (`what` says which), in this order:
   layer       with --layers: each distinct convolution of the network alone (input shape, kernel,
               features, `count` = how often it occurs), forward + both gradients, timed in every
               lowering of models/conv.py (`xla_ms`, `conv_ms`, `matmul_ms` and their FLOP/s);
-              `chosen` is the lowering conv2d takes for it by default
+              `chosen` is the lowering the model built for this backend gives it
   pipeline    with --pipeline: tf.data images/s alone on a RAF-DB-format JPEG fixture and on
               in-memory synthetic faces (TensorFlow is imported only then)
 
@@ -348,7 +348,7 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
   context = dict(config=config.name, image_size=s, width=c.width, num_patches=m,
                  dtype=c.dtype, batch=batch_size)
   valid = model.geometry.local_attention_valid
-  ensemble = lambda e: PatchEnsemble(m, c.width, True, valid, e, dtype)
+  ensemble = lambda e: PatchEnsemble(m, c.width, True, valid, e, dtype, model.lowering)
 
   def measure(part, module, x, *, loss=sum_of_outputs, argnums=(0, 1), init_input=None,
               reference: Timing | None = None, **extra):
@@ -367,12 +367,14 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
     return t
 
   x = lambda shape: jax.random.normal(jax.random.key(1), shape, dtype)
-  shared = measure('shared_member_on_Mx_batch', PatchNetwork(c.width, True, valid, dtype),
+  shared = measure('shared_member_on_Mx_batch',
+                   PatchNetwork(c.width, True, valid, dtype, model.lowering),
                    x((m * batch_size, p, p, ch)), shape=[m * batch_size, p, p, ch])
   for e in executions:
     measure('ensemble', ensemble(e), x((m, batch_size, p, p, ch)), shape=[m, batch_size, p, p, ch],
             reference=shared, ensemble=e)
-  measure('unet', UNet(c.width, dtype), x((batch_size, s, s, 3)), shape=[batch_size, s, s, 3])
+  measure('unet', UNet(c.width, dtype, model.lowering), x((batch_size, s, s, 3)),
+          shape=[batch_size, s, s, 3])
 
   def model_loss(mod, params, batch):
     return steps_lib.loss_fn(params, batch, model=mod, weight_decay=config.train.weight_decay,
@@ -386,9 +388,10 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
 
 def conv_layers(config, batch_size: int) -> collections.Counter:
   """(input shape, kernel size, features, padding) of every `Conv` call in one forward pass of the
-  model at `batch_size`, with how often each occurs (per member in the 'loop' ensemble)."""
+  model at `batch_size`, with how often each occurs (per member: the 'loop' ensemble traces each
+  member's convolutions once per member)."""
   s = config.data.image_size
-  model = create_model(config.model, s, config.data.num_classes)
+  model = create_model(config.model, s, config.data.num_classes).clone(ensemble='loop')
   seen = collections.Counter()
 
   def record(next_fun, args, kwargs, context):
@@ -408,8 +411,9 @@ def conv_layers(config, batch_size: int) -> collections.Counter:
 
 def bench_layers(config, batch_size: int, num_steps: int):
   """Forward + backward (both gradients) of each distinct convolution alone, in every lowering;
-  `chosen` is the one `conv2d` picks for it by default on this backend, outside a while loop."""
+  `chosen` is the one the model's `lowering` gives it on this backend, outside a while loop."""
   dtype = DTYPES[config.model.dtype]
+  policy = create_model(config.model, config.data.image_size, config.data.num_classes).lowering
   for (shape, k, features, padding), count in sorted(conv_layers(config, batch_size).items()):
     b, h, w, c = shape
     pad = k // 2 if padding == 'SAME' else 0
@@ -424,7 +428,7 @@ def bench_layers(config, batch_size: int, num_steps: int):
       t = time_jitted(jax.jit(jax.grad(loss, argnums=(0, 1))), (x, kernel), num_steps)
       row[f'{lowering}_ms'] = t.step_s * 1e3
       row[f'{lowering}_flop_per_s'] = t.flops / t.step_s
-    chosen = conv_lib.default_lowering(shape, kernel.shape, pad)
+    chosen = policy(shape, kernel.shape, pad)
     emit(what='layer', config=config.name, dtype=config.model.dtype, input_shape=list(shape),
          kernel=k, features=features, padding=padding, count=count, positions=positions,
          flops=t.flops, chosen=chosen, **row)

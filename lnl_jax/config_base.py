@@ -49,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.alpha = 0.7  # Eq. (1), Table V
   c.model.width = 1.0  # multiplier on every convolution width
   c.model.head_widths = (1024, 512)  # the two hidden FC layers of the head (Sec. III-C)
-  c.model.ensemble = 'loop'  # how the M patch networks run: loop | vmap | scan (same function)
+  c.model.ensemble = 'vmap'  # how the M patch networks run: vmap | loop | scan (same function)
   c.model.init = 'xavier'  # Sec. IV: Xavier; 'he' rescales the draws to He variance (see README)
   c.model.dtype = 'float32'  # compute dtype: float32 | bfloat16 (parameters stay float32)
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnl_jax.models.conv import conv2d, cpu_lowering, traced_in_loop
+from lnl_jax.models.conv import Conv, Lowering, conv2d, cpu_lowering, lowering_for
 from lnl_jax.models.layers import max_pool2
 
 
@@ -76,15 +76,29 @@ def test_cpu_lowering_is_matmul_only_for_small_maps():
   assert cpu_lowering(2 * 2 * 2, 128, in_loop=True) == 'conv'  # the same in the 'scan' ensemble
   assert cpu_lowering(2 * 12 * 12, 256) == 'conv'  # a SimpleNet's last stage
   assert cpu_lowering(2 * 144 * 144, 64) == 'conv'  # the U-Net's first stage
-  # conv2d's default follows it: a matmul for a tiny map, a convolution for it inside a loop.
-  x, kernel = inputs((2, 4, 4, 3), (3, 3, 3, 5))
-  primitives = lambda: {e.primitive.name for e in jax.make_jaxpr(
-      lambda x, w: conv2d(x, w, 0))(x, kernel).jaxpr.eqns}
-  assert 'dot_general' in primitives()
-  with traced_in_loop():
-    assert 'dot_general' not in primitives()
+  # A Conv on CPU follows it: a matmul for a tiny map, a convolution for it inside a loop.
+  x = inputs((2, 4, 4, 3), (3, 3, 3, 5))[0]
+
+  def primitives(lowering):
+    conv = Conv(5, 3, 'VALID', lowering=lowering)
+    params = conv.init(jax.random.key(0), x)
+    return {e.primitive.name for e in jax.make_jaxpr(conv.apply)(params, x).jaxpr.eqns}
+
+  cpu = lowering_for('cpu')
+  assert 'dot_general' in primitives(cpu)
+  assert 'dot_general' not in primitives(cpu.inside_loop())
+  assert cpu((2, 4, 4, 3), (3, 3, 3, 5), 0) == 'matmul'
+  assert cpu.inside_loop()((2, 4, 4, 3), (3, 3, 3, 5), 0) == 'conv'
+  # A symbolic batch (jax.export) has no position count: the convolution.
+  b, = jax.export.symbolic_shape('b')
+  assert cpu((b, 4, 4, 3), (3, 3, 3, 5), 0) == 'conv'
+  # Accelerators take XLA's own convolution everywhere.
+  assert lowering_for('gpu') == Lowering('xla')
+  assert lowering_for('gpu')((2, 4, 4, 3), (3, 3, 3, 5), 0) == 'xla'
   with pytest.raises(ValueError, match='lowering'):
     conv2d(*inputs((1, 4, 4, 1), (3, 3, 1, 1)), 1, 'im2col')
+  with pytest.raises(ValueError, match='Lowering.rule'):
+    Lowering('im2col')
 
 
 @pytest.mark.parametrize('side', [8, 9])

@@ -9,11 +9,14 @@ from lnl_jax.config_base import base_config
 from lnl_jax.errors import ConfigError
 from lnl_jax.geometry import patch_geometry
 from lnl_jax.models import LNLAttenNet, create_model, num_params
-from lnl_jax.models.layers import UpConv2x2, he_rescaled, pool_to_grid
+from lnl_jax.models.conv import Lowering, lowering_for
+from lnl_jax.models.layers import KERNEL_INITS, UpConv2x2, pool_to_grid
 from lnl_jax.models.lnlattennet import extract_patches
 
-# 'scan' compiles fastest; the executions' equivalence is tested on its own below.
-TINY = dict(width=1 / 32, head_widths=(16, 8), num_classes=7, ensemble='scan')
+# 'scan' compiles fastest; the executions' equivalence is tested on its own below. The
+# convolutions are lowered as `create_model` lowers them on this backend.
+TINY = dict(width=1 / 32, head_widths=(16, 8), num_classes=7, ensemble='scan',
+            lowering=lowering_for(jax.default_backend()))
 
 
 def key(seed):
@@ -237,7 +240,6 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
   bf16 = f32.clone(dtype=jnp.bfloat16)
   images = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
   params = jax.jit(f32.init)(key(0), images[:1])['params']
-  params = he_rescaled(params)
 
   def loss_and_grads(model):
     def loss(p):
@@ -256,3 +258,42 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
   g32, g16 = flat(grads32), flat(grads16)
   cosine = float(g32 @ g16 / (jnp.linalg.norm(g32) * jnp.linalg.norm(g16)))
   assert cosine > 0.95, cosine  # measured 0.984 (logits: 1.0 % of max |logit|)
+
+
+def test_create_model_lowers_the_convolutions_for_the_platform():
+  config = model_config()
+  assert create_model(config, 144, 7, platform='cpu').lowering == Lowering('cpu')
+  assert create_model(config, 144, 7, platform='gpu').lowering == Lowering('xla')
+  assert create_model(config, 144, 7).lowering == lowering_for(jax.devices()[0].platform)
+
+
+@pytest.mark.parametrize('scheme', ['xavier', 'he'])
+def test_kernels_are_drawn_with_the_scheme_variance(scheme):
+  """Every kernel, the ensemble's stacked members' too (per member), has the scheme's variance:
+  2 / fan_in for 'he', 2 / (fan_in + fan_out) for 'xavier'; biases start at zero."""
+  model = LNLAttenNet(image_size=64, overlap=8, **dict(TINY, width=1 / 8), init_scheme=scheme)
+  params = jax.jit(model.init)(key(0), jnp.zeros((1, 64, 64, 3)))['params']
+  checked = 0
+  for path, x in jax.tree_util.tree_leaves_with_path(params):
+    x = np.asarray(x)
+    if path[-1].key == 'bias':
+      assert not x.any()
+      continue
+    members = any(getattr(k, 'key', None) == 'members' for k in path)
+    for kernel in (x if members else [x]):
+      receptive = int(np.prod(kernel.shape[:-2]))
+      fan_in, fan_out = kernel.shape[-2] * receptive, kernel.shape[-1] * receptive
+      want = 2 / fan_in if scheme == 'he' else 2 / (fan_in + fan_out)
+      if kernel.size >= 2000:  # the empirical variance is within a few % of the scheme's
+        assert np.var(kernel) == pytest.approx(want, rel=0.15), jax.tree_util.keystr(path)
+        checked += 1
+  assert checked > 20
+
+
+def test_he_draws_are_the_xavier_draws_rescaled():
+  """From the same key the two uniform schemes draw the same numbers, scaled by
+  sqrt((fan_in + fan_out) / fan_in)."""
+  shape = (3, 3, 8, 24)
+  fan_in, fan_out = 9 * 8, 9 * 24
+  xavier, he = (KERNEL_INITS[s](jax.random.key(0), shape) for s in ('xavier', 'he'))
+  np.testing.assert_allclose(he, xavier * np.sqrt((fan_in + fan_out) / fan_in), rtol=1e-6)

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnl_jax.geometry import ConfigError, patch_geometry
+from lnl_jax.errors import ConfigError
+from lnl_jax.geometry import patch_geometry
 from lnl_jax.models.ensemble import LocalAttention, PatchEnsemble, SimpleNet
-from lnl_jax.models.layers import he_rescaled
 from lnl_jax.models.lnlattennet import JointHead, LNLAttenNet, extract_patches
 from lnl_jax.models.nonlocal_attention import ROW_EPS, GlobalVector, NonLocalAttention
 from lnl_jax.models.unet import UNet
@@ -181,17 +181,28 @@ def with_random_biases(params, seed=7):
   return jax.tree_util.tree_unflatten(tree, out)
 
 
+def init_params(init_scheme: str):
+  model = LNLAttenNet(**FULL, init_scheme=init_scheme)
+  return jax.jit(model.init)(key(0), jnp.zeros((1, 144, 144, 3)))['params']
+
+
 @pytest.fixture(scope='module')
 def initial():
-  """LNLAttenNet's parameters as `init` draws them (Xavier)."""
-  return jax.jit(LNLAttenNet(**FULL).init)(key(0), jnp.zeros((1, 144, 144, 3)))['params']
+  """LNLAttenNet's parameters as `init` draws them with the paper's Xavier initialiser."""
+  return init_params('xavier')
 
 
 @pytest.fixture(scope='module')
-def params(initial):
-  """The initialised kernels He-rescaled (the signal keeps its size through ~30 layers, so the
-  comparisons are not of vanishing numbers), biases random."""
-  return with_random_biases(he_rescaled(initial))
+def initial_he():
+  """The same, drawn with `model.init='he'`."""
+  return init_params('he')
+
+
+@pytest.fixture(scope='module')
+def params(initial_he):
+  """He-initialised kernels (the signal keeps its size through ~30 layers, so the comparisons are
+  not of vanishing numbers), biases random."""
+  return with_random_biases(initial_he)
 
 
 def apply(module, params, *args):
@@ -544,12 +555,11 @@ def kernel_variances(params):
   return out
 
 
-def test_xavier_init_and_he_rescaling(initial):
-  """Every kernel starts at Xavier's variance 2/(fan_in + fan_out); `he_rescaled` brings it to
-  2/fan_in and leaves biases alone. Conv, dense and ensemble-stacked kernels are all checked."""
-  biased = with_random_biases(initial)
-  rescaled = he_rescaled(biased)
-  xavier, he = kernel_variances(initial), kernel_variances(rescaled)
+def test_xavier_init_and_he_rescaling(initial, initial_he):
+  """Every kernel starts at Xavier's variance 2/(fan_in + fan_out), or He's 2/fan_in with
+  `model.init='he'`; biases start at zero either way. Conv, dense and ensemble-stacked kernels
+  are all checked."""
+  xavier, he = kernel_variances(initial), kernel_variances(initial_he)
   names = [v[0] for v in xavier]
   assert any('UNet' in n for n in names) and any('JointHead' in n for n in names)
   assert any('members' in n and '/Conv_' in n for n in names)
@@ -558,6 +568,6 @@ def test_xavier_init_and_he_rescaling(initial):
     tol = 6 * math.sqrt(0.8 / count)  # a uniform sample's variance: relative s.e. √(0.8/N)
     assert abs(var / (2 / (fan_in + fan_out)) - 1) < tol, (name, var, fan_in, fan_out)
     assert abs(var_he / (2 / fan_in) - 1) < tol, (name, var_he, fan_in)
-  chex.assert_trees_all_equal(
-      [x for p, x in jax.tree_util.tree_flatten_with_path(biased)[0] if p[-1].key == 'bias'],
-      [x for p, x in jax.tree_util.tree_flatten_with_path(rescaled)[0] if p[-1].key == 'bias'])
+  for tree in (initial, initial_he):
+    assert all(not np.any(np.asarray(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+               if p[-1].key == 'bias')

@@ -11,22 +11,23 @@ differ in how XLA runs the convolution, not in what it computes:
   convolutions in the same canonical NHWC/HWIO form: the input gradient correlates the output
   gradient with the flipped kernel, and the kernel gradient treats channels as the batch. XLA
   rewrites the gradients of an ordinary convolution into that form itself, but not inside a while
-  loop, where its CPU backend falls back to a naive loop ~15× slower (the 'scan' ensemble:
+  loop, where its CPU backend falls back to a naive loop many times slower (the 'scan' ensemble:
   `lax.scan` over members). Under `jax.vmap` with a batched kernel (the 'vmap' ensemble: one kernel
   per member) it runs one ordinary convolution per member (`custom_vmap`) instead of the grouped
-  convolution that vmap's default rule gives, which XLA's CPU backend runs at ~3 GFLOP/s against
-  ~120 (../shared/MEASUREMENTS.md). A batched input with a shared kernel is folded into the batch
-  dimension, a shared input with batched kernels into the output features: one convolution each.
+  convolution that vmap's default rule gives, which XLA's CPU backend runs tens of times slower
+  than an ordinary one. A batched input with a shared kernel is folded into the batch dimension, a
+  shared input with batched kernels into the output features: one convolution each.
 - 'matmul' (CPU, small maps): one matmul over the k·k shifted copies of the input (im2col);
   autodiff gives matmuls and the pads and adds of a col2im for its gradient, and vmap a batched
   matmul. `cpu_lowering` says which of the two CPU lowerings a shape gets.
 
-The CPU lowerings have not been measured on a GPU.
+Which lowering each convolution takes is a field of the model, a `Lowering` policy that
+`lowering_for` picks once from the platform when the model is built; the CPU lowerings have not
+been measured on a GPU.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -66,55 +67,64 @@ def _correlate(pad: int):
 LOWERINGS = ('xla', 'conv', 'matmul')
 
 
-_IN_LOOP = contextvars.ContextVar('lnl_jax_conv_in_loop', default=False)
-
-
-@contextlib.contextmanager
-def traced_in_loop():
-  """Marks the convolutions traced inside as running in a while loop (the 'scan' ensemble), for
-  `cpu_lowering`."""
-  token = _IN_LOOP.set(True)
-  try:
-    yield
-  finally:
-    _IN_LOOP.reset(token)
-
-
 def cpu_lowering(positions: int, features: int, in_loop: bool = False) -> str:
   """'matmul' or 'conv' for a convolution on CPU with this many output positions (batch × height ×
   width) and output features, traced inside a while loop or not.
 
   Per layer, `python -m lnl_jax.bench --config=configs/raf.py --batch=2 --layers` measures both
   (docs/benchmarks.md): the matmul wins on small maps with many features (the U-Net's and the
-  global branch's 9×9 and 18×18 layers, 512–1024 features: 1.1–2.2× faster forward + backward)
-  and loses on large maps, where the k²-times-larger im2col copy costs more than the convolution.
-  On the SimpleNets' maps (≤ 256 features) most layers alone favour the matmul, but the ensemble
-  in place did not gain from it, except on the local attention's tiny maps (≤ 128 positions), and
-  there only outside a while loop: inside the 'scan' ensemble's loop they slowed it down.
+  global branch's 9×9 and 18×18 layers, 512–1024 features) and loses on large maps, where the
+  k²-times-larger im2col copy costs more than the convolution. On the SimpleNets' maps (≤ 256
+  features) most layers alone favour the matmul, but the ensemble in place did not gain from it,
+  except on the local attention's tiny maps (≤ 128 positions), and there only outside a while
+  loop: inside the 'scan' ensemble's loop they slowed it down.
   """
   if positions <= 1024 and features >= 512:
     return 'matmul'
   return 'matmul' if positions <= 128 and not in_loop else 'conv'
 
 
-def default_lowering(x_shape, kernel_shape, pad: int) -> str:
-  """'xla' on accelerators; on CPU `cpu_lowering`'s choice for this convolution where it is traced
-  ('conv' for a symbolic shape, as `jax.export` traces a batch of any size)."""
-  if jax.default_backend() != 'cpu':
-    return 'xla'
-  b, h, w, _ = x_shape
-  k = kernel_shape[0]
-  if not all(isinstance(d, int) for d in (b, h, w)):
-    return 'conv'
-  return cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), kernel_shape[-1],
-                      _IN_LOOP.get())
+@dataclasses.dataclass(frozen=True)
+class Lowering:
+  """Which of `LOWERINGS` each convolution of a model takes, given its shapes: a field of every
+  module that holds convolutions, so the choice is a value of the model and not of where it is
+  traced.
+
+  `rule` is one of `LOWERINGS` for every convolution, or 'cpu' for `cpu_lowering`'s choice per
+  convolution ('conv' where the shape is symbolic, as `jax.export` traces a batch of any size).
+  `in_loop` marks convolutions that run inside a while loop (the 'scan' ensemble's members).
+  """
+  rule: str = 'xla'
+  in_loop: bool = False
+
+  def __post_init__(self):
+    if self.rule not in LOWERINGS + ('cpu',):
+      raise ValueError(f"Lowering.rule must be one of {LOWERINGS + ('cpu',)}, not {self.rule!r}.")
+
+  def inside_loop(self) -> Lowering:
+    return dataclasses.replace(self, in_loop=True)
+
+  def __call__(self, x_shape, kernel_shape, pad: int) -> str:
+    """The lowering of a (B, H, W, C) ⋆ (k, k, C, O) convolution with `pad` zeros on each side."""
+    if self.rule != 'cpu':
+      return self.rule
+    b, h, w, _ = x_shape
+    k = kernel_shape[0]
+    if not all(isinstance(d, int) for d in (b, h, w)):
+      return 'conv'
+    return cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), kernel_shape[-1],
+                        self.in_loop)
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str | None = None) -> jax.Array:
-  """(B, H, W, C) ⋆ (k, k, C, O), stride 1, `pad` zeros on each side -> (B, H + 2·pad − k + 1, …, O).
+def lowering_for(platform: str) -> Lowering:
+  """The policy for models run on `platform` (a jax platform name): `cpu_lowering`'s choices on
+  CPU, XLA's own convolution on accelerators."""
+  return Lowering('cpu' if platform == 'cpu' else 'xla')
 
-  `lowering` is one of `LOWERINGS`; by default `default_lowering`'s choice."""
-  lowering = lowering or default_lowering(x.shape, kernel.shape, pad)
+
+def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str = 'xla') -> jax.Array:
+  """(B, H, W, C) ⋆ (k, k, C, O), stride 1, `pad` zeros on each side -> (B, H + 2·pad − k + 1, …,
+  O), computed in `lowering`, one of `LOWERINGS`."""
   if lowering == 'xla':
     return lax.conv_general_dilated(x, kernel, (1, 1), [(pad, pad)] * 2,
                                     dimension_numbers=DIMENSIONS)
@@ -122,7 +132,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str | None = Non
     return _cpu_conv2d(x, kernel, pad)
   if lowering == 'matmul':
     return _matmul_conv2d(x, kernel, pad)
-  raise ValueError(f'lowering must be one of {LOWERINGS} or None, not {lowering!r}.')
+  raise ValueError(f'lowering must be one of {LOWERINGS}, not {lowering!r}.')
 
 
 def _matmul_conv2d(x, kernel, pad):
@@ -158,12 +168,14 @@ _cpu_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 class Conv(nn.Module):
-  """`nn.Conv(features, (k, k), padding)` for odd k and 'SAME' or 'VALID' padding, via `conv2d`."""
+  """`nn.Conv(features, (k, k), padding)` for odd k and 'SAME' or 'VALID' padding, via `conv2d` in
+  the lowering `lowering` picks for its shapes."""
   features: int
   kernel_size: int
   padding: str = 'SAME'
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()
 
   @nn.compact
   def __call__(self, x):
@@ -174,4 +186,5 @@ class Conv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return conv2d(x, kernel, k // 2 if self.padding == 'SAME' else 0) + bias
+    pad = k // 2 if self.padding == 'SAME' else 0
+    return conv2d(x, kernel, pad, self.lowering(x.shape, kernel.shape, pad)) + bias

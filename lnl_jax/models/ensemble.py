@@ -4,13 +4,14 @@ The M members share one definition and have separate parameters, stored as ONE p
 leading member axis of size M (the layout `nn.vmap(..., variable_axes={'params': 0},
 split_rngs={'params': True})` creates). How the members run over that axis is `execution`:
 
-- 'vmap':  `jax.vmap` over members: one batched program. On CPU its convolutions run one per
-           member rather than as XLA's grouped convolution (~3 GFLOP/s there; models/conv.py).
-- 'loop':  an unrolled loop over parameter slices: M ordinary convolutions per layer. The default.
-- 'scan':  `lax.scan` over members, two per iteration: a small program, the fastest compile.
+- 'vmap':  `jax.vmap` over members: one batched program, the default. On CPU its convolutions
+           run one per member rather than as XLA's grouped convolution, which is slow there
+           (models/conv.py).
+- 'loop':  an unrolled loop over parameter slices: M ordinary convolutions per layer.
+- 'scan':  `lax.scan` over members, two per iteration: a small program, the fastest compile. Its
+           members' convolutions are lowered for a while loop (`Lowering.inside_loop`).
 
-On the 2-core CPU, full size, forward + backward of the ensemble costs 1.0–1.1× one shared member
-network on the M× batch for all three (docs/benchmarks.md).
+docs/benchmarks.md compares their speed with one shared member network on the M× batch.
 
 All three compute the same function of the same parameters (tests/test_model.py).
 """
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from lnl_jax.errors import ConfigError
-from lnl_jax.models.conv import traced_in_loop
+from lnl_jax.models.conv import Lowering
 from lnl_jax.models.layers import conv, dense, max_pool2, scaled
 
 EXECUTIONS = ('loop', 'vmap', 'scan')
@@ -31,12 +32,16 @@ class SimpleNet(nn.Module):
   """Table II: [3×3 conv 64, 3×3 conv 64, pool] [128, 128, pool] [256, 256, pool], ReLU."""
   width: float = 1.0
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, x):  # (B, P, P, 64w) -> (B, P/8, P/8, 256w)
+    conv3 = lambda c: conv(scaled(c, self.width), 3, self.dtype, lowering=self.lowering,
+                           init_scheme=self.init_scheme)
     for c in (64, 128, 256):
-      x = nn.relu(conv(scaled(c, self.width), 3, self.dtype)(x))
-      x = nn.relu(conv(scaled(c, self.width), 3, self.dtype)(x))
+      x = nn.relu(conv3(c)(x))
+      x = nn.relu(conv3(c)(x))
       x = max_pool2(x)
     return x
 
@@ -51,16 +56,20 @@ class LocalAttention(nn.Module):
   width: float = 1.0
   valid: bool = True
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, x):  # (B, p, p, 256w) -> (B,) in (0, 1)
     pad = 'VALID' if self.valid else 'SAME'
-    x = nn.relu(conv(scaled(256, self.width), 3, self.dtype, padding=pad)(x))  # (B, p-2, p-2, 256w)
-    x = nn.relu(conv(scaled(128, self.width), 1, self.dtype)(x))
-    x = nn.relu(conv(scaled(128, self.width), 3, self.dtype, padding=pad)(x))  # (B, p-4, p-4, 128w)
-    x = nn.relu(conv(scaled(64, self.width), 1, self.dtype)(x))
-    x = dense(64, self.dtype)(x.reshape(x.shape[0], -1))
-    x = dense(1, self.dtype)(x)
+    layer = lambda c, k, padding='SAME': conv(scaled(c, self.width), k, self.dtype, padding,
+                                              lowering=self.lowering, init_scheme=self.init_scheme)
+    x = nn.relu(layer(256, 3, pad)(x))  # (B, p-2, p-2, 256w)
+    x = nn.relu(layer(128, 1)(x))
+    x = nn.relu(layer(128, 3, pad)(x))  # (B, p-4, p-4, 128w)
+    x = nn.relu(layer(64, 1)(x))
+    x = dense(64, self.dtype, init_scheme=self.init_scheme)(x.reshape(x.shape[0], -1))
+    x = dense(1, self.dtype, init_scheme=self.init_scheme)(x)
     return nn.sigmoid(x.astype(jnp.float32))[:, 0]
 
 
@@ -70,12 +79,15 @@ class PatchNetwork(nn.Module):
   local_attention: bool = True
   valid: bool = True
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, patch):  # (B, P, P, 64w) -> ((B, D), (B,))
-    x = SimpleNet(self.width, self.dtype)(patch)
+    x = SimpleNet(self.width, self.dtype, self.lowering, self.init_scheme)(patch)
     if self.local_attention:
-      w_local = LocalAttention(self.width, self.valid, self.dtype)(x)
+      w_local = LocalAttention(self.width, self.valid, self.dtype, self.lowering,
+                               self.init_scheme)(x)
     else:
       w_local = jnp.ones(x.shape[:1], jnp.float32)
     return x.reshape(x.shape[0], -1), w_local
@@ -87,17 +99,21 @@ class PatchEnsemble(nn.Module):
   width: float = 1.0
   local_attention: bool = True
   valid: bool = True
-  execution: str = 'loop'
+  execution: str = 'vmap'
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, patches):  # (M, B, P, P, 64w) -> f (B, M, D), wˡ (B, M)
     if self.execution not in EXECUTIONS:
       raise ConfigError(f'model.ensemble={self.execution!r} is not one of {EXECUTIONS}.')
-    member = PatchNetwork(self.width, self.local_attention, self.valid, self.dtype, parent=None)
+    lowering = self.lowering.inside_loop() if self.execution == 'scan' else self.lowering
+    member = PatchNetwork(self.width, self.local_attention, self.valid, self.dtype, lowering,
+                          self.init_scheme, parent=None)
     example = jnp.zeros((1,) + patches.shape[2:], jnp.float32)
 
-    def init(rng):  # one independent Xavier draw per member, stacked on axis 0
+    def init(rng):  # one independent draw per member, stacked on axis 0
       keys = jax.random.split(rng, self.num_members)
       return jax.vmap(lambda k: member.init(k, example)['params'])(keys)
 
@@ -106,10 +122,9 @@ class PatchEnsemble(nn.Module):
     if self.execution == 'vmap':
       f, w_local = jax.vmap(apply)(params, patches)
     elif self.execution == 'scan':
-      # Two members per loop iteration: ~15 % faster on CPU than one (lax.map), program still small.
-      with traced_in_loop():
-        _, (f, w_local) = jax.lax.scan(lambda carry, px: (carry, apply(*px)), None,
-                                       (params, patches), unroll=2)
+      # Two members per loop iteration: faster on CPU than one (lax.map), the program still small.
+      _, (f, w_local) = jax.lax.scan(lambda carry, px: (carry, apply(*px)), None,
+                                     (params, patches), unroll=2)
     else:
       outs = [apply(jax.tree.map(lambda a, i=i: a[i], params), patches[i])
               for i in range(self.num_members)]

@@ -7,9 +7,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lnl_jax.models.conv import Conv
+from lnl_jax.models.conv import Conv, Lowering
 
-xavier = nn.initializers.xavier_uniform()  # Sec. IV: "Xavier initializer", no pre-training
+# The kernel initialisers, by `model.init` (every module's `init_scheme`); biases start at zero.
+# Both are uniform variance scalings, so from the same key 'he' draws Xavier's numbers scaled by
+# sqrt((fan_in + fan_out) / fan_in).
+KERNEL_INITS = {
+    'xavier': nn.initializers.xavier_uniform(),  # Sec. IV: "Xavier initializer", no pre-training
+    # Variance 2 / fan_in. Xavier's 2 / (fan_in + fan_out) halves the signal's second moment at
+    # every ReLU layer; over LNLAttenNet's ~30 layers the logits start ~1000× smaller than the
+    # input and, at small widths, training sits at chance for hundreds of steps
+    # (docs/initialisation.md).
+    'he': nn.initializers.he_uniform(),
+}
 
 
 def scaled(channels: int, width: float) -> int:
@@ -17,12 +27,14 @@ def scaled(channels: int, width: float) -> int:
   return max(1, round(channels * width))
 
 
-def conv(features: int, kernel: int, dtype, padding='SAME', name=None) -> Conv:
-  return Conv(features, kernel, padding, xavier, dtype, name=name)
+def conv(features: int, kernel: int, dtype, padding='SAME', name=None, *,
+         lowering: Lowering = Lowering(), init_scheme: str = 'xavier') -> Conv:
+  return Conv(features, kernel, padding, KERNEL_INITS[init_scheme], dtype, lowering, name=name)
 
 
-def dense(features: int, dtype, name=None) -> nn.Dense:
-  return nn.Dense(features, kernel_init=xavier, dtype=dtype, param_dtype=jnp.float32, name=name)
+def dense(features: int, dtype, name=None, *, init_scheme: str = 'xavier') -> nn.Dense:
+  return nn.Dense(features, kernel_init=KERNEL_INITS[init_scheme], dtype=dtype,
+                  param_dtype=jnp.float32, name=name)
 
 
 def max_pool2(x: jax.Array) -> jax.Array:
@@ -58,38 +70,19 @@ class UpConv2x2(nn.Module):
   """U-Net's 2×2 stride-2 up-convolution written as one matmul and a depth-to-space.
 
   Each output pixel (2i+a, 2j+b) is x[i, j] · kernel[a, b]: exactly a transposed convolution with
-  a 2×2 kernel and stride 2, without the strided scatter that XLA's CPU backend runs at ~4 GFLOP/s
-  (../shared/MEASUREMENTS.md: `nn.ConvTranspose` 3–5 GFLOP/s against 80–160 for a plain conv).
+  a 2×2 kernel and stride 2, without the strided scatter that XLA's CPU backend runs (for
+  `nn.ConvTranspose`) tens of times slower than a plain convolution of the same size.
   """
   features: int
   dtype: jnp.dtype = jnp.float32
+  init_scheme: str = 'xavier'  # a key of KERNEL_INITS
 
   @nn.compact
   def __call__(self, x):  # (B, h, w, C) -> (B, 2h, 2w, F)
-    kernel = self.param('kernel', xavier, (2, 2, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param('kernel', KERNEL_INITS[self.init_scheme],
+                        (2, 2, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     b, h, w, _ = x.shape
     y = jnp.einsum('bhwc,ijcf->bhiwjf', x, kernel)  # (B, h, 2, w, 2, F)
     return y.reshape(b, 2 * h, 2 * w, self.features) + bias
-
-
-
-
-def he_rescaled(params):
-  """Xavier-initialised kernels rescaled to He variance (2 / fan_in), keeping their distribution shape.
-
-  Xavier's variance 2 / (fan_in + fan_out) halves the signal's second moment at every ReLU layer;
-  over LNLAttenNet's ~30 layers the logits start ~1000× smaller than the input and training sits at
-  chance for hundreds of steps. `model.init='he'` applies this to the kernels `xavier` drew.
-  Kernels: conv (kh, kw, in, out), dense (in, out), with an optional leading ensemble axis.
-  """
-  def rescale(path, x):
-    if path[-1].key != 'kernel':
-      return x
-    is_member = any(getattr(k, 'key', None) == 'members' for k in path)
-    shape = x.shape[1:] if is_member else x.shape
-    receptive = math.prod(shape[:-2])
-    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-    return x * math.sqrt((fan_in + fan_out) / fan_in)
-  return jax.tree_util.tree_map_with_path(rescale, params)

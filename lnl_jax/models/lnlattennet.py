@@ -8,8 +8,9 @@ import ml_collections
 
 from lnl_jax.errors import ConfigError
 from lnl_jax.geometry import PatchGeometry, patch_geometry
+from lnl_jax.models.conv import Lowering, lowering_for
 from lnl_jax.models.ensemble import EXECUTIONS, PatchEnsemble
-from lnl_jax.models.layers import dense
+from lnl_jax.models.layers import KERNEL_INITS, dense
 from lnl_jax.models.nonlocal_attention import GlobalVector, NonLocalAttention
 from lnl_jax.models.unet import UNet
 
@@ -21,7 +22,7 @@ VARIANTS = {
     'none': dict(nonlocal_=False, local=False),  # Model-S
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-INIT_SCHEMES = ('xavier', 'he')
+INIT_SCHEMES = tuple(KERNEL_INITS)
 
 
 def extract_patches(f9: jax.Array, geometry: PatchGeometry) -> jax.Array:
@@ -35,12 +36,13 @@ class JointHead(nn.Module):
   hidden: tuple[int, ...]
   num_classes: int
   dtype: jnp.dtype = jnp.float32
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, x):
     for h in self.hidden:
-      x = nn.relu(dense(h, self.dtype)(x))
-    return dense(self.num_classes, self.dtype)(x).astype(jnp.float32)
+      x = nn.relu(dense(h, self.dtype, init_scheme=self.init_scheme)(x))
+    return dense(self.num_classes, self.dtype, init_scheme=self.init_scheme)(x).astype(jnp.float32)
 
 
 class LNLAttenNet(nn.Module):
@@ -58,9 +60,10 @@ class LNLAttenNet(nn.Module):
   attention: str = 'both'
   width: float = 1.0
   head_widths: tuple[int, ...] = (1024, 512)
-  ensemble: str = 'loop'
-  init_scheme: str = 'xavier'  # 'he': Xavier draws rescaled to He variance (layers.he_rescaled)
+  ensemble: str = 'vmap'
+  init_scheme: str = 'xavier'  # every kernel's initialiser, a key of layers.KERNEL_INITS
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered: `create_model` picks it
 
   @property
   def geometry(self) -> PatchGeometry:
@@ -72,10 +75,12 @@ class LNLAttenNet(nn.Module):
     use = VARIANTS[self.attention]
     x = images.astype(self.dtype)
     b = x.shape[0]
-    f5, f9 = UNet(self.width, self.dtype)(x)  # (B, S/16, S/16, 1024w), (B, S, S, 64w)
-    g = GlobalVector(geo.grid, self.width, self.dtype)(f5).astype(jnp.float32)  # (B, M·512w)
+    layers = dict(lowering=self.lowering, init_scheme=self.init_scheme)
+    f5, f9 = UNet(self.width, self.dtype, **layers)(x)  # (B, S/16, S/16, 1024w), (B, S, S, 64w)
+    g = GlobalVector(geo.grid, self.width, self.dtype, **layers)(f5)  # (B, M·512w)
+    g = g.astype(jnp.float32)
     if use['nonlocal_']:
-      w_global, s, r = NonLocalAttention(geo.grid, self.width, self.dtype)(f5)
+      w_global, s, r = NonLocalAttention(geo.grid, self.width, self.dtype, **layers)(f5)
       s = s.reshape(b, -1)
       g_star = (1.0 - self.alpha) * g + self.alpha * s  # Eq. (1)
     else:
@@ -84,10 +89,10 @@ class LNLAttenNet(nn.Module):
       s, g_star = None, g
     f, w_local = PatchEnsemble(
         m, self.width, use['local'], geo.local_attention_valid, self.ensemble, self.dtype,
-        name='ensemble')(extract_patches(f9, geo))  # (B, M, D), (B, M)
+        **layers, name='ensemble')(extract_patches(f9, geo))  # (B, M, D), (B, M)
     f = f.astype(jnp.float32)
     f_en = jnp.einsum('bm,bmd->bd', w_global * w_local, f)  # Eq. (2)
-    logits = JointHead(self.head_widths, self.num_classes, self.dtype)(
+    logits = JointHead(self.head_widths, self.num_classes, self.dtype, self.init_scheme)(
         jnp.concatenate([g_star, f_en], axis=-1))  # (B, 17408) at full size
     aux = dict(w_global=w_global, w_local=w_local, r=r, g=g, s=s, g_star=g_star, f=f, f_en=f_en)
     return logits, aux
@@ -114,15 +119,17 @@ def validate(model_config: ml_collections.ConfigDict, image_size: int) -> None:
   patch_geometry(image_size, c.num_patches, c.overlap)
 
 
-def create_model(model_config: ml_collections.ConfigDict, image_size: int,
-                 num_classes: int) -> LNLAttenNet:
-  """The network a config's `model` block describes, validated."""
+def create_model(model_config: ml_collections.ConfigDict, image_size: int, num_classes: int,
+                 platform: str | None = None) -> LNLAttenNet:
+  """The network a config's `model` block describes, validated, with its convolutions lowered for
+  `platform` (a jax platform name; by default that of jax's default device)."""
   validate(model_config, image_size)
   c = model_config
   return LNLAttenNet(
       num_classes=num_classes, image_size=image_size, num_patches=c.num_patches, overlap=c.overlap,
       alpha=c.alpha, attention=c.attention, width=c.width, head_widths=tuple(c.head_widths),
-      ensemble=c.ensemble, init_scheme=c.init, dtype=DTYPES[c.dtype])
+      ensemble=c.ensemble, init_scheme=c.init, dtype=DTYPES[c.dtype],
+      lowering=lowering_for(platform or jax.devices()[0].platform))
 
 
 def num_params(params) -> int:

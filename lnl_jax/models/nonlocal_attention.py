@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lnl_jax.models.conv import Lowering
 from lnl_jax.models.layers import conv, pool_to_grid, scaled
 
 # Added to every entry of R before the L1 row normalisation, so a row of all-zero ReLU outputs
@@ -21,6 +22,8 @@ class NonLocalAttention(nn.Module):
   grid: int
   width: float = 1.0
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, f5):  # (B, h, h, 1024w)
@@ -28,7 +31,8 @@ class NonLocalAttention(nn.Module):
     m = self.grid * self.grid
 
     def branch(name):  # (B, h, h, 1024w) -> (B, n, n, 512w) -> (B, M, 512w)
-      y = nn.relu(conv(scaled(512, self.width), 1, self.dtype, name=name)(f5))
+      y = nn.relu(conv(scaled(512, self.width), 1, self.dtype, name=name, lowering=self.lowering,
+                       init_scheme=self.init_scheme)(f5))
       return pool_to_grid(y, self.grid).reshape(b, m, -1).astype(jnp.float32)
 
     q, k, v = branch('query'), branch('key'), branch('value')
@@ -43,15 +47,19 @@ class GlobalVector(nn.Module):
   """Sec. III-C: F5 → two 3×3 convs (1024, 512) + one pooling → n×n×512, flattened to g.
 
   The paper gives only "two convolution layers and one pooling layer" and g's size (8192 = 4·4·512);
-  the widths 1024 → 512 are the implementer's choice (the full model's parameter count:
-  docs/benchmarks.md).
+  the widths 1024 → 512 are the implementer's choice (with them the full model has the 96,732,567
+  parameters the README gives).
   """
   grid: int
   width: float = 1.0
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, f5) -> jax.Array:  # (B, h, h, 1024w) -> (B, M·512w)
-    x = nn.relu(conv(scaled(1024, self.width), 3, self.dtype)(f5))
-    x = nn.relu(conv(scaled(512, self.width), 3, self.dtype)(x))
+    conv3 = lambda c: conv(scaled(c, self.width), 3, self.dtype, lowering=self.lowering,
+                           init_scheme=self.init_scheme)
+    x = nn.relu(conv3(1024)(f5))
+    x = nn.relu(conv3(512)(x))
     return pool_to_grid(x, self.grid).reshape(x.shape[0], -1)

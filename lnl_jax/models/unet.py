@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lnl_jax.models.conv import Lowering
 from lnl_jax.models.layers import UpConv2x2, conv, max_pool2, scaled
 
 ENCODER_WIDTHS = (64, 128, 256, 512)
@@ -15,11 +16,15 @@ class DoubleConv(nn.Module):
   """Two 3×3 'same' convolutions with ReLU: one U-Net stage."""
   features: int
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(conv(self.features, 3, self.dtype)(x))
-    return nn.relu(conv(self.features, 3, self.dtype)(x))
+    conv3 = lambda: conv(self.features, 3, self.dtype, lowering=self.lowering,
+                         init_scheme=self.init_scheme)
+    x = nn.relu(conv3()(x))
+    return nn.relu(conv3()(x))
 
 
 class UNet(nn.Module):
@@ -30,17 +35,21 @@ class UNet(nn.Module):
   """
   width: float = 1.0
   dtype: jnp.dtype = jnp.float32
+  lowering: Lowering = Lowering()  # how its convolutions are lowered (models/conv.py)
+  init_scheme: str = 'xavier'  # its kernels' initialiser, a key of layers.KERNEL_INITS
 
   @nn.compact
   def __call__(self, x) -> tuple[jax.Array, jax.Array]:
+    stage = lambda c, **kw: DoubleConv(scaled(c, self.width), self.dtype, self.lowering,
+                                       self.init_scheme, **kw)
     skips = []
     for c in ENCODER_WIDTHS:  # (B, S, S, 3) -> (B, S/16, S/16, 512w)
-      x = DoubleConv(scaled(c, self.width), self.dtype)(x)
+      x = stage(c)(x)
       skips.append(x)
       x = max_pool2(x)
-    f5 = DoubleConv(scaled(BOTTLENECK_WIDTH, self.width), self.dtype, name='conv5')(x)
+    f5 = stage(BOTTLENECK_WIDTH, name='conv5')(x)
     x = f5
     for c, skip in zip(reversed(ENCODER_WIDTHS), reversed(skips)):  # back up to (B, S, S, 64w)
-      x = UpConv2x2(scaled(c, self.width), self.dtype)(x)
-      x = DoubleConv(scaled(c, self.width), self.dtype)(jnp.concatenate([skip, x], axis=-1))
+      x = UpConv2x2(scaled(c, self.width), self.dtype, self.init_scheme)(x)
+      x = stage(c)(jnp.concatenate([skip, x], axis=-1))
     return f5, x
