@@ -42,17 +42,21 @@ class StopSignal:
       # The C-level handler writes each signal's number to the pipe as it arrives, whatever the
       # main thread is doing; the watcher thread reads it (XLA releases the GIL while compiling).
       self._previous_wakeup_fd = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
-      threading.Thread(target=self._watch, name='stop-signal-watcher', daemon=True).start()
+      threading.Thread(target=self._watch, args=(self._pipe[0],), name='stop-signal-watcher',
+                       daemon=True).start()
 
   def _handle(self, signum, frame):
     self.received = signal.Signals(signum)
 
-  def _watch(self):
+  def _watch(self, read_fd: int):
     while True:
-      data = os.read(self._pipe[0], 64)
+      data = os.read(read_fd, 64)
+      if not data:  # the write end closed
+        os.close(read_fd)
+        return
       for signum in data:
         if signum == 0:  # `restore`: stop watching
-          os.close(self._pipe[0])
+          os.close(read_fd)
           return
         if signum in STOP_SIGNALS and not self.unsaved:
           name = signal.Signals(signum).name
