@@ -1,0 +1,71 @@
+"""Time from the command to the first completed train step, on a cold and then a warm cache.
+
+  python -m launch.first_step [--config=configs/synthetic.py:cpu] [--runs=2] [--out=FILE.jsonl]
+
+Runs `python -m lnl_jax.main --config=CONFIG` `--runs` times, each in a fresh workdir but all with
+one fresh persistent compilation cache, so the first run compiles everything (cold) and the later
+ones find the compiled programs (warm). The time is taken from starting the process to the log
+line of step 1's metrics (`train.log_every_steps=1`); the process is then killed, so no evaluation
+runs. Prints one JSON line per run (and appends it to --out).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('config', 'configs/synthetic.py:cpu', 'Experiment config to start.')
+flags.DEFINE_integer('runs', 2, 'Runs sharing one compilation cache: the first is cold.')
+flags.DEFINE_string('out', '', 'Append the JSON lines to this file too.')
+flags.DEFINE_float('timeout', 1200.0, 'Seconds one run may take to reach its first step.')
+
+FIRST_STEP = re.compile(r'\[1\] .*train_loss')  # the metric writer's log line of step 1
+
+
+def time_first_step(config: str, workdir: str, cache: str, timeout: float) -> dict:
+  """Seconds from launching lnl_jax.main to its step-1 metrics line, and the log's last lines."""
+  command = [sys.executable, '-m', 'lnl_jax.main', f'--config={config}', f'--workdir={workdir}',
+             f'--compilation_cache={cache}', '--config.train.log_every_steps=1']
+  start = time.perf_counter()
+  proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  timer = threading.Timer(timeout, proc.kill)
+  timer.start()
+  seconds, tail = None, []
+  for line in proc.stdout:
+    tail = (tail + [line.rstrip()])[-20:]
+    if FIRST_STEP.search(line):
+      seconds = time.perf_counter() - start
+      break
+  timer.cancel()
+  proc.kill()
+  proc.wait()
+  return dict(seconds=seconds, log_tail=None if seconds else tail)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  with tempfile.TemporaryDirectory() as tmp:
+    cache = os.path.join(tmp, 'jax_cache')
+    for i in range(FLAGS.runs):
+      result = time_first_step(FLAGS.config, os.path.join(tmp, f'run{i}'), cache, FLAGS.timeout)
+      line = dict(what='first_step', config=FLAGS.config, cache='cold' if i == 0 else 'warm',
+                  seconds=result['seconds'], cpu_count=os.cpu_count())
+      if result['log_tail']:
+        line['log_tail'] = result['log_tail']
+      print(json.dumps(line), flush=True)
+      if FLAGS.out:
+        with open(FLAGS.out, 'a') as f:
+          f.write(json.dumps(line) + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)
