@@ -59,7 +59,7 @@ from absl import app, flags, logging
 from scipy import stats
 
 from launch import runs as runs_lib
-from launch.sweep import check_members
+from launch.runs import check_members
 from lnl_jax import analysis, checkpoints, cli, inference, io
 from lnl_jax.config_base import ATTENTION_VARIANTS
 from lnl_jax.errors import ConfigError
@@ -539,7 +539,7 @@ def main(argv):
 
   if FLAGS.readme:
     with open(os.path.join(results, EVIDENCE_JSON)) as f:
-      write_readme(readme or 'README.md', json.load(f))
+      write_readme(readme or cli.fail('--readme needs --readme_path.'), json.load(f))
     return
   if FLAGS.aggregate:
     write_evidence(results, names, settings, readme)

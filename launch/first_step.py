@@ -21,10 +21,13 @@ import time
 
 from absl import app, flags
 
+from lnl_jax import cli
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string('config', 'configs/synthetic.py:cpu', 'Experiment config to start.')
+DEFAULT_CONFIG = 'configs/synthetic.py:cpu'
+cli.define_config_flag()
 flags.DEFINE_integer('runs', 2, 'Runs sharing one compilation cache: the first is cold.')
-flags.DEFINE_string('out', '', 'Append the JSON lines to this file too.')
+cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 flags.DEFINE_float('timeout', 1200.0, 'Seconds one run may take to reach its first step.')
 
 FIRST_STEP = re.compile(r'\[1\] .*train_loss')  # the metric writer's log line of step 1
@@ -35,29 +38,30 @@ def time_first_step(config: str, workdir: str, cache: str, timeout: float) -> di
   command = [sys.executable, '-m', 'lnl_jax.main', f'--config={config}', f'--workdir={workdir}',
              f'--compilation_cache={cache}', '--config.train.log_every_steps=1']
   start = time.perf_counter()
-  proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  timer = threading.Timer(timeout, proc.kill)
-  timer.start()
-  seconds, tail = None, []
-  for line in proc.stdout:
-    tail = (tail + [line.rstrip()])[-20:]
-    if FIRST_STEP.search(line):
-      seconds = time.perf_counter() - start
-      break
-  timer.cancel()
-  proc.kill()
-  proc.wait()
+  with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True) as proc:
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    seconds, tail = None, []
+    for line in proc.stdout:
+      tail = (tail + [line.rstrip()])[-20:]
+      if FIRST_STEP.search(line):
+        seconds = time.perf_counter() - start
+        break
+    timer.cancel()
+    proc.kill()
   return dict(seconds=seconds, log_tail=None if seconds else tail)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = FLAGS['config'].config_filename
   with tempfile.TemporaryDirectory() as tmp:
     cache = os.path.join(tmp, 'jax_cache')
     for i in range(FLAGS.runs):
-      result = time_first_step(FLAGS.config, os.path.join(tmp, f'run{i}'), cache, FLAGS.timeout)
-      line = dict(what='first_step', config=FLAGS.config, cache='cold' if i == 0 else 'warm',
+      result = time_first_step(config, os.path.join(tmp, f'run{i}'), cache, FLAGS.timeout)
+      line = dict(what='first_step', config=config, cache='cold' if i == 0 else 'warm',
                   seconds=result['seconds'], cpu_count=os.cpu_count())
       if result['log_tail']:
         line['log_tail'] = result['log_tail']
@@ -68,4 +72,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  flags.FLAGS.set_default('config', DEFAULT_CONFIG)
   app.run(main)

@@ -12,6 +12,7 @@ from absl import logging
 
 from lnl_jax import train
 from lnl_jax.errors import ConfigError
+from lnl_jax.models.lnlattennet import validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,16 @@ def member_config(config: ml_collections.ConfigDict, member: Member) -> ml_colle
       node = node[p]
     node[key] = value
   return c
+
+
+def check_members(config: ml_collections.ConfigDict, chosen: list[Member]) -> None:
+  """Raises ConfigError, naming the member, if any member's model cannot be built."""
+  for m in chosen:
+    c = member_config(config, m)
+    try:
+      validate(c.model, c.data.image_size)
+    except ConfigError as e:
+      raise ConfigError(f'sweep member {m.name}: {e}') from None
 
 
 def is_done(workdir: str) -> bool:

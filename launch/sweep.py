@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import ml_collections
 from absl import app, flags, logging
 
-from launch.runs import Member, member_config, print_commands, run_members
+from launch.runs import Member, check_members, member_config, print_commands, run_members
 from lnl_jax import cli
 from lnl_jax.errors import ConfigError
 from lnl_jax.paper import (PAPER_IMAGE_SIZE, TABLE_IV, TABLE_V_ALPHAS, TABLE_VI_PATCHES,
@@ -94,17 +94,6 @@ def select(all_members: list[Member], indices: Sequence[str] | None) -> list[Mem
                         + ', '.join(m.name for m in all_members))
     chosen.append(all_members[int(text)])
   return chosen
-
-
-def check_members(config: ml_collections.ConfigDict, chosen: list[Member]) -> None:
-  """Raises ConfigError, naming the member, if any member's model cannot be built."""
-  from lnl_jax.models.lnlattennet import validate
-  for m in chosen:
-    c = member_config(config, m)
-    try:
-      validate(c.model, c.data.image_size)
-    except ConfigError as e:
-      raise ConfigError(f'sweep member {m.name}: {e}') from None
 
 
 def check_overrides(sweep: str, overrides: dict) -> None:

@@ -24,9 +24,9 @@ class AttentionTracker:
     self.k = k
     self.steps, self.weights = [], []
     if os.path.exists(self.path):
-      saved = np.load(self.path)
-      keep = saved['steps'] <= step
-      self.steps, self.weights = list(saved['steps'][keep]), list(saved['w_global'][keep])
+      with np.load(self.path) as saved:
+        keep = saved['steps'] <= step
+        self.steps, self.weights = list(saved['steps'][keep]), list(saved['w_global'][keep])
 
   def record(self, params, step):
     out = inference.run_padded(self.eval_step, params, self.parallel, self.batch['image'])

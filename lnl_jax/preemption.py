@@ -2,7 +2,7 @@
 
 With steps run since the last checkpoint, the loop checkpoints after the current step and raises
 Preempted. With nothing to save (while data loads, parameters initialise or the first step
-compiles, or right after a checkpoint) a single process ends at once, from a watcher thread:
+compiles, or right after a checkpoint) the process ends at once, from a watcher thread:
 Python runs signal handlers only between bytecodes of the main thread, which can sit in one XLA
 compilation for a minute, longer than a cluster's grace period before SIGKILL.
 """
@@ -25,25 +25,27 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class StopSignal:
   """Turns SIGTERM/SIGINT into a flag the loop checks after every step, and ends the process at
-  once when a signal finds nothing unsaved. The loop calls `stepped` after a step and `saved`
-  when the state equals a checkpoint. Must be created in the main thread."""
+  once when a signal finds nothing unsaved (with several processes: before the first step). The
+  loop calls `stepped` after a step and `saved` when the state equals a checkpoint. Must be
+  created in the main thread."""
 
   def __init__(self):
     self.received = None
     self.unsaved = False  # steps ran since the newest checkpoint
     self.saved_step = None  # the newest checkpoint's step, if any
     self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-    self._pipe = None
-    # With several processes the stopping step is agreed collectively (`agreed`): one process
-    # leaving on its own would leave the others waiting in a collective.
-    if jax.process_count() == 1:
-      self._pipe = os.pipe()
-      os.set_blocking(self._pipe[1], False)
-      # The C-level handler writes each signal's number to the pipe as it arrives, whatever the
-      # main thread is doing; the watcher thread reads it (XLA releases the GIL while compiling).
-      self._previous_wakeup_fd = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
-      threading.Thread(target=self._watch, args=(self._pipe[0],), name='stop-signal-watcher',
-                       daemon=True).start()
+    # With several processes, once steps run, the stopping step is agreed collectively (`agreed`):
+    # one process leaving on its own would leave the others waiting in a collective. Before the
+    # first step every process leaves at once, as without handlers.
+    self._solo = jax.process_count() == 1
+    self._started = False
+    self._pipe = os.pipe()
+    os.set_blocking(self._pipe[1], False)
+    # The C-level handler writes each signal's number to the pipe as it arrives, whatever the main
+    # thread is doing; the watcher thread reads it (XLA releases the GIL while compiling).
+    self._previous_wakeup_fd = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+    threading.Thread(target=self._watch, args=(self._pipe[0],), name='stop-signal-watcher',
+                     daemon=True).start()
 
   def _handle(self, signum, frame):
     self.received = signal.Signals(signum)
@@ -58,19 +60,23 @@ class StopSignal:
         if signum == 0:  # `restore`: stop watching
           os.close(read_fd)
           return
-        if signum in STOP_SIGNALS and not self.unsaved:
+        if signum in STOP_SIGNALS and not self.unsaved and (self._solo or not self._started):
           name = signal.Signals(signum).name
           done = ('no step had run, nothing to save' if self.saved_step is None else
                   f'checkpoint of step {self.saved_step} written')
           print(f'preempted: {name} received: {done}; rerun the same command to resume.',
                 file=sys.stderr, flush=True)
+          # No cleanup: the main thread may be inside a compilation. Small files are written
+          # atomically and checkpoints synchronously, so nothing is left half-written but an
+          # ignored temporary file.
           os._exit(128 + signum)
 
   def stepped(self):
-    self.unsaved = True
+    self._started = self.unsaved = True
 
   def saved(self, step: int):
-    self.unsaved, self.saved_step = False, step
+    self.saved_step = step  # before `unsaved`: the watcher reads them without a lock
+    self.unsaved = False
 
   def agreed(self, step: int, every: int = 1) -> bool:
     """Whether to checkpoint and stop after `step`. Processes must all stop at the same step (the
@@ -92,10 +98,9 @@ class StopSignal:
                      'same command to resume.', int(self.received))
 
   def restore(self):
+    # The watcher first, so that no signal arriving meanwhile reaches both it and the old handler.
+    signal.set_wakeup_fd(self._previous_wakeup_fd)
+    os.write(self._pipe[1], b'\0')
+    os.close(self._pipe[1])
     for s, handler in self._previous.items():
       signal.signal(s, handler)
-    if self._pipe:
-      signal.set_wakeup_fd(self._previous_wakeup_fd)
-      os.write(self._pipe[1], b'\0')
-      os.close(self._pipe[1])
-      self._pipe = None

@@ -126,8 +126,8 @@ class Parallel:
 
   def jit_init(self, model, image_size, tx):
     # The program runs once and is almost all random-number generation (one bit generator per
-    # kernel), whose code XLA:CPU spends much of the compile time optimising; at optimisation level
-    # 0 it compiles in about a third less time and draws the same numbers (docs/benchmarks.md).
+    # kernel), whose code XLA:CPU spends much of the compile time optimising; optimisation level 0
+    # compiles it faster and draws the same numbers (docs/benchmarks.md).
     cpu = self.mesh.devices.flat[0].platform == 'cpu'
     return jax.jit(functools.partial(initialized, model=model, image_size=image_size, tx=tx),
                    out_shardings=self.replicated,

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from launch import cross_validate, sweep
+from launch import cross_validate, runs, sweep
 from lnl_jax import analysis, report
 from lnl_jax.data import synthetic
 from lnl_jax.config_base import base_config, dataset_config
@@ -80,7 +80,7 @@ def test_sweep_members_follow_the_paper():
   with pytest.raises(ConfigError, match='--config.model.alpha'):
     sweep.check_overrides('alpha', {'model.alpha': 0.5})
   with pytest.raises(ConfigError, match='patches_25.*data.image_size=64'):
-    sweep.check_members(dataset_config('synthetic', 'smoke'), sweep.members('patches', 64))
+    runs.check_members(dataset_config('synthetic', 'smoke'), sweep.members('patches', 64))
   with pytest.raises(ConfigError, match='does not fit --sweep=ablation'):
     sweep.members('ablation', 144, ['both', 'global'])
 

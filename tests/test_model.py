@@ -36,7 +36,7 @@ def tiny_run():
 
 
 def test_full_model_parameter_count_matches_readme():
-  # README: 96,732,567 parameters at 144×144, M = 16, width 1 (the PyTorch peer network has 96.73 M).
+  # README: 96,732,567 parameters at 144×144, M = 16, width 1.
   shapes = jax.eval_shape(LNLAttenNet(num_classes=7).init, jax.random.key(0), jnp.zeros((1, 144, 144, 3)))
   assert num_params(shapes['params']) == 96_732_567
 

@@ -117,7 +117,8 @@ def test_one_step_on_one_and_four_devices_agree():
   chex.assert_trees_all_close(p1, p4, rtol=1e-4, atol=1e-5)
   # The gradients themselves, scale included: the 4-device step averages the shards' gradients
   # (a sum would be 4× larger), and both equal the gradient of the mean loss over the whole batch.
-  # float32 sums in another order move a leaf by ~2e-6 of its norm; a sum over shards, by 3.
+  # float32 sums in another order move a leaf far less than the tolerance; a sum over shards
+  # would be off by three times the gradient itself.
   chex.assert_trees_all_equal(init1, init4)
   reference = mean_loss_gradient(config, init1, batch)
   for name, grads in (('1 device', g1), ('4 devices', g4)):
