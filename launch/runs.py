@@ -71,9 +71,9 @@ def flag_value(value) -> str:
   return repr(value) if isinstance(value, float) else str(value)
 
 
-def command(config_arg: str, workdir: str, overrides: dict) -> str:
-  """The `lnl_jax.main` command line of one run, shell-quoted."""
-  words = ['python', '-m', 'lnl_jax.main', f'--config={config_arg}', f'--workdir={workdir}']
+def command(config_arg: str, overrides: dict, *args: str, module: str = 'lnl_jax.main') -> str:
+  """`python -m module --config=... args --config.field=value ...`, shell-quoted."""
+  words = ['python', '-m', module, f'--config={config_arg}', *args]
   words += [f'--config.{k}={flag_value(v)}' for k, v in overrides.items()]
   return ' '.join(shlex.quote(w) for w in words)
 
@@ -87,6 +87,6 @@ def print_commands(config_arg: str, base_dir: str, chosen: list[Member],
     if is_done(workdir):
       print(f'# {m.name}: done ({workdir}/summary.json)', file=sys.stderr)
       continue
-    lines.append(command(config_arg, workdir, {**overrides, **m.overrides}))
+    lines.append(command(config_arg, {**overrides, **m.overrides}, f'--workdir={workdir}'))
     print(lines[-1])
   return lines

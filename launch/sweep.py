@@ -25,10 +25,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import ml_collections
 from absl import app, flags, logging
 
-from launch.runs import Member, check_members, member_config, print_commands, run_members
+from launch.runs import Member, check_members, print_commands, run_members
 from lnl_jax import cli
 from lnl_jax.errors import ConfigError
 from lnl_jax.paper import (PAPER_IMAGE_SIZE, TABLE_IV, TABLE_V_ALPHAS, TABLE_VI_PATCHES,

@@ -2,6 +2,7 @@
 the steps it runs are the pure jit-compiled functions of `steps.py`."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -106,16 +107,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   SIGTERM/SIGINT are handled from the first line on (`preemption.StopSignal`): before the first
   step and right after a checkpoint the process ends at once; otherwise after the current step,
-  with a checkpoint of it.
+  with a checkpoint of it. The checkpoint manager (its pending writes), the metric writer and the
+  signal handlers are closed however the run ends.
   """
   stop = StopSignal()
-  try:
-    return _train_and_evaluate(config, workdir, stop)
-  finally:
-    stop.restore()
+  with contextlib.ExitStack() as closing:  # closed on return and on any exception
+    closing.callback(stop.restore)
+    return _train_and_evaluate(config, workdir, stop, closing)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal,
+                        closing: contextlib.ExitStack) -> dict:
   start_time = time.time()
   host.keep_freed_memory()  # every training entry point (main, sweep, cross_validate) comes here
   _check_writable(workdir)
@@ -141,6 +143,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: S
   lr_fn = create_learning_rate_fn(train, steps_per_epoch)
   init = parallel.jit_init(model, config.data.image_size, tx)
   ckpt = checkpoints.Checkpoints(workdir, train.keep_checkpoints)
+  closing.callback(ckpt.close)
   # 'rbg' keys: deterministic draws, faster to compile on CPU than threefry's.
   init_key = jax.random.key(config.seed, impl='rbg')
   state, meta = ckpt.restore(jax.eval_shape(init, init_key))
@@ -158,6 +161,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: S
   history = metrics.History(workdir, write=is_main)
   history.truncate(step // steps_per_epoch)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=False)
+  closing.callback(writer.close)
   train_step = parallel.jit_train_step(model, tx, train)
   eval_step = parallel.jit_eval_step(model)
   tracker = AttentionTracker(workdir, test_records, config, parallel, eval_step, step)
@@ -165,57 +169,54 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: S
 
   result = None  # the newest evaluation of the test split
   batches = None  # the current epoch's batches; None when an epoch is to begin
-  try:
-    while step < total_steps:
-      epoch, offset = divmod(step, steps_per_epoch)
-      if batches is None:  # an epoch begins, or resumes where a mid-epoch checkpoint left it
-        stats = EpochStats(train.on_nonfinite, meta.get('train_totals') if meta and offset else None)
-        batches = iter(pipeline.train_batches(
-            train_records, batch_size=train.batch_size, image_size=config.data.image_size,
-            epoch=epoch, seed=config.seed, crop_padding=config.data.crop_padding,
-            flip=config.data.flip, erase_prob=config.data.erase_prob,
-            on_bad_image=config.data.on_bad_image, bad_images=stats.bad, start_step=offset))
-        epoch_end = min(total_steps, (epoch + 1) * steps_per_epoch)
-        bar = tqdm(total=epoch_end - step, desc=f'epoch {epoch + 1}/{train.num_epochs}',
-                   unit='step', disable=not is_main, dynamic_ncols=True, mininterval=2.0)
+  while step < total_steps:
+    epoch, offset = divmod(step, steps_per_epoch)
+    if batches is None:  # an epoch begins, or resumes where a mid-epoch checkpoint left it
+      stats = EpochStats(train.on_nonfinite, meta.get('train_totals') if meta and offset else None)
+      batches = iter(pipeline.train_batches(
+          train_records, batch_size=train.batch_size, image_size=config.data.image_size,
+          epoch=epoch, seed=config.seed, crop_padding=config.data.crop_padding,
+          flip=config.data.flip, erase_prob=config.data.erase_prob,
+          on_bad_image=config.data.on_bad_image, bad_images=stats.bad, start_step=offset))
+      epoch_end = min(total_steps, (epoch + 1) * steps_per_epoch)
+      bar = tqdm(total=epoch_end - step, desc=f'epoch {epoch + 1}/{train.num_epochs}',
+                 unit='step', disable=not is_main, dynamic_ncols=True, mininterval=2.0)
 
-      state, step_metrics = train_step(state, parallel.put_batch(next(batches)))
-      step += 1
-      stop.stepped()
-      stats.add(step, step_metrics, train.batch_size)
-      bar.update(1)
-      epoch_done = step == epoch_end
+    state, step_metrics = train_step(state, parallel.put_batch(next(batches)))
+    step += 1
+    stop.stepped()
+    stats.add(step, step_metrics, train.batch_size)
+    bar.update(1)
+    epoch_done = step == epoch_end
 
-      # Periodic work after a step: log, track, checkpoint mid-epoch (or on a signal), end the epoch.
-      stopping = not epoch_done and stop.agreed(step, every=train.log_every_steps)
-      if step % train.log_every_steps == 0 or epoch_done:
-        stats.flush(writer)
-        bar.set_postfix(loss=f'{stats.mean_loss:.3f}')
-      if step % train.track_every_steps == 0:
-        tracker.record(state.params, step)
-      if stopping or (not epoch_done and train.checkpoint_every_steps
-                      and step % train.checkpoint_every_steps == 0):
-        stats.flush(writer)  # a non-finite step stops the run before it is saved
-        tracker.save()  # before the checkpoint: a resumed run drops the tracked steps after its step
-        ckpt.save(state, meta=dict(epoch=epoch, class_names=class_names,
-                                   train_totals=stats.saved()))
-        stop.saved(step)
-      if epoch_done:
-        bar.close()
-        batches = None
-        train_stats = stats.summary()  # before the evaluation: images/s of the train steps alone
-        result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel,
-                          config=config)
-        _record_epoch(history, writer, epoch + 1, step, lr_fn(step - 1), train_stats, result)
-        tracker.save()
-        ckpt.save(state, meta=dict(epoch=epoch + 1, class_names=class_names),
-                  metrics=dict(test_accuracy=result['accuracy']))
-        stop.saved(step)
-        stopping = step < total_steps and stop.agreed(step)  # came in the last step or the eval
-      if stopping:
-        raise stop.preempted(step)
-  finally:
-    writer.flush()
+    # Periodic work after a step: log, track, checkpoint mid-epoch (or on a signal), end the epoch.
+    stopping = not epoch_done and stop.agreed(step, every=train.log_every_steps)
+    if step % train.log_every_steps == 0 or epoch_done:
+      stats.flush(writer)
+      bar.set_postfix(loss=f'{stats.mean_loss:.3f}')
+    if step % train.track_every_steps == 0:
+      tracker.record(state.params, step)
+    if stopping or (not epoch_done and train.checkpoint_every_steps
+                    and step % train.checkpoint_every_steps == 0):
+      stats.flush(writer)  # a non-finite step stops the run before it is saved
+      tracker.save()  # before the checkpoint: a resumed run drops the tracked steps after its step
+      ckpt.save(state, meta=dict(epoch=epoch, class_names=class_names,
+                                 train_totals=stats.saved()))
+      stop.saved(step)
+    if epoch_done:
+      bar.close()
+      batches = None
+      train_stats = stats.summary()  # before the evaluation: images/s of the train steps alone
+      result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel,
+                        config=config)
+      _record_epoch(history, writer, epoch + 1, step, lr_fn(step - 1), train_stats, result)
+      tracker.save()
+      ckpt.save(state, meta=dict(epoch=epoch + 1, class_names=class_names),
+                metrics=dict(test_accuracy=result['accuracy']))
+      stop.saved(step)
+      stopping = step < total_steps and stop.agreed(step)  # came in the last step or the eval
+    if stopping:
+      raise stop.preempted(step)
 
   if result is None:  # nothing left to train (a finished workdir run again): score what it holds
     result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel, config=config)
@@ -228,7 +229,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: S
     io.write_json(os.path.join(workdir, 'summary.json'), summary)
     plots.run_figures(os.path.join(workdir, 'plots'), history.records, result,
                       test_records.class_names, tracker, model.geometry.boxes())
-  ckpt.close()
   logging.info('done: mean test accuracy of the last %d epochs %.2f%% (workdir %s)',
                summary['mean_over_epochs'], summary['test_accuracy_mean_last_epochs'] or 0, workdir)
   return summary

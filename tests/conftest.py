@@ -3,11 +3,34 @@ import os
 import shutil
 import tempfile
 
-# Four simulated CPU devices for the data-parallel tests; the rest of the suite uses device 0 only.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+import pytest
+
+from fixtures import QUICK_COMPILE
+
+# Four simulated CPU devices for the data-parallel tests (the rest of the suite uses device 0 only),
+# and XLA's optimisation level 0: most of the suite's time is compilation, which level 0 shortens,
+# while the tests' programs run a few steps at most (fixtures.command_env for the commands).
+os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=4 {QUICK_COMPILE}')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # The commands cache compiled programs (lnl_jax.cli); the tests' cache is a directory of their own
 # (inherited by the commands they start), removed at exit, never the user's ~/.cache.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='lnl_jax_test_jax_cache_')
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], True)
+
+
+@pytest.fixture
+def launch():
+  """`launch(log_path, *command, ...)` starts a `Main`; any still running when the test ends (a
+  failed assertion mid-way) is killed."""
+  started = []
+
+  def start(*args, **kw):
+    from processes import Main
+    started.append(Main(*args, **kw))
+    return started[-1]
+  yield start
+  for main in started:
+    if main.proc.poll() is None:
+      main.proc.kill()
+      main.proc.wait()

@@ -1,4 +1,5 @@
-"""Tiny on-disk datasets in the exact layouts of the public releases, for reader and pipeline tests.
+"""What several test files share: tiny on-disk datasets in the exact layouts of the public
+releases, the commands the end-to-end tests start, and a toy patch grid for the analyses.
 
 Each `write_*` function writes real encoded images (PIL; 8..32 px) and real-format label files
 under a directory it is given, and returns what it wrote (the path, or the expected labels) so
@@ -7,11 +8,52 @@ tests compare a reader's output with independently known values.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
 from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# XLA flag of every program the tests compile (conftest.py), except where a test's time is in its
+# steps: it compiles faster, and the programs compute the same functions.
+QUICK_COMPILE = '--xla_backend_optimization_level=0'
+# A 14-px image cut into a 3×3 grid of 6-px patches 4 px apart (2 px overlap), for the analyses.
+GRID_BOXES = [(y, x, y + 6, x + 6) for y in (0, 4, 8) for x in (0, 4, 8)]
+
+
+def load_config_file(name: str, arg: str | None = None):
+  """configs/<name>.py's get_config(arg), loaded from the file as `--config=` would."""
+  path = os.path.join(ROOT, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def command_env(devices: int = 1, optimised: bool = False) -> dict:
+  """The environment of a command a test starts: `devices` CPU devices, XLA's optimisation level 0
+  unless `optimised` (conftest.py: QUICK_COMPILE), and the session's compilation cache keeping
+  every program, so that the commands of one config, in any test file, compile its programs once."""
+  flags = f'--xla_force_host_platform_device_count={devices}'
+  return dict(os.environ, XLA_FLAGS=flags if optimised else f'{flags} {QUICK_COMPILE}',
+              TF_CPP_MIN_LOG_LEVEL='2', JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+
+def run_module(module: str, *args: str, devices: int = 1, optimised: bool = False, ok: bool = True,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+  """`python -m module args` from the repository root; with `ok`, its exit status must be 0."""
+  proc = subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT,
+                        env=command_env(devices, optimised),
+                        capture_output=True, text=True, timeout=timeout)
+  if ok:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
 
 FORMATS = {'.jpg': 'JPEG', '.jpeg': 'JPEG', '.png': 'PNG', '.bmp': 'BMP', '.tif': 'TIFF',
            '.tiff': 'TIFF', '.gif': 'GIF', '.webp': 'WEBP'}

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from fixtures import run_module
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # synthetic:smoke with one patch and no attention modules: the network that compiles fastest.
 TINY = ['--config=configs/synthetic.py:smoke', '--config.model.num_patches=1',
@@ -14,13 +16,7 @@ TINY = ['--config=configs/synthetic.py:smoke', '--config.model.num_patches=1',
 
 
 def run_bench(*flags, check=True):
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # one CPU device, as a user has
-  env['TF_CPP_MIN_LOG_LEVEL'] = '2'
-  proc = subprocess.run([sys.executable, '-m', 'lnl_jax.bench', *flags], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
-  if check:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
+  return run_module('lnl_jax.bench', *flags, ok=check, timeout=300)  # one CPU device, as a user has
 
 
 def records(proc, what):

@@ -6,7 +6,6 @@ stride 32), F5 at 144/16 = 9 pooled by Table I's 2×2/2 max-pool to 4×4, Simple
 map 48/8 = 6, and Table III's two valid 3×3 convolutions taking it to 4×4 and then 2×2.
 """
 import glob
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -17,23 +16,17 @@ import pytest
 from lnl_jax.models import create_model
 from lnl_jax.models.ensemble import LocalAttention
 from lnl_jax.models.nonlocal_attention import NonLocalAttention
+from fixtures import ROOT, load_config_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, 'configs', '*.py')))
+CONFIG_NAMES = sorted(os.path.basename(p)[:-3]
+                      for p in glob.glob(os.path.join(ROOT, 'configs', '*.py')))
 RESULT_VARIANTS = ('', 'cpu', 'cpu,none', 'cpu,local', 'cpu,nonlocal', 'bf16')
 
 
-def load(path, arg):
-  spec = importlib.util.spec_from_file_location('config_under_test', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 @pytest.mark.parametrize('arg', RESULT_VARIANTS)
-@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
-def test_result_configs_keep_the_papers_geometry(path, arg):
-  c = load(path, arg)
+@pytest.mark.parametrize('name', CONFIG_NAMES)
+def test_result_configs_keep_the_papers_geometry(name, arg):
+  c = load_config_file(name, arg or None)
   assert (c.data.image_size, c.model.num_patches, c.model.overlap) == (144, 16, 16)
   geo = create_model(c.model, c.data.image_size, 7).geometry
   assert geo.patch_size == 48
@@ -42,8 +35,7 @@ def test_result_configs_keep_the_papers_geometry(path, arg):
 
 
 def test_cpu_variant_changes_only_widths():
-  paper, cpu = load(os.path.join(ROOT, 'configs', 'synthetic.py'), None), load(
-      os.path.join(ROOT, 'configs', 'synthetic.py'), 'cpu')
+  paper, cpu = load_config_file('synthetic'), load_config_file('synthetic', 'cpu')
   changed = {f'{block}.{k}' for block in ('data', 'model', 'train')
              for k, v in paper[block].items() if cpu[block][k] != v}
   assert changed == {'model.width', 'model.head_widths', 'model.init'}
@@ -53,7 +45,7 @@ def test_cpu_variant_changes_only_widths():
 @pytest.mark.parametrize('arg', ['', 'cpu'])
 def test_traced_network_pools_and_pads_as_tables_i_and_iii(arg):
   """Shapes where the paper fixes them, recorded while the network is traced (no compilation)."""
-  c = load(os.path.join(ROOT, 'configs', 'synthetic.py'), arg)
+  c = load_config_file('synthetic', arg or None)
   c.model.ensemble = 'scan'  # one traced member instead of 16; same function
   model = create_model(c.model, c.data.image_size, 7)
   seen = {}

@@ -1,5 +1,5 @@
-"""The evidence set (launch/evidence.py): its metrics, its aggregate, the README figures it renders,
-and the script end to end at smoke size.
+"""The evidence set (launch/evidence.py, launch/evidence_report.py): its metrics, its aggregate,
+the README figures it renders, and the script end to end at smoke size.
 
 The metric and aggregate checks use hand-made inputs whose answers are worked out in the comments;
 the README check ties the block in README.md to the records committed under docs/results/.
@@ -7,17 +7,19 @@ the README check ties the block in README.md to the records committed under docs
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from launch import evidence
+from launch import evidence_report as report
 from lnl_jax import analysis, io
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
+import fixtures
+from fixtures import GRID_BOXES as BOXES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = fixtures.ROOT
 RESULTS = os.path.join(ROOT, 'docs', 'results')
 
 
@@ -61,9 +63,7 @@ def test_normalised_crucial_measures_put_uniform_at_0_and_perfect_at_1():
                                                                     'rank_normalised'}
 
 
-# A 14-px image cut into a 3×3 grid of 6-px patches 4 px apart (2 px overlap).
-BOXES = [(y, x, y + 6, x + 6) for y in (0, 4, 8) for x in (0, 4, 8)]
-# Per face, how its wˡ answers grey pixels: 'follows' falls with the grey share of each patch,
+# On the toy 3×3 grid (GRID_BOXES): per face, how its wˡ answers grey pixels: 'follows' falls with the grey share of each patch,
 # 'opposes' rises with it, 'global' falls by 0.3 on every patch when any pixel is grey, 'blind'
 # stays put.
 FACES = ('follows', 'follows', 'opposes', 'global', 'blind')
@@ -109,13 +109,13 @@ def test_occlusion_counts_face_by_face_how_often_the_occluded_patch_falls():
 
 
 def test_seed_stats_use_the_t_distribution():
-  s = evidence.seed_stats([1.0, 2.0, 3.0], [0, 1, 2])
+  s = report.seed_stats([1.0, 2.0, 3.0], [0, 1, 2])
   # t(0.975, 2 degrees of freedom) = 4.302652729911275 (tables); std 1.
   half = 4.302652729911275 / np.sqrt(3)
   assert s['mean'] == 2 and s['std'] == pytest.approx(1)
   assert s['ci95'] == pytest.approx([2 - half, 2 + half])
   assert s['seeds'] == [0, 1, 2] and s['values'] == [1, 2, 3]
-  one = evidence.seed_stats([5.0], [3])
+  one = report.seed_stats([5.0], [3])
   assert one['mean'] == 5 and one['std'] is None and one['ci95'] is None
 
 
@@ -132,10 +132,10 @@ def write_record(results, name, seed, attention, final, mean_last, excess=0.0, o
   io.write_json(os.path.join(d, 'summary.json'), dict(
       test_accuracy_last_epoch=final, test_accuracy_mean_last_epochs=mean_last, epochs=24,
       mean_over_epochs=10, confusion_matrix=[[300, 50], [50, 300]], class_names=list('abcdefg')))
-  crucial = {k: 0.5 for k in evidence.CRUCIAL_KEYS}
+  crucial = {k: 0.5 for k in report.CRUCIAL_KEYS}
   crucial.update(excess_normalised=excess, num_faces=700)
   io.write_json(os.path.join(d, 'crucial.json'), crucial)
-  per_face = {k: 0.1 for k in evidence.OCCLUSION_FACE_KEYS}
+  per_face = {k: 0.1 for k in report.OCCLUSION_FACE_KEYS}
   per_face['own_minus_others'] = own_minus
   io.write_json(os.path.join(d, 'occlusion.json'), dict(
       per_face=per_face, clean_accuracy=80.0, accuracy=[70.0, 60.0], occluders_accuracy=50.0,
@@ -160,7 +160,7 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   planned = [m.name for m in evidence.runs([0, 1])]
   os.makedirs(os.path.join(results, 'occluded_both_seed1'))  # incomplete: not counted
   write_record(results, 'occluded_both_seed0', 0, 'both', 60, 60, 0.4, 0.07, occlusion_prob=0.3)
-  e = evidence.aggregate(results, planned, dict(config='configs/synthetic.py:cpu', seeds=[0, 1]))
+  e = report.aggregate(results, planned, dict(config='configs/synthetic.py:cpu', seeds=[0, 1]))
   assert e['missing'] == ['occluded_both_seed1'] and len(e['recorded']) == 9
   none = e['accuracy']['attention_none']['mean_last']
   # t(0.975, 1) = 12.706204736174707; std √2, n 2 -> half-width 12.706.
@@ -186,12 +186,12 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
     path = os.path.join(results, f'attention_both_seed{s}', 'occlusion.json')
     o = load(path)
     io.write_json(path, dict(o, per_face=dict(o['per_face'], own_drop=size / 2)))
-  small = evidence.aggregate(results, planned)['claims']
+  small = report.aggregate(results, planned)['claims']
   assert small['nonlocal_finds_crucial']['attention_both'] is False
   assert small['local_downweights_occluded']['attention_both'] is False
   assert e['runs']['occluded_both_seed0']['occlusion_prob'] == 0.3
 
-  text = evidence.render(e)
+  text = report.render(e)
   assert '**9 of 10 runs recorded**' in text and 'occluded_both_seed1' in text
   assert '| Model-S | 50.0 ± 0.0 [50.0, 50.0] | 53.5 ± 1.4 [40.8, 66.2] |' in text
   assert 'test accuracy % on 700 test faces, chance 14.3 %; 24 epochs' in text
@@ -203,28 +203,28 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
 
 def test_render_says_plainly_when_nothing_is_measured(tmp_path):
   planned = [m.name for m in evidence.runs([0, 1, 2])]
-  e = evidence.aggregate(str(tmp_path), planned, dict(config='configs/synthetic.py:cpu'))
-  text = evidence.render(e)
+  e = report.aggregate(str(tmp_path), planned, dict(config='configs/synthetic.py:cpu'))
+  text = report.render(e)
   assert 'have not been run' in text and 'python -m launch.evidence' in text
-  assert 'about 3.1–5.2 hours on 2 CPU cores' in evidence.render(  # 6 × 31 and 52 minutes
+  assert 'about 3.1–5.2 hours on 2 CPU cores' in report.render(  # 6 × 31 and 52 minutes
       dict(e, missing=planned[:6], planned=planned[:6]))
   assert '%' not in text.replace('100 %', '')  # no measured figure
   assert 'Runs: 15 (' in text
-  readme = f'a\n{evidence.EVIDENCE_BEGIN}\nold\n{evidence.EVIDENCE_END}\nb\n'
-  assert evidence.readme_block(evidence.replace_block(readme, text)) == text
+  readme = f'a\n{report.EVIDENCE_BEGIN}\nold\n{report.EVIDENCE_END}\nb\n'
+  assert report.readme_block(report.replace_block(readme, text)) == text
 
 
 def test_readme_quotes_exactly_what_the_committed_records_give():
-  e = load(os.path.join(RESULTS, evidence.EVIDENCE_JSON))
+  e = load(os.path.join(RESULTS, report.EVIDENCE_JSON))
   for name in e['recorded']:
-    for f in evidence.RECORD_FILES:
+    for f in report.RECORD_FILES:
       assert os.path.exists(os.path.join(RESULTS, name, f)), (name, f)
-  assert e == json.loads(json.dumps(evidence.aggregate(RESULTS, e['planned'], e['settings'])))
+  assert e == json.loads(json.dumps(report.aggregate(RESULTS, e['planned'], e['settings'])))
   with open(os.path.join(ROOT, 'README.md')) as f:
     readme = f.read()
-  assert evidence.readme_block(readme) == evidence.render(e)
+  assert report.readme_block(readme) == report.render(e)
   # Nothing else in the records folder: no checkpoints, no images.
-  allowed = set(e['recorded']) | {evidence.EVIDENCE_JSON}
+  allowed = set(e['recorded']) | {report.EVIDENCE_JSON}
   assert set(os.listdir(RESULTS)) <= allowed
 
 
@@ -247,32 +247,21 @@ SMOKE = ('--config=configs/synthetic.py:smoke', '--config.data.num_train=16',
          '--crucial_faces=16', '--occlusion_faces=4')
 
 
-@pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  cache = str(tmp_path_factory.mktemp('xla_cache'))
-  return dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
-              JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+def run(*args):
+  return fixtures.run_module('launch.evidence', *args)
 
 
-def run(env, *args):
-  proc = subprocess.run([sys.executable, '-m', 'launch.evidence', *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
-
-
-def test_evidence_script_end_to_end(tmp_path, env):
+def test_evidence_script_end_to_end(tmp_path):
   runs, results, readme = (str(tmp_path / d) for d in ('runs', 'results', 'README.md'))
   with open(readme, 'w') as f:
-    f.write(f'# x\n{evidence.EVIDENCE_BEGIN}\n{evidence.EVIDENCE_END}\n')
+    f.write(f'# x\n{report.EVIDENCE_BEGIN}\n{report.EVIDENCE_END}\n')
   args = (*SMOKE, f'--runs_dir={runs}', f'--results_dir={results}', f'--readme_path={readme}')
   names = ['attention_both_seed0', 'occluded_both_seed0']
 
-  printed = run(env, *args, '--print_only')
+  printed = run(*args, '--print_only')
   assert [line.split('--only=')[1].split()[0] for line in printed.stdout.splitlines()] == names
 
-  run(env, *args, '--only=attention_both_seed0')
+  run(*args, '--only=attention_both_seed0')
   e = load(os.path.join(results, 'evidence.json'))
   assert e['recorded'] == names[:1] and e['missing'] == names[1:]
   with open(readme) as f:
@@ -280,7 +269,7 @@ def test_evidence_script_end_to_end(tmp_path, env):
 
   summary = os.path.join(runs, names[0], 'summary.json')
   trained_at = os.path.getmtime(summary)
-  second = run(env, *args)
+  second = run(*args)
   assert 'attention_both_seed0: recorded already' in second.stderr
   assert os.path.getmtime(summary) == trained_at
 
@@ -288,7 +277,7 @@ def test_evidence_script_end_to_end(tmp_path, env):
   assert e['recorded'] == names and e['missing'] == []
   assert sorted(os.listdir(results)) == sorted(names + ['evidence.json'])
   for name in names:
-    assert sorted(os.listdir(os.path.join(results, name))) == sorted(evidence.RECORD_FILES)
+    assert sorted(os.listdir(os.path.join(results, name))) == sorted(report.RECORD_FILES)
     config = load(os.path.join(results, name, 'config.json'))
     assert config['data']['occlusion_prob'] == (0.5 if name.startswith('occluded') else 0.0)
     crucial = load(os.path.join(results, name, 'crucial.json'))
@@ -297,8 +286,8 @@ def test_evidence_script_end_to_end(tmp_path, env):
     assert occlusion['num_images'] == 4 and len(occlusion['own_drop_rate']) == 16
     assert crucial['step'] == load(summary)['steps'] == 2
   with open(readme) as f:
-    assert evidence.readme_block(f.read()) == evidence.render(e)
-  assert e == json.loads(json.dumps(evidence.aggregate(results, e['planned'], e['settings'])))
+    assert report.readme_block(f.read()) == report.render(e)
+  assert e == json.loads(json.dumps(report.aggregate(results, e['planned'], e['settings'])))
 
 
 

@@ -1,14 +1,12 @@
 """The paper's experiments as commands: sweeps, cross-validation, the report, the attention analyses.
 
 The sweep, cross-validation and analysis CLIs run end to end at smoke size (one process each, one
-CPU device, sharing a persistent XLA cache: the cross-validation folds and the analysis compile the
-same programs as the sweep's LNLAttenNet member); the report and the analyses' array functions are
+CPU device, sharing the session's compilation cache: the cross-validation folds and the analysis
+compile the same programs as the sweep's LNLAttenNet member); the report and the analyses' array functions are
 checked against hand-written fixtures whose answers are known independently.
 """
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,26 +18,10 @@ from lnl_jax.config_base import base_config, dataset_config
 from lnl_jax.errors import ConfigError
 from lnl_jax.geometry import patch_geometry
 import fixtures
+from fixtures import GRID_BOXES as BOXES, run_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Smoke faces, cut to one training step per epoch (16 train / 16 test faces).
 SMALL = ('--config.data.num_train=16', '--config.data.num_test=16')
-
-
-@pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  cache = str(tmp_path_factory.mktemp('xla_cache'))
-  return dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
-              JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-
-
-def run(env, module, *args, ok=True):
-  proc = subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
-  if ok:
-    assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
 
 
 def load(path):
@@ -49,11 +31,11 @@ def load(path):
 
 # --- sweep ----------------------------------------------------------------------------------------
 
-def test_print_only_prints_one_command_per_unfinished_member(tmp_path, env):
+def test_print_only_prints_one_command_per_unfinished_member(tmp_path):
   runs = str(tmp_path)
   os.makedirs(os.path.join(runs, 'ablation', 'attention_local'))
   open(os.path.join(runs, 'ablation', 'attention_local', 'summary.json'), 'w').write('{}')
-  proc = run(env, 'launch.sweep', '--config=configs/raf.py:cpu', '--sweep=ablation',
+  proc = run_module('launch.sweep', '--config=configs/raf.py:cpu', '--sweep=ablation',
              f'--runs_dir={runs}', '--print_only', '--config.data.root=/data/RAF DB')
   cmd = 'python -m lnl_jax.main --config=configs/raf.py:cpu'
   assert proc.stdout.splitlines() == [
@@ -89,15 +71,15 @@ MEMBERS = ('attention_none', 'attention_both')
 
 
 @pytest.fixture(scope='module')
-def swept(tmp_path_factory, env):
+def swept(tmp_path_factory):
   """Model-S and LNLAttenNet of the ablation trained at smoke size, then the same command again."""
   runs = str(tmp_path_factory.mktemp('runs'))
   args = ['--config=configs/synthetic.py:smoke', '--sweep=ablation', f'--runs_dir={runs}',
           '--members=0,3', *SMALL]
-  run(env, 'launch.sweep', *args)
+  run_module('launch.sweep', *args)
   summaries = {m: os.path.join(runs, 'ablation', m, 'summary.json') for m in MEMBERS}
   times = {m: os.path.getmtime(p) for m, p in summaries.items()}
-  rerun = run(env, 'launch.sweep', *args)
+  rerun = run_module('launch.sweep', *args)
   return runs, times, rerun
 
 
@@ -129,10 +111,10 @@ def test_sweep_trains_members_and_skips_finished_ones(swept):
 CLASSES = ('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise')
 
 
-def test_cross_validate_trains_every_fold_and_summarises(tmp_path, env):
+def test_cross_validate_trains_every_fold_and_summarises(tmp_path):
   root = fixtures.write_class_folders(str(tmp_path / 'faces'), {c: 5 for c in CLASSES}, '.png', 10)
   runs = str(tmp_path / 'cv')
-  proc = run(env, 'launch.cross_validate', '--config=configs/folder.py:smoke', f'--runs_dir={runs}',
+  proc = run_module('launch.cross_validate', '--config=configs/folder.py:smoke', f'--runs_dir={runs}',
              f'--config.data.root={root}', '--config.data.num_folds=2')
   folds = [load(os.path.join(runs, f'fold_{k}', 'summary.json')) for k in (0, 1)]
   configs = [load(os.path.join(runs, f'fold_{k}', 'config.json')) for k in (0, 1)]
@@ -261,10 +243,6 @@ def test_crucial_mass_on_known_arrays():
   assert [s['mass'] for s in series] == pytest.approx([0.5, 0.8])
 
 
-# A 14-px image cut into a 3×3 grid of 6-px patches 4 px apart (2 px overlap).
-BOXES = [(y, x, y + 6, x + 6) for y in (0, 4, 8) for x in (0, 4, 8)]
-
-
 def grey_sensitive_model(images):
   """wˡ_j = share of patch j's pixels not grey; the prediction is right while pixel (0, 0) is not."""
   grey = np.all(images == analysis.GREY, axis=-1)
@@ -307,10 +285,10 @@ def test_analysis_refuses_what_it_cannot_measure(tmp_path):
     analysis.analyze(str(tmp_path), ['attention', 'gradcam'])
 
 
-def test_analysis_runs_on_a_trained_checkpoint(swept, env):
+def test_analysis_runs_on_a_trained_checkpoint(swept):
   runs, _, _ = swept
   workdir = os.path.join(runs, 'ablation', 'attention_both')
-  proc = run(env, 'lnl_jax.analysis', f'--workdir={workdir}', '--num_images=4', '--grid=4')
+  proc = run_module('lnl_jax.analysis', f'--workdir={workdir}', '--num_images=4', '--grid=4')
   out = os.path.join(workdir, 'analysis')
   for name in ('global_weights_grid', 'occlusion', 'crucial_per_class', 'crucial_over_training',
                'confusion_matrix'):

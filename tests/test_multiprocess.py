@@ -7,9 +7,8 @@ import re
 import signal
 import socket
 
-from test_robustness import (assert_trees_identical, finalized_steps, load_state, main_command,
-                             read_metrics)
-from test_robustness import launch  # noqa: F401  (a fixture)
+from processes import (assert_trees_identical, finalized_steps, load_state, main_command,
+                       read_metrics)
 
 # Checkpoints every 2 steps; processes agree on stopping after every step (log_every_steps=1).
 FLAGS = ('--config.train.checkpoint_every_steps=2', '--config.train.log_every_steps=1')
@@ -27,7 +26,7 @@ def start_processes(launch, tmp_path, workdir, name: str) -> list:
   return [launch(tmp_path / f'{name}{i}.log',
                  *main_command(workdir, *FLAGS, '--distributed', f'--coordinator_address={address}',
                                '--num_processes=2', f'--process_id={i}'),
-                 devices=1, compilation_cache=tmp_path / 'jax_cache')
+                 devices=1)
           for i in range(2)]
 
 

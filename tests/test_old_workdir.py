@@ -3,15 +3,13 @@ tiny smoke run) still resumes with `lnl_jax.main` and loads in `lnl_jax.predict`
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
 
 from lnl_jax import checkpoints
+from fixtures import ROOT, run_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OLD_WORKDIR = os.path.join(ROOT, 'tests', 'data', 'old_workdir')
 # The config the fixture was trained with (its config.json), one step further.
 FLAGS = ('--config=configs/synthetic.py:smoke', '--config.model.width=0.015625',
@@ -21,21 +19,13 @@ FLAGS = ('--config=configs/synthetic.py:smoke', '--config.model.width=0.015625',
          '--config.train.num_epochs=2', '--config.train.max_steps=4')
 
 
-def run(*args):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  proc = subprocess.run([sys.executable, '-m', *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc
-
-
 def test_old_workdir_resumes_and_predicts(tmp_path):
   workdir = str(tmp_path / 'old_workdir')
   shutil.copytree(OLD_WORKDIR, workdir)
   old = checkpoints.load_trained(workdir)  # the checkpoint as the earlier code wrote it
   assert old.step == 3 and old.class_names[0] == 'surprise'
 
-  log = run('lnl_jax.main', f'--workdir={workdir}', *FLAGS).stderr
+  log = run_module('lnl_jax.main', f'--workdir={workdir}', *FLAGS).stderr
   assert 'resuming at step 3' in log
   records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['step'] for r in records] == [3, 4]
@@ -43,7 +33,7 @@ def test_old_workdir_resumes_and_predicts(tmp_path):
 
   image = str(tmp_path / 'face.png')
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(image)
-  row = json.loads(run('lnl_jax.predict', f'--workdir={workdir}', '--checkpoint=3', '--json',
+  row = json.loads(run_module('lnl_jax.predict', f'--workdir={workdir}', '--checkpoint=3', '--json',
                        image).stdout)  # the checkpoint the earlier code wrote
   assert row['prediction'] in old.class_names
   assert abs(sum(row['probabilities'].values()) - 1) < 1e-5

@@ -10,8 +10,6 @@ real optimiser takes.
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from collections.abc import Mapping
 
 import jax
@@ -23,8 +21,8 @@ import pytest
 from lnl_jax import metrics, steps, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.models import create_model
+from fixtures import load_config_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Sec. IV-A and III-C of the paper, as printed.
 PAPER_EPOCHS = 24
@@ -41,15 +39,6 @@ PAPER_MEAN_OF_LAST = 10  # "All results are the average of the last 10 epochs"
 def paper_learning_rate(step: int, steps_per_epoch: int) -> float:
   """3e-4 during the first epoch, multiplied by 0.95 at the start of each later one."""
   return PAPER_LEARNING_RATE * PAPER_DECAY_PER_EPOCH ** (step // steps_per_epoch)
-
-
-def load_config_file(name: str, arg=None):
-  """configs/<name>.py's get_config(arg), loaded from the file as `--config=` would."""
-  path = os.path.join(ROOT, 'configs', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 # ----------------------------------------------------------------------------- Eq. (3)–(4)

@@ -3,7 +3,6 @@ import logging
 import types
 
 import numpy as np
-from lnl_jax.steps import normalize
 from PIL import Image
 import pytest
 
@@ -43,12 +42,6 @@ def jpeg_dir(tmp_path_factory):
     paths.append(str(root / f'face_{i}.jpg'))
     Image.fromarray(pixels).save(paths[-1], quality=95)
   return paths
-
-
-def test_normalize_maps_uint8_to_minus_one_one():
-  out = np.asarray(normalize(np.array([0, 255, 51], np.uint8)))
-  assert out.dtype == np.float32
-  np.testing.assert_allclose(out, [-1.0, 1.0, (0.2 - 0.5) / 0.5], atol=1e-6)
 
 
 def test_step_counts():

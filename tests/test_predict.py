@@ -28,7 +28,9 @@ def run(tmp_path_factory):
   """A trained smoke workdir and the first test faces written as PNG files (00.png, 01.png, …)."""
   workdir = str(tmp_path_factory.mktemp('workdir'))
   config = dataset_config('synthetic', 'smoke')
-  train.train_and_evaluate(config, workdir)
+  with pytest.MonkeyPatch.context() as patch:  # one device, as the smoke commands of other tests
+    patch.setattr(train, 'Parallel', lambda: Parallel(jax.devices()[:1]))
+    train.train_and_evaluate(config, workdir)
   _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
                                  config.model.overlap)
   records = test.subset(np.arange(NUM_FACES))
@@ -155,21 +157,6 @@ def test_crop_faces(run, capsys):
   else:  # a drawn face may or may not be detected; either way every file gets a prediction
     assert cli_main(predict, ['--workdir', run.workdir, '--crop_faces', '--json', run.faces]) == 0
     assert len(_json_lines(capsys.readouterr().out)) == NUM_FACES
-
-
-def test_resolve_step(tmp_path):
-  lines = [dict(epoch=1, step=6, test_accuracy=50.0), dict(epoch=2, step=12, test_accuracy=40.0),
-           dict(epoch=3, step=18, test_accuracy=60.0)]  # step 18's checkpoint was deleted
-  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
-  assert checkpoints.resolve_step(str(tmp_path), [6, 12], 'best') == 6
-  assert checkpoints.resolve_step(str(tmp_path), [6, 12], 'latest') == 12
-  assert checkpoints.resolve_step(str(tmp_path), [6, 12], '6') == 6
-  with pytest.raises(ConfigError, match=r'\[6, 12\]'):
-    checkpoints.resolve_step(str(tmp_path), [6, 12], '7')
-  with pytest.raises(ConfigError, match='no test accuracy'):
-    checkpoints.resolve_step(str(tmp_path), [24], 'best')
-  tie = lines + [dict(epoch=4, step=24, test_accuracy=50.0)]
-  assert checkpoints.best_step(tie, [6, 12, 24]) == 24  # a tie goes to the later step
 
 
 def test_summary_names_the_checkpoint_that_best_loads(run):

@@ -40,12 +40,14 @@ def _options(name: str, data: ml_collections.ConfigDict) -> dict:
 
 
 def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 16,
-                overlap: int = 16) -> tuple[Records, Records]:
-  """The train and test records the config describes (synthetic faces need the patch grid)."""
+                overlap: int = 16, cache_dir: str | None = None) -> tuple[Records, Records]:
+  """The train and test records the config describes (synthetic faces need the patch grid, and
+  are kept in `cache_dir` when one is given: `synthetic.load_or_generate`)."""
   if data.name == 'synthetic':
-    faces = synthetic.generate(data.num_train + data.num_test, image_size=data.image_size,
-                               seed=seed, num_patches=num_patches, overlap=overlap,
-                               occlusion_prob=data.occlusion_prob)
+    faces = synthetic.load_or_generate(
+        data.num_train + data.num_test, image_size=data.image_size, seed=seed,
+        num_patches=num_patches, overlap=overlap, occlusion_prob=data.occlusion_prob,
+        cache_dir=cache_dir)
     train, test = (faces.subset(np.arange(data.num_train)),
                    faces.subset(np.arange(data.num_train, len(faces))))
   elif data.name in DATASETS:
