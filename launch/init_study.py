@@ -30,7 +30,7 @@ def main(_):
   parallel = Parallel(jax.devices()[:1])
   model = create_model(config.model, 64, 7)
   tx = create_optimizer(config.train, 1000)
-  state = parallel.jit_init(model, 64, tx)(jax.random.key(0, impl='rbg'))
+  state = parallel.init_state(model, 64, tx, seed=0)
   logits, aux = model.apply({'params': state.params}, normalize(faces.images[:8]))
   print(f'init={FLAGS.init}: std at init: input {float(normalize(faces.images[:8]).std()):.3g}, '
         f'g {float(aux["g"].std()):.3g}, f_en {float(aux["f_en"].std()):.3g}, logits {float(logits.std()):.3g}')

@@ -64,7 +64,7 @@ import numpy as np
 from lnl_jax import cli, host, steps as steps_lib
 from lnl_jax.models import conv as conv_lib, create_model, num_params
 from lnl_jax.models.ensemble import EXECUTIONS, PatchEnsemble, PatchNetwork
-from lnl_jax.models.layers import scaled
+from lnl_jax.models.layers import draw_params, scaled
 from lnl_jax.models.lnlattennet import DTYPES
 from lnl_jax.models.unet import UNet
 
@@ -249,32 +249,6 @@ def against_ceilings(flop_per_s: float | None, dtype: str, ceiling: dict) -> dic
 
 # --- The train and eval steps -----------------------------------------------------------------
 
-def random_params(abstract, seed: int):
-  """Host-drawn parameters shaped like `abstract` (ShapeDtypeStructs): Xavier-normal kernels, zero
-  biases. Stands in for `model.init`, which XLA:CPU takes minutes to compile (threefry for each of
-  ~80 parameter arrays); a step's speed does not depend on the values, only on their shapes."""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    stacked = any(getattr(k, 'key', None) == 'members' for k in path)  # leading axis M
-    shape = leaf.shape[1:] if stacked else leaf.shape
-    if len(shape) < 2:
-      return np.zeros(leaf.shape, leaf.dtype)
-    receptive = int(np.prod(shape[:-2]))
-    std = np.sqrt(2.0 / (receptive * (shape[-2] + shape[-1])))
-    return (rng.standard_normal(leaf.shape, np.float32) * std).astype(leaf.dtype)
-  return jax.tree_util.tree_map_with_path(draw, abstract)
-
-
-def random_state(model, image_size: int, tx, seed: int) -> steps_lib.TrainState:
-  """A TrainState like `steps.initialized` gives: random parameters, zero step and Adam moments."""
-  abstract = jax.eval_shape(functools.partial(steps_lib.initialized, model=model,
-                                              image_size=image_size, tx=tx), jax.random.key(0))
-  zeros = lambda tree: jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), tree)
-  return steps_lib.TrainState(step=zeros(abstract.step), opt_state=zeros(abstract.opt_state),
-                              params=random_params(abstract.params, seed))
-
-
 def random_batch(rng: np.random.Generator, batch_size: int, image_size: int,
                  num_classes: int) -> dict:
   """What the input pipeline delivers (uint8 faces, labels, one-hot soft labels, mask), random."""
@@ -298,7 +272,7 @@ def bench_steps(config, batch_size: int, num_steps: int, ceiling: dict, do_train
   par.check_batch_size(batch_size)
   model = create_model(config.model, image_size, num_classes)
   tx = steps_lib.create_optimizer(config.train, max(1, RAF_TRAIN_IMAGES // batch_size))
-  init = lambda: jax.device_put(random_state(model, image_size, tx, config.seed), par.replicated)
+  init = lambda: par.init_state(model, image_size, tx, config.seed)
   state = init()
   batch = par.put_batch(random_batch(np.random.default_rng(0), batch_size, image_size, num_classes))
   context = dict(config=config.name, image_size=image_size, width=config.model.width,
@@ -354,7 +328,7 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
               reference: Timing | None = None, **extra):
     init_input = x if init_input is None else init_input
     abstract = jax.eval_shape(lambda k: module.init(k, init_input)['params'], jax.random.key(0))
-    params = jax.device_put(random_params(abstract, seed=0))
+    params = jax.device_put(draw_params(abstract, 'xavier', seed=0))
     grad_step = jax.jit(jax.value_and_grad(functools.partial(loss, module), argnums=argnums))
     t = time_jitted(grad_step, (params, x), num_steps)
     if reference is not None:  # the issue's target: ≤ 1.2

@@ -9,10 +9,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lnl_jax.errors import ConfigError
+from lnl_jax.models.layers import draw_params
 
 
 
@@ -39,10 +41,12 @@ def create_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int):
   return optax.adam(create_learning_rate_fn(train, steps_per_epoch))
 
 
-def initialized(rng: jax.Array, model: nn.Module, image_size: int, tx) -> TrainState:
-  """The model's initial parameters (drawn by its own initialisers) and the optimiser's state."""
-  params = model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+def abstract_state(model: nn.Module, image_size: int, tx) -> TrainState:
+  """The TrainState's shapes and dtypes: `Module.init` and the optimiser traced, nothing computed."""
+  def build():
+    params = model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)))['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return jax.eval_shape(build)
 
 
 def l2_penalty(params) -> jax.Array:
@@ -124,11 +128,13 @@ class Parallel:
     return jax.jit(functools.partial(eval_step, model=model),
                    in_shardings=(self.replicated, self.batch), out_shardings=self.replicated)
 
-  def jit_init(self, model, image_size, tx):
-    # The program runs once and is almost all random-number generation (one bit generator per
-    # kernel), whose code XLA:CPU spends much of the compile time optimising; optimisation level 0
-    # compiles it faster and draws the same numbers (docs/benchmarks.md).
-    cpu = self.mesh.devices.flat[0].platform == 'cpu'
-    return jax.jit(functools.partial(initialized, model=model, image_size=image_size, tx=tx),
-                   out_shardings=self.replicated,
-                   compiler_options={'xla_backend_optimization_level': 0} if cpu else None)
+  def init_state(self, model: nn.Module, image_size: int, tx, seed: int,
+                 abstract: TrainState | None = None) -> TrainState:
+    """The initial TrainState on every device: parameters drawn on the host from `seed`
+    (`layers.draw_params`: nothing to compile, at any width, the same numbers on every process),
+    step 0, and the optimiser's state of those parameters."""
+    abstract = abstract or abstract_state(model, image_size, tx)
+    params = jax.device_put(draw_params(abstract.params, model.init_scheme, seed), self.replicated)
+    opt_state = jax.jit(tx.init, out_shardings=self.replicated)(params)
+    step = jax.device_put(np.zeros((), np.int32), self.replicated)
+    return TrainState(step=step, params=params, opt_state=opt_state)

@@ -21,7 +21,7 @@ from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError
 from lnl_jax.models import create_model, num_params
 from lnl_jax.preemption import StopSignal
-from lnl_jax.steps import Parallel, create_learning_rate_fn, create_optimizer
+from lnl_jax.steps import Parallel, abstract_state, create_learning_rate_fn, create_optimizer
 
 
 def evaluate(params, records: Records, *, eval_step, parallel: Parallel, config) -> dict:
@@ -141,14 +141,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: S
     total_steps = min(total_steps, train.max_steps)
   tx = create_optimizer(train, steps_per_epoch)
   lr_fn = create_learning_rate_fn(train, steps_per_epoch)
-  init = parallel.jit_init(model, config.data.image_size, tx)
+  abstract = abstract_state(model, config.data.image_size, tx)
   ckpt = checkpoints.Checkpoints(workdir, train.keep_checkpoints)
   closing.callback(ckpt.close)
-  # 'rbg' keys: deterministic draws, faster to compile on CPU than threefry's.
-  init_key = jax.random.key(config.seed, impl='rbg')
-  state, meta = ckpt.restore(jax.eval_shape(init, init_key))
+  state, meta = ckpt.restore(abstract)
   if state is None:
-    state = init(init_key)
+    state = parallel.init_state(model, config.data.image_size, tx, config.seed, abstract)
   else:
     state = jax.device_put(state, parallel.replicated)
   step = int(jax.device_get(state.step))

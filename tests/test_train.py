@@ -70,7 +70,7 @@ def one_step(devices, config, batch):
   parallel = Parallel(devices)
   model = create_model(config.model, config.data.image_size, 7)
   tx = create_optimizer(config.train, 10)
-  state = parallel.jit_init(model, config.data.image_size, tx)(jax.random.key(0, impl='rbg'))
+  state = parallel.init_state(model, config.data.image_size, tx, seed=0)
   initial = jax.device_get(state.params)  # before the step donates the state's buffers
   state, metrics = parallel.jit_train_step(model, tx, config.train)(state, parallel.put_batch(batch))
   grads = jax.tree.map(lambda mu: mu / (1 - 0.9), optax.tree_utils.tree_get(state.opt_state, 'mu'))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from lnl_jax.errors import ConfigError
 from lnl_jax.models.conv import Lowering
-from lnl_jax.models.layers import conv, dense, max_pool2, scaled
+from lnl_jax.models.layers import STACKED, conv, dense, max_pool2, scaled
 
 EXECUTIONS = ('loop', 'vmap', 'scan')
 
@@ -117,7 +117,7 @@ class PatchEnsemble(nn.Module):
       keys = jax.random.split(rng, self.num_members)
       return jax.vmap(lambda k: member.init(k, example)['params'])(keys)
 
-    params = self.param('members', init)
+    params = self.param(STACKED, init)
     apply = lambda p, x: member.apply({'params': p}, x)
     if self.execution == 'vmap':
       f, w_local = jax.vmap(apply)(params, patches)

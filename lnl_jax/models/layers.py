@@ -6,20 +6,58 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lnl_jax.models.conv import Conv, Lowering
 
-# The kernel initialisers, by `model.init` (every module's `init_scheme`); biases start at zero.
-# Both are uniform variance scalings, so from the same key 'he' draws Xavier's numbers scaled by
-# sqrt((fan_in + fan_out) / fan_in).
-KERNEL_INITS = {
-    'xavier': nn.initializers.xavier_uniform(),  # Sec. IV: "Xavier initializer", no pre-training
-    # Variance 2 / fan_in. Xavier's 2 / (fan_in + fan_out) halves the signal's second moment at
-    # every ReLU layer; over LNLAttenNet's ~30 layers the logits start ~1000× smaller than the
-    # input and, at small widths, training sits at chance for hundreds of steps
-    # (docs/initialisation.md).
-    'he': nn.initializers.he_uniform(),
-}
+def kernel_bound(shape, scheme: str) -> float:
+  """The bound b of the uniform U(−b, b) a kernel of `shape` (..., fan_in axis, fan_out axis) is
+  drawn from under `model.init`'s `scheme`; its variance b²/3 is the scheme's. Biases start at 0.
+
+  'xavier' (Sec. IV: "Xavier initializer", no pre-training): 2 / (fan_in + fan_out).
+  'he': 2 / fan_in. Xavier's variance halves the signal's second moment at every ReLU layer; over
+  LNLAttenNet's ~30 layers the logits start ~1000× smaller than the input and, at small widths,
+  training sits at chance for hundreds of steps (docs/initialisation.md).
+  """
+  receptive = math.prod(shape[:-2])
+  fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+  variance = {'xavier': 2 / (fan_in + fan_out), 'he': 2 / fan_in}[scheme]
+  return math.sqrt(3 * variance)
+
+
+def _kernel_init(scheme: str):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -1.0, 1.0) * kernel_bound(shape, scheme)
+  return init
+
+
+# The modules' kernel initialisers, by `model.init` (every module's `init_scheme`): what
+# `Module.init` draws. Training draws the same distributions on the host (`draw_params`).
+KERNEL_INITS = {scheme: _kernel_init(scheme) for scheme in ('xavier', 'he')}
+STACKED = 'members'  # the parameter holding the ensemble's members, stacked on axis 0
+
+
+def draw_params(abstract, scheme: str, seed: int):
+  """Parameters of the shapes of `abstract` (a tree of ShapeDtypeStructs, as `Module.init` would
+  give them), drawn on the host with NumPy from `seed`: every kernel from U(−b, b) with
+  b = kernel_bound (a stacked member's kernel with its own member's fans), every bias 0.
+
+  One generator for the whole tree, in the tree's (sorted) order: no compilation at any width, and
+  the same numbers on every process of a multi-process run.
+  """
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == 'bias':
+      return np.zeros(leaf.shape, leaf.dtype)
+    if name != 'kernel':
+      raise ValueError(f'draw_params: no initialiser for parameter {jax.tree_util.keystr(path)}')
+    stacked = any(getattr(k, 'key', None) == STACKED for k in path)
+    bound = kernel_bound(leaf.shape[1:] if stacked else leaf.shape, scheme)
+    u = rng.random(leaf.shape, dtype=np.float32)
+    return ((2 * u - 1) * bound).astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
 def scaled(channels: int, width: float) -> int:
