@@ -206,7 +206,7 @@ def test_render_says_plainly_when_nothing_is_measured(tmp_path):
   e = report.aggregate(str(tmp_path), planned, dict(config='configs/synthetic.py:cpu'))
   text = report.render(e)
   assert 'have not been run' in text and 'python -m launch.evidence' in text
-  assert 'about 3.1–5.2 hours on 2 CPU cores' in report.render(  # 6 × 31 and 52 minutes
+  assert 'about 3.6–6.7 hours on 2 CPU cores' in report.render(  # 6 × 36 and 67 minutes
       dict(e, missing=planned[:6], planned=planned[:6]))
   assert '%' not in text.replace('100 %', '')  # no measured figure
   assert 'Runs: 15 (' in text
