@@ -133,7 +133,8 @@ class Parallel:
     """The initial TrainState on every device: parameters drawn on the host from `seed`
     (`layers.draw_params`: nothing to compile, at any width, the same numbers on every process),
     step 0, and the optimiser's state of those parameters."""
-    abstract = abstract or abstract_state(model, image_size, tx)
+    if abstract is None:
+      abstract = abstract_state(model, image_size, tx)
     params = jax.device_put(draw_params(abstract.params, model.init_scheme, seed), self.replicated)
     opt_state = jax.jit(tx.init, out_shardings=self.replicated)(params)
     step = jax.device_put(np.zeros((), np.int32), self.replicated)

@@ -18,6 +18,8 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='lnl_jax_test_jax_cache_')
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], True)
 
+from processes import Main  # noqa: E402  (imports JAX: after the environment above)
+
 
 @pytest.fixture
 def launch():
@@ -25,8 +27,7 @@ def launch():
   failed assertion mid-way) is killed."""
   started = []
 
-  def start(*args, **kw):
-    from processes import Main
+  def start(*args, **kw) -> Main:
     started.append(Main(*args, **kw))
     return started[-1]
   yield start
