@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 import time
 from typing import Iterator
@@ -41,6 +42,7 @@ Batch = dict[str, np.ndarray]
 # Random erasing's rectangle (Zhong et al., 2020): area 2–40% of the image, aspect ratio 0.3–3.3.
 ERASE_AREA = (0.02, 0.4)
 ERASE_ASPECT = (0.3, 1 / 0.3)
+PREFETCH_BATCHES = 2  # batches made ahead of the step: one being copied to the device, one waiting
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -190,9 +192,14 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
     return index, image, ok
 
   ds = tf.data.Dataset.from_tensor_slices(rows.reshape(-1))
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(rows.shape[1], drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  return _to_batches(ds, records, failure)
+  ds = ds.map(example, num_parallel_calls=len(os.sched_getaffinity(0)), deterministic=True)
+  ds = ds.batch(rows.shape[1], drop_remainder=True).prefetch(PREFETCH_BATCHES)
+  # Fixed parallelism instead of tf.data's autotuner: with the cores busy in the train step, an
+  # autotuned pipeline held the end of an epoch (the `next` that ends it) for ~6 s, and decoding
+  # never needs more than one thread per core to outrun the step.
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return _to_batches(ds.with_options(options), records, failure)
 
 
 def _to_batches(ds: tf.data.Dataset, records: Records, failure: list) -> Iterator[Batch]:
