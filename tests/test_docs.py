@@ -1,5 +1,6 @@
 """The README and docs/ name tests as their evidence; every test they name exists."""
 import glob
+import json
 import os
 import re
 
@@ -36,4 +37,35 @@ def test_every_test_the_readme_and_docs_name_exists():
   assert len(named) >= 30  # the README's part-by-part table alone names more
   defined = defined_tests()
   missing = [f'{file}::{name}' for file, name in named if name not in defined.get(file, ())]
+  assert not missing, missing
+
+
+def bench_lines(name: str) -> list[dict]:
+  with open(os.path.join(ROOT, 'docs', name), encoding='utf-8') as f:
+    return [json.loads(line) for line in f]
+
+
+def last(lines: list[dict], **match) -> dict:
+  """The newest line whose fields equal `match`."""
+  return [r for r in lines if all(r.get(k) == v for k, v in match.items())][-1]
+
+
+def test_the_readme_time_figures_are_those_of_their_records():
+  """The figures of the README's evidence-time paragraphs, read from the bench records they cite:
+  a record measured again, or a figure edited by hand, fails here until the two agree again."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    readme = ' '.join(f.read().split())  # line breaks are the editor's
+  cpu = bench_lines('cpu_bench.jsonl')
+  widths = bench_lines('evidence_bench.jsonl')
+  expected = [
+      f"trained {last(cpu, what='train_step', config='synthetic:cpu')['img_per_s']:.1f} and "
+      f"evaluated {last(cpu, what='eval_step', config='synthetic:cpu')['img_per_s']:.1f} images/s",
+      f"train step at {last(widths, what='train_step', width=1 / 16)['img_per_s']:.1f} img/s at "
+      f"width 1/16 and {last(widths, what='train_step', width=1 / 32)['img_per_s']:.1f} at 1/32",
+      f"({last(widths, what='part', part='unet', width=1 / 16)['step_s']:.2f} s of "
+      f"{last(widths, what='train_step', width=1 / 16)['step_s']:.2f} s at 1/16, "
+      f"{last(widths, what='part', part='unet', width=1 / 32)['step_s']:.2f} s of "
+      f"{last(widths, what='train_step', width=1 / 32)['step_s']:.2f} s at 1/32)",
+  ]
+  missing = [e for e in expected if e not in readme]
   assert not missing, missing
