@@ -160,7 +160,7 @@ def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, cr
             occlusion_faces: int) -> str:
   """Trains (or resumes, or skips the training of) one run, analyses it and writes its records."""
   workdir = os.path.join(runs_dir, member.name)
-  runs_lib.run_members(config, runs_dir, [member])
+  runs_lib.run_members(config, runs_dir, [member], cli.data_cache_dir(FLAGS.data_cache))
   logging.info('%s: analysing', member.name)
   analyses = analyse(workdir, crucial_faces, occlusion_faces, os.path.join(runs_dir, 'faces'))
   with open(os.path.join(workdir, 'summary.json')) as f:

@@ -3,8 +3,8 @@
   python -m launch.first_step [--config=configs/synthetic.py:cpu] [--runs=2] [--out=FILE.jsonl]
 
 Runs `python -m lnl_jax.main --config=CONFIG` `--runs` times, each in a fresh workdir but all with
-one fresh persistent compilation cache, so the first run compiles everything (cold) and the later
-ones find the compiled programs (warm). The time is taken from starting the process to the log
+one fresh persistent compilation cache and one fresh data cache, so the first run compiles
+everything and draws its synthetic faces (cold) and the later ones find both (warm). The time is taken from starting the process to the log
 line of step 1's metrics (`train.log_every_steps=1`); the process is then killed, so no evaluation
 runs. Prints one JSON line per run (and appends it to --out).
 """
@@ -33,10 +33,12 @@ flags.DEFINE_float('timeout', 1200.0, 'Seconds one run may take to reach its fir
 FIRST_STEP = re.compile(r'\[1\] .*train_loss')  # the metric writer's log line of step 1
 
 
-def time_first_step(config: str, workdir: str, cache: str, timeout: float) -> dict:
+def time_first_step(config: str, workdir: str, cache: str, data_cache: str,
+                    timeout: float) -> dict:
   """Seconds from launching lnl_jax.main to its step-1 metrics line, and the log's last lines."""
   command = [sys.executable, '-m', 'lnl_jax.main', f'--config={config}', f'--workdir={workdir}',
-             f'--compilation_cache={cache}', '--config.train.log_every_steps=1']
+             f'--compilation_cache={cache}', f'--data_cache={data_cache}',
+             '--config.train.log_every_steps=1']
   start = time.perf_counter()
   with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                         text=True) as proc:
@@ -60,7 +62,8 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     cache = os.path.join(tmp, 'jax_cache')
     for i in range(FLAGS.runs):
-      result = time_first_step(config, os.path.join(tmp, f'run{i}'), cache, FLAGS.timeout)
+      result = time_first_step(config, os.path.join(tmp, f'run{i}'), cache,
+                               os.path.join(tmp, 'faces'), FLAGS.timeout)
       line = dict(what='first_step', config=config, cache='cold' if i == 0 else 'warm',
                   seconds=result['seconds'], cpu_count=os.cpu_count())
       if result['log_tail']:

@@ -48,8 +48,10 @@ def is_done(workdir: str) -> bool:
   return os.path.exists(os.path.join(workdir, 'summary.json'))
 
 
-def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member]):
-  """Trains the members in turn in `base_dir/<member>`; finished ones are skipped."""
+def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member],
+                data_cache: str | None = None):
+  """Trains the members in turn in `base_dir/<member>`; finished ones are skipped. Synthetic
+  faces are kept in `data_cache` (`train.train_and_evaluate`)."""
   for i, m in enumerate(chosen):
     workdir = os.path.join(base_dir, m.name)
     if is_done(workdir):
@@ -58,7 +60,7 @@ def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[M
       continue
     logging.info('member %d/%d %s: training in %s', i + 1, len(chosen), m.name, workdir)
     try:
-      summary = train.train_and_evaluate(member_config(config, m), workdir)
+      summary = train.train_and_evaluate(member_config(config, m), workdir, data_cache)
     except (ConfigError, FloatingPointError) as e:  # name the member; the rerun resumes it
       raise type(e)(f'sweep member {m.name} ({workdir}): {e}') from e
     logging.info('member %s: mean test accuracy of the last %d epochs %.2f%%', m.name,

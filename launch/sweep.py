@@ -118,7 +118,7 @@ def main(argv):
     print_commands(config_flag.config_filename, base_dir, chosen, overrides)
     return
   cli.setup_process()
-  cli.run_or_exit(run_members, FLAGS.config, base_dir, chosen)
+  cli.run_or_exit(run_members, FLAGS.config, base_dir, chosen, cli.data_cache_dir(FLAGS.data_cache))
   logging.info('sweep %s done; lay it out with: python -m lnl_jax.report %s', FLAGS.sweep,
                FLAGS.runs_dir)
 

@@ -347,10 +347,12 @@ def load_images(records, image_size: int, batch_size: int, limit: int):
 
 
 def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, grid: int = 16,
-            fill: str = 'grey', checkpoint: str = 'latest', data_root: str | None = None) -> dict:
+            fill: str = 'grey', checkpoint: str = 'latest', data_root: str | None = None,
+            data_cache: str | None = None) -> dict:
   """Runs the analyses `what` on `workdir`; returns {analysis: path of its main output}.
 
-  `data_root` replaces the dataset folder recorded in the workdir's config.json (data moved).
+  `data_root` replaces the dataset folder recorded in the workdir's config.json (data moved);
+  synthetic faces are read from `data_cache` when kept there (`datasets.load_splits`).
   """
   unknown = set(what) - set(ANALYSES)
   if unknown:
@@ -363,7 +365,7 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
     raise ConfigError(f'--what=crucial needs synthetic faces (they know their crucial patches); '
                       f'{workdir} was trained on {config.data.name!r}.')
   _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
-                                 config.model.overlap)
+                                 config.model.overlap, data_cache)
   run = load_trained(workdir, checkpoint)
   model, step = run.model, run.step
   out_dir = os.path.join(workdir, 'analysis')
@@ -450,7 +452,7 @@ def main(argv):
       synthetic = checkpoints.load_config(FLAGS.workdir).data.name == 'synthetic'
       what = [a for a in ANALYSES if a != 'crucial' or synthetic]
     return analyze(FLAGS.workdir, what, FLAGS.num_images, FLAGS.grid, FLAGS.fill, FLAGS.checkpoint,
-                   FLAGS.data_root)
+                   FLAGS.data_root, cli.data_cache_dir(FLAGS.data_cache))
 
   written = cli.run_or_exit(run)
   for name, path in written.items():

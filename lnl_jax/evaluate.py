@@ -27,13 +27,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.setup_process()
-  cli.run_or_exit(evaluate_workdir, FLAGS.workdir, FLAGS.checkpoint)
+  cli.run_or_exit(evaluate_workdir, FLAGS.workdir, FLAGS.checkpoint, cli.data_cache_dir(FLAGS.data_cache))
 
 
-def evaluate_workdir(workdir: str, checkpoint: str) -> None:
+def evaluate_workdir(workdir: str, checkpoint: str, data_cache: str | None = None) -> None:
   run = load_trained(workdir, checkpoint)
   config, step = run.config, run.step
-  _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches, config.model.overlap)
+  _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
+                                 config.model.overlap, data_cache)
   model = Predictor(run.model, run.params, config.train.batch_size, Parallel())
   result = evaluate(model.params, test, eval_step=model.eval_step, parallel=model.parallel,
                     config=config)

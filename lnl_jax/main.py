@@ -33,7 +33,8 @@ def main(argv):
     initialize_distributed()
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
-  cli.run_or_exit(train.train_and_evaluate, FLAGS.config, FLAGS.workdir)
+  cli.run_or_exit(train.train_and_evaluate, FLAGS.config, FLAGS.workdir,
+                  cli.data_cache_dir(FLAGS.data_cache))
 
 
 if __name__ == '__main__':

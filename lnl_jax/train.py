@@ -102,8 +102,10 @@ class EpochStats:
                 bad_train_images=self.bad.count)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data_cache: str | None = None) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns summary.json's dict.
+  Synthetic faces are kept in `data_cache` when one is given (`datasets.load_splits`).
 
   SIGTERM/SIGINT are handled from the first line on (`preemption.StopSignal`): before the first
   step and right after a checkpoint the process ends at once; otherwise after the current step,
@@ -113,11 +115,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   stop = StopSignal()
   with contextlib.ExitStack() as closing:  # closed on return and on any exception
     closing.callback(stop.restore)
-    return _train_and_evaluate(config, workdir, stop, closing)
+    return _train_and_evaluate(config, workdir, data_cache, stop, closing)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: StopSignal,
-                        closing: contextlib.ExitStack) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_cache: str | None,
+                        stop: StopSignal, closing: contextlib.ExitStack) -> dict:
   start_time = time.time()
   host.keep_freed_memory()  # every training entry point (main, sweep, cross_validate) comes here
   _check_writable(workdir)
@@ -128,7 +130,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, stop: S
   if train.on_nonfinite not in ('stop', 'skip'):
     raise ConfigError(f"train.on_nonfinite={train.on_nonfinite!r} must be 'stop' or 'skip'.")
   train_records, test_records = datasets.load_splits(
-      config.data, config.seed, config.model.num_patches, config.model.overlap)
+      config.data, config.seed, config.model.num_patches, config.model.overlap, data_cache)
   model = create_model(config.model, config.data.image_size, train_records.num_classes)
   checkpoints.check_or_write_config(config, workdir)
 

@@ -17,6 +17,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='lnl_jax_test_jax_cache_')
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], True)
+if 'LNL_JAX_DATA_CACHE' not in os.environ:  # the same for the synthetic faces the commands draw
+  os.environ['LNL_JAX_DATA_CACHE'] = tempfile.mkdtemp(prefix='lnl_jax_test_faces_')
+  atexit.register(shutil.rmtree, os.environ['LNL_JAX_DATA_CACHE'], True)
 
 from processes import Main  # noqa: E402  (imports JAX: after the environment above)
 

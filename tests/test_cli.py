@@ -1,4 +1,4 @@
-"""cli: how a command ends on errors the user can fix, and where the compilation cache goes."""
+"""cli: how a command ends on errors the user can fix, and where the caches go."""
 import signal
 
 import pytest
@@ -40,3 +40,15 @@ def test_compilation_cache_dir(monkeypatch, tmp_path):
   assert cli.compilation_cache_dir(None) == '/elsewhere'
   assert cli.compilation_cache_dir('/flag') == '/flag'
   assert cli.compilation_cache_dir('') == ''  # --compilation_cache= turns it off
+
+
+def test_data_cache_dir(monkeypatch, tmp_path):
+  monkeypatch.delenv('LNL_JAX_DATA_CACHE', raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  assert cli.data_cache_dir(None) == str(tmp_path / 'lnl_jax' / 'synthetic_faces')
+  monkeypatch.setenv('LNL_JAX_DATA_CACHE', '/elsewhere')
+  assert cli.data_cache_dir(None) == '/elsewhere'
+  assert cli.data_cache_dir('/flag') == '/flag'
+  assert cli.data_cache_dir('') is None  # --data_cache= turns it off
+  monkeypatch.setenv('LNL_JAX_DATA_CACHE', '')
+  assert cli.data_cache_dir(None) is None

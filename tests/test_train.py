@@ -27,9 +27,13 @@ def run_main(workdir, *flags, devices=1, optimised=False):
 
 
 def test_main_writes_everything_and_resumes(tmp_path):
-  workdir = str(tmp_path / 'run')
-  log = run_main(workdir)
+  workdir, faces = str(tmp_path / 'run'), tmp_path / 'faces'
+  log = run_main(workdir, f'--data_cache={faces}')
   assert 'starting from scratch' in log
+  (cached,) = faces.glob('synthetic_faces_*.npz')  # drawn once; the resumed run below reads it
+  drawn = cached.stat().st_mtime_ns
+  with np.load(cached) as f:
+    assert f['images'].shape == (96 + 48, 64, 64, 3)  # the smoke variant's faces
   records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['epoch'] for r in records] == [1, 2]
   assert all(0 <= r['test_accuracy'] <= 100 and np.isfinite(r['train_loss']) for r in records)
@@ -45,7 +49,8 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
 
   # Same command, one more epoch: resumes from step 12 and keeps the first two epochs as they were.
-  log = run_main(workdir, '--config.train.num_epochs=3')
+  log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
+  assert cached.stat().st_mtime_ns == drawn and list(faces.iterdir()) == [cached]
   assert 'resuming at step 12' in log
   resumed = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['epoch'] for r in resumed] == [1, 2, 3]
