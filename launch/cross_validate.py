@@ -130,7 +130,8 @@ def main(argv):
     runs.print_commands(FLAGS['config'].config_filename, FLAGS.runs_dir, members, overrides)
     return
   cli.setup_process()
-  cli.run_or_exit(runs.run_members, config, FLAGS.runs_dir, members, cli.data_cache_dir(FLAGS.data_cache))
+  cli.run_or_exit(runs.run_members, config, FLAGS.runs_dir, members,
+                  cli.data_cache_dir(FLAGS.data_cache))
   cv = write_summary(config, FLAGS.runs_dir)
   if cv is not None:
     print(describe(cv))

@@ -6,22 +6,21 @@
 Writes `--faces` synthetic faces as PNG class folders (the `folder` dataset, split by k-fold), then
 runs `launch.cross_validate` on them with `--folds` folds of `--steps` train steps each, in one
 process with a fresh compilation cache, and `lnl_jax.bench` on the same config. Prints one JSON
-line: the job's wall time, each fold's (summary.json's `wall_time_s`: the first fold compiles, the
-others should find the programs compiled), and `folds × steps × the bench's step time`, the part of
-the job that is training (and appends it to --out).
+line: the job's wall time, each fold's (summary.json's `wall_time_s`: the first fold compiles,
+the others should find the programs compiled), and `folds × steps × the bench's step time`, the
+part of the job that is training (and appends it to --out).
 """
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 from PIL import Image
 
+from launch.runs import report, run_tool
 from lnl_jax import cli
 from lnl_jax.data import synthetic
 
@@ -42,13 +41,6 @@ def write_faces(root: str, num_faces: int, image_size: int) -> None:
     Image.fromarray(image).save(os.path.join(folder, f'{i}.png'))
 
 
-def _run(module_and_flags: list[str]) -> str:
-  done = subprocess.run([sys.executable, '-m', *module_and_flags], capture_output=True, text=True)
-  if done.returncode:
-    sys.exit(f'{" ".join(module_and_flags)} failed ({done.returncode}):\n{done.stderr[-3000:]}')
-  return done.stdout
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -57,24 +49,25 @@ def main(argv):
     root, runs_dir = os.path.join(tmp, 'faces'), os.path.join(tmp, 'cv')
     write_faces(root, FLAGS.faces, FLAGS.config.data.image_size)
     start = time.perf_counter()
-    _run(['launch.cross_validate', f'--config={config}', f'--runs_dir={runs_dir}',
-          f'--config.data.root={root}', f'--config.data.num_folds={FLAGS.folds}',
-          f'--config.train.max_steps={FLAGS.steps}', f'--compilation_cache={tmp}/jax_cache'])
+    run_tool(['launch.cross_validate', f'--config={config}', f'--runs_dir={runs_dir}',
+              f'--config.data.root={root}', f'--config.data.num_folds={FLAGS.folds}',
+              f'--config.train.max_steps={FLAGS.steps}', f'--compilation_cache={tmp}/jax_cache'],
+             FLAGS['config'].override_values)
     wall = time.perf_counter() - start
-    folds = [json.load(open(os.path.join(runs_dir, f'fold_{k}', 'summary.json')))['wall_time_s']
-             for k in range(FLAGS.folds)]
-  bench = _run(['lnl_jax.bench', f'--config={config}', f'--batch={batch_size}', '--steps=5',
-                '--noeval'])
+    folds = []
+    for k in range(FLAGS.folds):
+      with open(os.path.join(runs_dir, f'fold_{k}', 'summary.json')) as f:
+        folds.append(json.load(f)['wall_time_s'])
+  bench = run_tool(['lnl_jax.bench', f'--config={config}', f'--batch={batch_size}', '--steps=5',
+                    '--noeval', '--compilation_cache='],  # its compile time is a real one
+                   FLAGS['config'].override_values)
   (step,) = [r for r in map(json.loads, bench.splitlines()) if r.get('what') == 'train_step']
   line = dict(what='cv_time', config=config, faces=FLAGS.faces, folds=FLAGS.folds,
               steps_per_fold=FLAGS.steps, batch=batch_size, wall_s=round(wall, 1),
               fold_wall_s=[round(f, 1) for f in folds], step_s=step['step_s'],
               train_steps_s=round(FLAGS.folds * FLAGS.steps * step['step_s'], 1),
               step_compile_s=step['compile_s'], cpu_count=os.cpu_count())
-  print(json.dumps(line), flush=True)
-  if FLAGS.out:
-    with open(FLAGS.out, 'a') as f:
-      f.write(json.dumps(line) + '\n')
+  report(line, FLAGS.out)
 
 
 if __name__ == '__main__':

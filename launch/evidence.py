@@ -157,12 +157,13 @@ def record(workdir: str, results_dir: str, name: str, analyses: dict[str, dict])
 
 
 def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, crucial_faces: int,
-            occlusion_faces: int) -> str:
-  """Trains (or resumes, or skips the training of) one run, analyses it and writes its records."""
+            occlusion_faces: int, data_cache: str | None = None) -> str:
+  """Trains (or resumes, or skips the training of) one run, analyses it and writes its records;
+  the synthetic faces of both are kept in `data_cache`."""
   workdir = os.path.join(runs_dir, member.name)
-  runs_lib.run_members(config, runs_dir, [member], cli.data_cache_dir(FLAGS.data_cache))
+  runs_lib.run_members(config, runs_dir, [member], data_cache)
   logging.info('%s: analysing', member.name)
-  analyses = analyse(workdir, crucial_faces, occlusion_faces, os.path.join(runs_dir, 'faces'))
+  analyses = analyse(workdir, crucial_faces, occlusion_faces, data_cache)
   with open(os.path.join(workdir, 'summary.json')) as f:
     steps = json.load(f)['steps']
   if analyses['crucial.json']['step'] != steps:
@@ -258,7 +259,8 @@ def main(argv):
                      os.path.join(results, m.name))
         continue
       logging.info('run %d/%d %s', i + 1, len(chosen), m.name)
-      path = run_one(FLAGS.config, m, runs_dir, results, FLAGS.crucial_faces, FLAGS.occlusion_faces)
+      path = run_one(FLAGS.config, m, runs_dir, results, FLAGS.crucial_faces, FLAGS.occlusion_faces,
+                     cli.data_cache_dir(FLAGS.data_cache))
       write_evidence(results, names, settings, readme)
       if FLAGS.commit:
         git_commit([path, os.path.join(results, EVIDENCE_JSON)] + ([readme] if readme else []),

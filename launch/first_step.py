@@ -4,13 +4,13 @@
 
 Runs `python -m lnl_jax.main --config=CONFIG` `--runs` times, each in a fresh workdir but all with
 one fresh persistent compilation cache and one fresh data cache, so the first run compiles
-everything and draws its synthetic faces (cold) and the later ones find both (warm). The time is taken from starting the process to the log
-line of step 1's metrics (`train.log_every_steps=1`); the process is then killed, so no evaluation
-runs. Prints one JSON line per run (and appends it to --out).
+everything and draws its synthetic faces (cold) and the later ones find both (warm). The time is
+taken from starting the process to the log line of step 1's metrics (`train.log_every_steps=1`);
+the process is then killed, so no evaluation runs. Prints one JSON line per run (and appends it to
+--out).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -21,6 +21,7 @@ import time
 
 from absl import app, flags
 
+from launch.runs import report
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -68,10 +69,7 @@ def main(argv):
                   seconds=result['seconds'], cpu_count=os.cpu_count())
       if result['log_tail']:
         line['log_tail'] = result['log_tail']
-      print(json.dumps(line), flush=True)
-      if FLAGS.out:
-        with open(FLAGS.out, 'a') as f:
-          f.write(json.dumps(line) + '\n')
+      report(line, FLAGS.out)
 
 
 if __name__ == '__main__':

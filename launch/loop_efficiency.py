@@ -1,7 +1,7 @@
 """The training loop's images/s against the isolated train step, measured in one run.
 
   python -m launch.loop_efficiency [--config=configs/synthetic.py:cpu] [--steps_per_epoch=20]
-      [--epochs=3] [--out=FILE.jsonl]
+      [--epochs=3] [--bench_steps=10] [--out=FILE.jsonl]
 
 Runs, one after the other on the same machine: `lnl_jax.bench` (the train step alone, on random
 batches of the config's shape and batch size), then `lnl_jax.main` on the same config for
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl import app, flags
 
+from launch.runs import report, run_tool
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -34,8 +33,8 @@ cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON line to this fi
 
 def bench_img_per_s(config: str, batch_size: int, num_steps: int) -> float:
   """The train step's images/s from `lnl_jax.bench` (eval not measured)."""
-  out = _run(['lnl_jax.bench', f'--config={config}', f'--batch={batch_size}', f'--steps={num_steps}',
-              '--noeval'])
+  out = run_tool(['lnl_jax.bench', f'--config={config}', f'--batch={batch_size}',
+                  f'--steps={num_steps}', '--noeval'], FLAGS['config'].override_values)
   (record,) = [r for r in map(json.loads, out.splitlines()) if r.get('what') == 'train_step']
   return record['img_per_s']
 
@@ -43,18 +42,12 @@ def bench_img_per_s(config: str, batch_size: int, num_steps: int) -> float:
 def loop_img_per_s(config: str, workdir: str, batch_size: int, steps_per_epoch: int,
                    epochs: int) -> list[float]:
   """metrics.jsonl's images_per_s of every epoch of a short `lnl_jax.main` run."""
-  _run(['lnl_jax.main', f'--config={config}', f'--workdir={workdir}',
-        f'--config.data.num_train={batch_size * steps_per_epoch}',
-        f'--config.train.num_epochs={epochs}', f'--config.train.log_every_steps={steps_per_epoch}'])
+  run_tool(['lnl_jax.main', f'--config={config}', f'--workdir={workdir}',
+            f'--config.data.num_train={batch_size * steps_per_epoch}',
+            f'--config.train.num_epochs={epochs}',
+            f'--config.train.log_every_steps={steps_per_epoch}'], FLAGS['config'].override_values)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line)['images_per_s'] for line in f]
-
-
-def _run(module_and_flags: list[str]) -> str:
-  done = subprocess.run([sys.executable, '-m', *module_and_flags], capture_output=True, text=True)
-  if done.returncode:
-    sys.exit(f'{" ".join(module_and_flags)} failed ({done.returncode}):\n{done.stderr[-3000:]}')
-  return done.stdout
 
 
 def main(argv):
@@ -72,13 +65,11 @@ def main(argv):
   bench = (before + after) / 2
   loop = sum(epochs[1:]) / len(epochs[1:])
   line = dict(what='loop_efficiency', config=config, batch=batch_size,
-              steps_per_epoch=FLAGS.steps_per_epoch, bench_img_per_s=[round(before, 2), round(after, 2)],
+              steps_per_epoch=FLAGS.steps_per_epoch,
+              bench_img_per_s=[round(before, 2), round(after, 2)],
               loop_img_per_s=[round(e, 2) for e in epochs], ratio=round(loop / bench, 3),
               cpu_count=os.cpu_count())
-  print(json.dumps(line), flush=True)
-  if FLAGS.out:
-    with open(FLAGS.out, 'a') as f:
-      f.write(json.dumps(line) + '\n')
+  report(line, FLAGS.out)
 
 
 if __name__ == '__main__':

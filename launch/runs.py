@@ -3,8 +3,10 @@ one `lnl_jax.main` command per unfinished member (for a cluster)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
+import subprocess
 import sys
 
 import ml_collections
@@ -92,3 +94,23 @@ def print_commands(config_arg: str, base_dir: str, chosen: list[Member],
     lines.append(command(config_arg, {**overrides, **m.overrides}, f'--workdir={workdir}'))
     print(lines[-1])
   return lines
+
+
+def run_tool(module_and_flags: list[str], overrides: dict) -> str:
+  """stdout of `python -m module flags --config.field=value...` (`overrides`: the calling command's
+  own config overrides, passed on); a failure ends the calling process with the tool's stderr."""
+  words = [f'--config.{k}={flag_value(v)}' for k, v in overrides.items()]
+  done = subprocess.run([sys.executable, '-m', *module_and_flags, *words], capture_output=True,
+                        text=True)
+  if done.returncode:
+    sys.exit(f'{" ".join(module_and_flags)} failed ({done.returncode}):\n{done.stderr[-3000:]}')
+  return done.stdout
+
+
+def report(line: dict, out: str) -> None:
+  """Prints `line` as one JSON line, and appends it to the file `out` too unless it is ''."""
+  text = json.dumps(line)
+  print(text, flush=True)
+  if out:
+    with open(out, 'a') as f:
+      f.write(text + '\n')

@@ -31,7 +31,7 @@ flags.DEFINE_string(
     '(~/.cache/lnl_jax/jax_cache).')
 flags.DEFINE_string(
     'data_cache', None, 'Directory keeping generated synthetic faces, so that a rerun reads them '
-    'instead of drawing them again (~20 s for the cpu variant\'s 3,700); \'\' disables it. Default: '
+    'instead of drawing them again; \'\' disables it. Default: '
     '$LNL_JAX_DATA_CACHE if set, else $XDG_CACHE_HOME/lnl_jax/synthetic_faces.')
 
 

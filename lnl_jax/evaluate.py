@@ -27,7 +27,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.setup_process()
-  cli.run_or_exit(evaluate_workdir, FLAGS.workdir, FLAGS.checkpoint, cli.data_cache_dir(FLAGS.data_cache))
+  cli.run_or_exit(evaluate_workdir, FLAGS.workdir, FLAGS.checkpoint,
+                  cli.data_cache_dir(FLAGS.data_cache))
 
 
 def evaluate_workdir(workdir: str, checkpoint: str, data_cache: str | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -12,7 +13,8 @@ def write_atomic(path: str, write: Callable[[IO], Any], mode: str = 'wb') -> Non
   """`write(f)` into a temporary file beside `path` (its folder created), then renamed over it."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  tmp = f'{path}.{os.getpid()}.tmp'  # per process: concurrent writers never share a temporary
+  # per process and host: concurrent writers, on one machine or sharing a folder, never meet
+  tmp = f'{path}.{socket.gethostname()}.{os.getpid()}.tmp'
   try:
     with open(tmp, mode) as f:
       write(f)

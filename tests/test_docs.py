@@ -47,7 +47,9 @@ def bench_lines(name: str) -> list[dict]:
 
 def last(lines: list[dict], **match) -> dict:
   """The newest line whose fields equal `match`."""
-  return [r for r in lines if all(r.get(k) == v for k, v in match.items())][-1]
+  found = [r for r in lines if all(r.get(k) == v for k, v in match.items())]
+  assert found, f'no record with {match}'
+  return found[-1]
 
 
 def test_the_readme_time_figures_are_those_of_their_records():

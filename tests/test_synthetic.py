@@ -223,3 +223,14 @@ def test_load_or_generate_caches(tmp_path, monkeypatch):
   other = synthetic.load_or_generate(5, image_size=64, seed=3, cache_dir=str(tmp_path))
   assert len(list(tmp_path.glob('*.npz'))) == 2
   assert not np.array_equal(other.images, fresh.images)
+  monkeypatch.setattr(synthetic, 'SOURCE_DIGEST', 'edited')  # the generator's source changed
+  synthetic.load_or_generate(5, image_size=64, seed=2, cache_dir=str(tmp_path))
+  assert len(list(tmp_path.glob('*.npz'))) == 3  # drawn again, not read from the older file
+
+
+def test_load_or_generate_without_a_writable_cache_warns_and_goes_on(tmp_path, caplog):
+  not_a_folder = tmp_path / 'file'
+  not_a_folder.write_text('x')
+  faces = synthetic.load_or_generate(3, image_size=64, seed=0, cache_dir=str(not_a_folder / 'c'))
+  np.testing.assert_array_equal(faces.images, synthetic.generate(3, image_size=64, seed=0).images)
+  assert 'Could not keep the synthetic faces' in caplog.text

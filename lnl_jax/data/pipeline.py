@@ -42,7 +42,7 @@ Batch = dict[str, np.ndarray]
 # Random erasing's rectangle (Zhong et al., 2020): area 2–40% of the image, aspect ratio 0.3–3.3.
 ERASE_AREA = (0.02, 0.4)
 ERASE_ASPECT = (0.3, 1 / 0.3)
-PREFETCH_BATCHES = 2  # batches made ahead of the step: one being copied to the device, one waiting
+PREFETCH_BATCHES = 2  # host batches kept ready ahead of the step
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -192,14 +192,22 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
     return index, image, ok
 
   ds = tf.data.Dataset.from_tensor_slices(rows.reshape(-1))
-  ds = ds.map(example, num_parallel_calls=len(os.sched_getaffinity(0)), deterministic=True)
+  ds = ds.map(example, num_parallel_calls=_usable_cores(), deterministic=True)
   ds = ds.batch(rows.shape[1], drop_remainder=True).prefetch(PREFETCH_BATCHES)
   # Fixed parallelism instead of tf.data's autotuner: with the cores busy in the train step, an
-  # autotuned pipeline held the end of an epoch (the `next` that ends it) for ~6 s, and decoding
-  # never needs more than one thread per core to outrun the step.
+  # autotuned pipeline held the end of an epoch (finishing or dropping its iterator) for seconds
+  # (docs/benchmarks.md). One decoding thread per core outruns the CPU's train step; with an
+  # accelerator's much faster step this setting has not been measured yet.
   options = tf.data.Options()
   options.autotune.enabled = False
   return _to_batches(ds.with_options(options), records, failure)
+
+
+def _usable_cores() -> int:
+  """The cores this process may run on (its affinity where the OS has one, e.g. under Slurm)."""
+  if hasattr(os, 'sched_getaffinity'):  # Linux; macOS and Windows have no affinity call
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def _to_batches(ds: tf.data.Dataset, records: Records, failure: list) -> Iterator[Batch]:

@@ -52,7 +52,10 @@ PART_REGIONS = np.array([
     (0.25, 0.50, 0.49, 0.75),
     (0.65, 0.33, 0.86, 0.67),
 ], np.float64)
-GENERATOR_VERSION = 1  # bump when the drawing changes, to invalidate on-disk caches
+# Part of every cache file's key: any edit of this module (the drawing lives here) invalidates the
+# faces cached by an earlier version of it.
+with open(__file__, 'rb') as _source:
+  SOURCE_DIGEST = hashlib.sha1(_source.read()).hexdigest()[:12]
 
 MAX_ROTATION_DEG = 10.0
 MAX_TRANSLATION = 0.06  # fraction of the image side
@@ -471,7 +474,7 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
                      with_parts: bool = False):
   """`generate` (or `generate_with_parts` when `with_parts`), cached as an .npz in `cache_dir`.
 
-  The file is keyed by every argument that changes the pixels (and GENERATOR_VERSION); the patch
+  The file is keyed by every argument that changes the pixels and by this module's source; the patch
   grid is not part of the key, since `crucial` is recomputed from the stored part boxes. A missing
   or unreadable file is (re)generated and written atomically.
   """
@@ -480,7 +483,7 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
                                          occlusion_prob, class_balance)
     return (records, parts) if with_parts else records
   _check_arguments(num_images, image_size, seed, num_patches, overlap, occlusion_prob)
-  key = (f'v{GENERATOR_VERSION}-n{num_images}-s{image_size}-seed{seed}-occ{occlusion_prob!r}'
+  key = (f'src{SOURCE_DIGEST}-n{num_images}-s{image_size}-seed{seed}-occ{occlusion_prob!r}'
          f'-bal{int(class_balance)}')
   digest = hashlib.sha1(key.encode()).hexdigest()[:12]
   path = os.path.join(cache_dir, f'synthetic_faces_{digest}.npz')
@@ -498,8 +501,12 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
     records, parts = generate_with_parts(num_images, image_size, seed, num_patches, overlap,
                                          occlusion_prob, class_balance)
     images, labels = records.images, records.labels
-    io.write_atomic(path, lambda f: np.savez(
-        f, key=key, images=images, labels=labels, part_boxes=parts.part_boxes,
-        occluder_boxes=parts.occluder_boxes))
+    try:
+      io.write_atomic(path, lambda f: np.savez(
+          f, key=key, images=images, labels=labels, part_boxes=parts.part_boxes,
+          occluder_boxes=parts.occluder_boxes))
+    except OSError as e:  # a full disk or an unwritable folder costs the next run the drawing only
+      logging.warning('Could not keep the synthetic faces in %s (%s); continuing without the cache '
+                      '(--data_cache chooses another folder).', path, e)
   records = _records(images, labels, parts, seed, num_patches, overlap, occlusion_prob)
   return (records, parts) if with_parts else records
