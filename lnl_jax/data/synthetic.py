@@ -474,9 +474,10 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
                      with_parts: bool = False):
   """`generate` (or `generate_with_parts` when `with_parts`), cached as an .npz in `cache_dir`.
 
-  The file is keyed by every argument that changes the pixels and by this module's source; the patch
-  grid is not part of the key, since `crucial` is recomputed from the stored part boxes. A missing
-  or unreadable file is (re)generated and written atomically.
+  The file is keyed by every argument that changes the pixels and by this module's source; the
+  patch grid is not part of the key, since `crucial` is recomputed from the stored part boxes. A
+  missing or unreadable file is (re)generated and written atomically; one that cannot be written
+  is only warned about.
   """
   if cache_dir is None:
     records, parts = generate_with_parts(num_images, image_size, seed, num_patches, overlap,
