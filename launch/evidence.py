@@ -8,7 +8,7 @@ on synthetic faces over several seeds, each run leaving small records in the rep
   python -m launch.evidence --readme                 # README's block from RESULTS/evidence.json
       [--runs_dir=runs/evidence] [--results_dir=docs/results] [--readme_path=README.md]
 
-Runs, on `--config` (default `configs/synthetic.py:cpu`) with the same `--seeds` for every kind:
+Runs, on `--config` (default `configs/evidence.py`) with the same `--seeds` for every kind:
   attention_<v>_seed<s>   Table IV: model.attention = v ∈ none, local, nonlocal, both
                           (Model-S, Model-Local, Model-NonLocal, LNLAttenNet)
   occluded_both_seed<s>   LNLAttenNet trained on faces with a random occluder (a hand or a box) with

@@ -15,7 +15,7 @@ from scipy import stats
 from lnl_jax import analysis, io
 from lnl_jax.errors import ConfigError
 
-DEFAULT_CONFIG = 'configs/synthetic.py:cpu'
+DEFAULT_CONFIG = 'configs/evidence.py'
 TABLE_IV_ORDER = ('none', 'local', 'nonlocal', 'both')  # the paper's claim: each beats the previous
 MODEL_NAMES = {'attention_none': 'Model-S', 'attention_local': 'Model-Local',
                'attention_nonlocal': 'Model-NonLocal', 'attention_both': 'LNLAttenNet',
