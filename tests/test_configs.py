@@ -42,10 +42,20 @@ def test_cpu_variant_changes_only_widths():
   assert cpu.model.width < paper.model.width
 
 
-@pytest.mark.parametrize('arg', ['', 'cpu'])
-def test_traced_network_pools_and_pads_as_tables_i_and_iii(arg):
+def test_evidence_config_narrows_only_widths_and_the_training_faces():
+  """The evidence runs' model is the cpu variant narrowed again, on fewer training faces; the
+  test faces the analyses read stay."""
+  cpu, evidence = load_config_file('synthetic', 'cpu'), load_config_file('evidence')
+  changed = {f'{block}.{k}' for block in ('data', 'model', 'train')
+             for k, v in cpu[block].items() if evidence[block][k] != v}
+  assert changed == {'model.width', 'data.num_train'}
+  assert evidence.model.width < cpu.model.width and evidence.data.num_train < cpu.data.num_train
+
+
+@pytest.mark.parametrize('name,arg', [('synthetic', ''), ('synthetic', 'cpu'), ('evidence', '')])
+def test_traced_network_pools_and_pads_as_tables_i_and_iii(name, arg):
   """Shapes where the paper fixes them, recorded while the network is traced (no compilation)."""
-  c = load_config_file('synthetic', arg or None)
+  c = load_config_file(name, arg or None)
   c.model.ensemble = 'scan'  # one traced member instead of 16; same function
   model = create_model(c.model, c.data.image_size, 7)
   seen = {}
