@@ -23,6 +23,8 @@ RESULTS/<run>/: config.json, metrics.jsonl and summary.json of the workdir, and
   occlusion.json  `analysis.occlusion_analysis` (grey box over each patch in turn) on the first
                   `--occlusion_faces` of them, with `clean_accuracy` (the crucial faces) and
                   `occluders_accuracy`: the same faces, each with a random occluder
+  code.json       the commit the running code was checked out at, and the files of lnl_jax/,
+                  launch/ and configs/ that differed from it when the command started
 Every model is analysed on the same faces for a seed: the clean test faces of that seed (the
 synthetic faces draw the occluder whether they show it or not, so the occlusion-trained model's test
 faces are these faces, the share `--occlusion_prob` of them occluded). A run whose records are
@@ -55,8 +57,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from launch import runs as runs_lib
-from launch.evidence_report import (DEFAULT_CONFIG, EVIDENCE_JSON, TABLE_IV_ORDER, WORKDIR_FILES,
-                                    is_recorded, write_evidence, write_readme)
+from launch.evidence_report import (CODE_FILE, DEFAULT_CONFIG, EVIDENCE_JSON, TABLE_IV_ORDER,
+                                    WORKDIR_FILES, is_recorded, write_evidence, write_readme)
 from lnl_jax import analysis, checkpoints, cli, inference, io
 from lnl_jax.config_base import ATTENTION_VARIANTS
 from lnl_jax.data import datasets
@@ -141,6 +143,20 @@ def analyse(workdir: str, crucial_faces: int, occlusion_faces: int,
   return {'crucial.json': crucial, 'occlusion.json': occlusion}
 
 
+def code_version(root: str) -> dict:
+  """{'commit': HEAD of the checkout at `root` (None outside git), 'modified': the files of
+  lnl_jax/, launch/ and configs/ that differ from it, or are untracked}."""
+  git = lambda *a: subprocess.run(['git', *a], cwd=root, capture_output=True, text=True,
+                                  check=True).stdout
+  try:
+    commit = git('rev-parse', 'HEAD').strip()
+    status = git('status', '--porcelain', '--untracked-files=all', '--', 'lnl_jax', 'launch',
+                 'configs')
+  except (OSError, subprocess.CalledProcessError):
+    return dict(commit=None, modified=[])
+  return dict(commit=commit, modified=sorted(line[3:] for line in status.splitlines()))
+
+
 def record(workdir: str, results_dir: str, name: str, analyses: dict[str, dict]) -> str:
   """Writes RESULTS/<name>/ (the workdir's small files and `analyses`) whole, or not at all."""
   final = os.path.join(results_dir, name)
@@ -157,9 +173,9 @@ def record(workdir: str, results_dir: str, name: str, analyses: dict[str, dict])
 
 
 def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, crucial_faces: int,
-            occlusion_faces: int, data_cache: str | None = None) -> str:
-  """Trains (or resumes, or skips the training of) one run, analyses it and writes its records;
-  the synthetic faces of both are kept in `data_cache`."""
+            occlusion_faces: int, code: dict, data_cache: str | None = None) -> str:
+  """Trains (or resumes, or skips the training of) one run, analyses it and writes its records
+  (`code`: code.json); the synthetic faces of both are kept in `data_cache`."""
   workdir = os.path.join(runs_dir, member.name)
   runs_lib.run_members(config, runs_dir, [member], data_cache)
   logging.info('%s: analysing', member.name)
@@ -169,7 +185,7 @@ def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, cr
   if analyses['crucial.json']['step'] != steps:
     raise ConfigError(f'{workdir}: the newest checkpoint is at step '
                       f'{analyses["crucial.json"]["step"]}, summary.json at {steps}.')
-  return record(workdir, results_dir, member.name, analyses)
+  return record(workdir, results_dir, member.name, {**analyses, CODE_FILE: code})
 
 
 def git_commit(paths: Sequence[str], message: str) -> None:
@@ -251,6 +267,10 @@ def main(argv):
     return
 
   cli.setup_process()
+  code = code_version(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if code['modified']:
+    logging.warning('the code differs from commit %s in %s; code.json says so',
+                    code['commit'], ', '.join(code['modified']))
 
   def run_all():
     for i, m in enumerate(chosen):
@@ -260,7 +280,7 @@ def main(argv):
         continue
       logging.info('run %d/%d %s', i + 1, len(chosen), m.name)
       path = run_one(FLAGS.config, m, runs_dir, results, FLAGS.crucial_faces, FLAGS.occlusion_faces,
-                     cli.data_cache_dir(FLAGS.data_cache))
+                     code, cli.data_cache_dir(FLAGS.data_cache))
       write_evidence(results, names, settings, readme)
       if FLAGS.commit:
         git_commit([path, os.path.join(results, EVIDENCE_JSON)] + ([readme] if readme else []),

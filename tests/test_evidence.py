@@ -140,6 +140,7 @@ def write_record(results, name, seed, attention, final, mean_last, excess=0.0, o
   io.write_json(os.path.join(d, 'occlusion.json'), dict(
       per_face=per_face, clean_accuracy=80.0, accuracy=[70.0, 60.0], occluders_accuracy=50.0,
       num_images=200, clean_faces=700))
+  io.write_json(os.path.join(d, 'code.json'), dict(commit='0123456789abcdef', modified=[]))
 
 
 def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
@@ -160,7 +161,7 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   planned = [m.name for m in evidence.runs([0, 1])]
   os.makedirs(os.path.join(results, 'occluded_both_seed1'))  # incomplete: not counted
   write_record(results, 'occluded_both_seed0', 0, 'both', 60, 60, 0.4, 0.07, occlusion_prob=0.3)
-  e = report.aggregate(results, planned, dict(config='configs/synthetic.py:cpu', seeds=[0, 1]))
+  e = report.aggregate(results, planned, dict(config=report.DEFAULT_CONFIG, seeds=[0, 1]))
   assert e['missing'] == ['occluded_both_seed1'] and len(e['recorded']) == 9
   none = e['accuracy']['attention_none']['mean_last']
   # t(0.975, 1) = 12.706204736174707; std √2, n 2 -> half-width 12.706.
@@ -199,11 +200,16 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
           'seed spread: no') in text
   assert 'LNLAttenNet − Model-NonLocal +0.2 points (seed spread 0.7: within it)' in text
   assert '| LNLAttenNet, occlusion-trained | 0.400 (1 seed) |' in text
+  assert 'every run: commit 0123456789ab.' in text
+  io.write_json(os.path.join(results, 'attention_none_seed1', 'code.json'),
+                dict(commit='fedcba9876543210', modified=['lnl_jax/train.py']))
+  text = report.render(report.aggregate(results, planned))
+  assert 'commit fedcba987654 with local changes (attention_none_seed1)' in text
 
 
 def test_render_says_plainly_when_nothing_is_measured(tmp_path):
   planned = [m.name for m in evidence.runs([0, 1, 2])]
-  e = report.aggregate(str(tmp_path), planned, dict(config='configs/synthetic.py:cpu'))
+  e = report.aggregate(str(tmp_path), planned, dict(config=report.DEFAULT_CONFIG))
   text = report.render(e)
   assert 'have not been run' in text and 'python -m launch.evidence' in text
   assert 'about 3.6–6.7 hours on 2 CPU cores' in report.render(  # 6 × 36 and 67 minutes
@@ -285,18 +291,44 @@ def test_evidence_script_end_to_end(tmp_path):
     assert crucial['num_faces'] + crucial['faces_left_out'] == 16 == occlusion['clean_faces']
     assert occlusion['num_images'] == 4 and len(occlusion['own_drop_rate']) == 16
     assert crucial['step'] == load(summary)['steps'] == 2
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
+    assert load(os.path.join(results, name, 'code.json'))['commit'] == (
+        head.stdout.strip() if head.returncode == 0 else None)
   with open(readme) as f:
     assert report.readme_block(f.read()) == report.render(e)
   assert e == json.loads(json.dumps(report.aggregate(results, e['planned'], e['settings'])))
 
 
 
-def test_commit_takes_only_the_given_paths(tmp_path):
-  git = lambda *a: subprocess.run(['git', *a], cwd=tmp_path, check=True, capture_output=True,
+def git_repo(path):
+  """A fresh git repository at `path`; returns its `git` command."""
+  git = lambda *a: subprocess.run(['git', *a], cwd=path, check=True, capture_output=True,
                                   text=True).stdout
   git('init', '-q')
   git('config', 'user.email', 'evidence@example.org')
   git('config', 'user.name', 'evidence')
+  return git
+
+
+def test_code_version_names_the_commit_and_the_changed_code(tmp_path):
+  assert evidence.code_version(str(tmp_path)) == dict(commit=None, modified=[])
+  git = git_repo(tmp_path)
+  for d in ('lnl_jax', 'launch', 'configs', 'docs'):
+    (tmp_path / d).mkdir()
+    (tmp_path / d / 'a.py').write_text('a\n')
+  git('add', '.')
+  git('commit', '-q', '-m', 'start')
+  head = git('rev-parse', 'HEAD').strip()
+  assert evidence.code_version(str(tmp_path)) == dict(commit=head, modified=[])
+  (tmp_path / 'lnl_jax' / 'a.py').write_text('b\n')
+  (tmp_path / 'configs' / 'new.py').write_text('b\n')
+  (tmp_path / 'docs' / 'a.py').write_text('b\n')  # not code
+  assert evidence.code_version(str(tmp_path)) == dict(
+      commit=head, modified=['configs/new.py', 'lnl_jax/a.py'])
+
+
+def test_commit_takes_only_the_given_paths(tmp_path):
+  git = git_repo(tmp_path)
   for f in ('README.md', 'other.txt'):
     (tmp_path / f).write_text('a\n')
   git('add', '.')
