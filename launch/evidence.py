@@ -23,8 +23,11 @@ RESULTS/<run>/: config.json, metrics.jsonl and summary.json of the workdir, and
   occlusion.json  `analysis.occlusion_analysis` (grey box over each patch in turn) on the first
                   `--occlusion_faces` of them, with `clean_accuracy` (the crucial faces) and
                   `occluders_accuracy`: the same faces, each with a random occluder
-  code.json       the commit the running code was checked out at, and the files of lnl_jax/,
-                  launch/ and configs/ that differed from it when the command started
+  run.json        how the record was made: the commit the running code was checked out at and
+                  the files of lnl_jax/, launch/ and configs/ that differed from it when the
+                  command started (`code_version`), the CPU count, and `wall_s`, the seconds of
+                  training and analyses, with `from_scratch` false when the training resumed or
+                  had finished before (then `wall_s` is not the run's whole time)
 Every model is analysed on the same faces for a seed: the clean test faces of that seed (the
 synthetic faces draw the occluder whether they show it or not, so the occlusion-trained model's test
 faces are these faces, the share `--occlusion_prob` of them occluded). A run whose records are
@@ -50,6 +53,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 import ml_collections
@@ -57,7 +61,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from launch import runs as runs_lib
-from launch.evidence_report import (CODE_FILE, DEFAULT_CONFIG, EVIDENCE_JSON, TABLE_IV_ORDER,
+from launch.evidence_report import (RUN_FILE, DEFAULT_CONFIG, EVIDENCE_JSON, TABLE_IV_ORDER,
                                     WORKDIR_FILES, is_recorded, write_evidence, write_readme)
 from lnl_jax import analysis, checkpoints, cli, inference, io
 from lnl_jax.config_base import ATTENTION_VARIANTS
@@ -175,8 +179,10 @@ def record(workdir: str, results_dir: str, name: str, analyses: dict[str, dict])
 def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, crucial_faces: int,
             occlusion_faces: int, code: dict, data_cache: str | None = None) -> str:
   """Trains (or resumes, or skips the training of) one run, analyses it and writes its records
-  (`code`: code.json); the synthetic faces of both are kept in `data_cache`."""
+  (`code`: `code_version`'s, for run.json); the synthetic faces of both are kept in
+  `data_cache`."""
   workdir = os.path.join(runs_dir, member.name)
+  start, from_scratch = time.perf_counter(), not os.path.exists(workdir)
   runs_lib.run_members(config, runs_dir, [member], data_cache)
   logging.info('%s: analysing', member.name)
   analyses = analyse(workdir, crucial_faces, occlusion_faces, data_cache)
@@ -185,7 +191,9 @@ def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, cr
   if analyses['crucial.json']['step'] != steps:
     raise ConfigError(f'{workdir}: the newest checkpoint is at step '
                       f'{analyses["crucial.json"]["step"]}, summary.json at {steps}.')
-  return record(workdir, results_dir, member.name, {**analyses, CODE_FILE: code})
+  made = dict(code, cpu_count=os.cpu_count(), wall_s=round(time.perf_counter() - start, 1),
+              from_scratch=from_scratch)
+  return record(workdir, results_dir, member.name, {**analyses, RUN_FILE: made})
 
 
 def git_commit(paths: Sequence[str], message: str) -> None:
@@ -269,7 +277,7 @@ def main(argv):
   cli.setup_process()
   code = code_version(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if code['modified']:
-    logging.warning('the code differs from commit %s in %s; code.json says so',
+    logging.warning('the code differs from commit %s in %s; run.json says so',
                     code['commit'], ', '.join(code['modified']))
 
   def run_all():

@@ -69,6 +69,8 @@ def test_the_readme_time_figures_are_those_of_their_records():
       f"{last(widths, what='train_step', width=1 / 16)['step_s']:.2f} s at 1/16, "
       f"{last(widths, what='part', part='unet', width=1 / 32)['step_s']:.2f} s of "
       f"{last(widths, what='train_step', width=1 / 32)['step_s']:.2f} s at 1/32)",
+      f"At 1/32 the same run evaluated {last(widths, what='eval_step', width=1 / 32)['img_per_s']:.1f}"
+      f" img/s",
   ]
   missing = [e for e in expected if e not in readme]
   assert not missing, missing

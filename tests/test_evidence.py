@@ -122,7 +122,7 @@ def test_seed_stats_use_the_t_distribution():
 # --- aggregate and README -------------------------------------------------------------------------
 
 def write_record(results, name, seed, attention, final, mean_last, excess=0.0, own_minus=0.0,
-                 occlusion_prob=0.0):
+                 occlusion_prob=0.0, wall_s=1500.0, from_scratch=True):
   d = os.path.join(results, name)
   os.makedirs(d)
   io.write_json(os.path.join(d, 'config.json'), dict(
@@ -140,7 +140,9 @@ def write_record(results, name, seed, attention, final, mean_last, excess=0.0, o
   io.write_json(os.path.join(d, 'occlusion.json'), dict(
       per_face=per_face, clean_accuracy=80.0, accuracy=[70.0, 60.0], occluders_accuracy=50.0,
       num_images=200, clean_faces=700))
-  io.write_json(os.path.join(d, 'code.json'), dict(commit='0123456789abcdef', modified=[]))
+  io.write_json(os.path.join(d, 'run.json'), dict(commit='0123456789abcdef', modified=[],
+                                                  cpu_count=2, wall_s=wall_s,
+                                                  from_scratch=from_scratch))
 
 
 def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
@@ -156,8 +158,10 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   for v, (final, last, excess, own) in table.items():
     for s in (0, 1):
       pick = lambda x: x[s] if isinstance(x, tuple) else x
+      # Run times: 25 minutes, but 20 for Model-S seed 0; a resumed run's 100 are not counted.
       write_record(results, f'attention_{v}_seed{s}', s, v, final[s], last[s], pick(excess),
-                   pick(own))
+                   pick(own), wall_s={('none', 0): 1200, ('local', 1): 6000}.get((v, s), 1500),
+                   from_scratch=(v, s) != ('local', 1))
   planned = [m.name for m in evidence.runs([0, 1])]
   os.makedirs(os.path.join(results, 'occluded_both_seed1'))  # incomplete: not counted
   write_record(results, 'occluded_both_seed0', 0, 'both', 60, 60, 0.4, 0.07, occlusion_prob=0.3)
@@ -194,6 +198,8 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
 
   text = report.render(e)
   assert '**9 of 10 runs recorded**' in text and 'occluded_both_seed1' in text
+  # One missing run at the 8 from-scratch runs' 20–25 minutes: 0.33–0.42 hours.
+  assert "about 0.3–0.4 hours on 2 CPU cores, at the 8 recorded runs' 20–25 minutes" in text
   assert '| Model-S | 50.0 ± 0.0 [50.0, 50.0] | 53.5 ± 1.4 [40.8, 66.2] |' in text
   assert 'test accuracy % on 700 test faces, chance 14.3 %; 24 epochs' in text
   assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) holds; by more than the '
@@ -201,8 +207,8 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   assert 'LNLAttenNet − Model-NonLocal +0.2 points (seed spread 0.7: within it)' in text
   assert '| LNLAttenNet, occlusion-trained | 0.400 (1 seed) |' in text
   assert 'every run: commit 0123456789ab.' in text
-  io.write_json(os.path.join(results, 'attention_none_seed1', 'code.json'),
-                dict(commit='fedcba9876543210', modified=['lnl_jax/train.py']))
+  path = os.path.join(results, 'attention_none_seed1', 'run.json')
+  io.write_json(path, dict(load(path), commit='fedcba9876543210', modified=['lnl_jax/train.py']))
   text = report.render(report.aggregate(results, planned))
   assert 'commit fedcba987654 with local changes (attention_none_seed1)' in text
 
@@ -212,7 +218,7 @@ def test_render_says_plainly_when_nothing_is_measured(tmp_path):
   e = report.aggregate(str(tmp_path), planned, dict(config=report.DEFAULT_CONFIG))
   text = report.render(e)
   assert 'have not been run' in text and 'python -m launch.evidence' in text
-  assert 'about 3.6–6.7 hours on 2 CPU cores' in report.render(  # 6 × 36 and 67 minutes
+  assert 'about 2.3–3.0 hours on 2 CPU cores, estimated below' in report.render(  # 6 × 23, 30 min
       dict(e, missing=planned[:6], planned=planned[:6]))
   assert '%' not in text.replace('100 %', '')  # no measured figure
   assert 'Runs: 15 (' in text
@@ -292,8 +298,9 @@ def test_evidence_script_end_to_end(tmp_path):
     assert occlusion['num_images'] == 4 and len(occlusion['own_drop_rate']) == 16
     assert crucial['step'] == load(summary)['steps'] == 2
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
-    assert load(os.path.join(results, name, 'code.json'))['commit'] == (
-        head.stdout.strip() if head.returncode == 0 else None)
+    made = load(os.path.join(results, name, 'run.json'))
+    assert made['commit'] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert made['from_scratch'] and made['wall_s'] > 0 and made['cpu_count'] == os.cpu_count()
   with open(readme) as f:
     assert report.readme_block(f.read()) == report.render(e)
   assert e == json.loads(json.dumps(report.aggregate(results, e['planned'], e['settings'])))
