@@ -51,6 +51,12 @@ def _global_rows(local: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 
+# Train steps the host may dispatch ahead of the newest finished one. Two keep the device busy while
+# the host prepares the next batch; more only queue: a stop signal's checkpoint (and the progress
+# bar) would wait for every queued step, up to log_every_steps of them.
+STEPS_IN_FLIGHT = 2
+
+
 class EpochStats:
   """The running train statistics of one epoch. A mid-epoch checkpoint saves them (`saved`), so
   that a resumed epoch reports the same train loss and accuracy as an uninterrupted one."""
@@ -63,8 +69,11 @@ class EpochStats:
     self.start, self.images = time.time(), 0
 
   def add(self, step: int, step_metrics, batch_size: int) -> None:
+    """Keeps a dispatched step's metrics, and waits until at most STEPS_IN_FLIGHT are unfinished."""
     self.pending.append((step, step_metrics))
     self.images += batch_size
+    if len(self.pending) > STEPS_IN_FLIGHT:
+      jax.block_until_ready(self.pending[-STEPS_IN_FLIGHT - 1][1])
 
   def flush(self, writer) -> None:
     """Fetches the pending steps' metrics, acts on non-finite steps, writes the scalars."""

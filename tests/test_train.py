@@ -214,3 +214,15 @@ def test_nonfinite_loss_stops_or_skips_and_never_reaches_a_checkpoint(tmp_path, 
                             states[3]['params']['JointHead_0']['Dense_0']['kernel'])
   [record] = read_metrics(workdir)
   assert np.isfinite(record['train_loss'])
+
+
+def test_the_loop_keeps_at_most_two_steps_in_flight(monkeypatch):
+  """After dispatching step n the loop waits for step n − 2: a stop signal's checkpoint then waits
+  for two steps at most, not for every step queued since the last log."""
+  waited = []
+  monkeypatch.setattr(jax, 'block_until_ready', lambda tree: waited.append(tree['step']) or tree)
+  stats = train.EpochStats('stop')
+  for step in range(1, 7):
+    stats.add(step, {'step': step}, 16)
+    assert waited == list(range(1, step - 1))
+  assert stats.images == 6 * 16
