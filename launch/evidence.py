@@ -25,9 +25,9 @@ RESULTS/<run>/: config.json, metrics.jsonl and summary.json of the workdir, and
                   `occluders_accuracy`: the same faces, each with a random occluder
   run.json        how the record was made: the commit the running code was checked out at and
                   the files of lnl_jax/, launch/ and configs/ that differed from it when the
-                  command started (`code_version`), the CPU count, and `wall_s`, the seconds of
-                  training and analyses, with `from_scratch` false when the training resumed or
-                  had finished before (then `wall_s` is not the run's whole time)
+                  command started (`code_version`), the cores it could use, and `wall_s`, the
+                  seconds of training and analyses, with `from_scratch` false when the workdir
+                  held a checkpoint already (then `wall_s` is not the run's whole time)
 Every model is analysed on the same faces for a seed: the clean test faces of that seed (the
 synthetic faces draw the occluder whether they show it or not, so the occlusion-trained model's test
 faces are these faces, the share `--occlusion_prob` of them occluded). A run whose records are
@@ -61,9 +61,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from launch import runs as runs_lib
-from launch.evidence_report import (RUN_FILE, DEFAULT_CONFIG, EVIDENCE_JSON, TABLE_IV_ORDER,
+from launch.evidence_report import (DEFAULT_CONFIG, EVIDENCE_JSON, RUN_FILE, TABLE_IV_ORDER,
                                     WORKDIR_FILES, is_recorded, write_evidence, write_readme)
-from lnl_jax import analysis, checkpoints, cli, inference, io
+from lnl_jax import analysis, checkpoints, cli, host, inference, io
 from lnl_jax.config_base import ATTENTION_VARIANTS
 from lnl_jax.data import datasets
 from lnl_jax.errors import ConfigError
@@ -182,7 +182,7 @@ def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, cr
   (`code`: `code_version`'s, for run.json); the synthetic faces of both are kept in
   `data_cache`."""
   workdir = os.path.join(runs_dir, member.name)
-  start, from_scratch = time.perf_counter(), not os.path.exists(workdir)
+  start, from_scratch = time.perf_counter(), not checkpoints.has_checkpoint(workdir)
   runs_lib.run_members(config, runs_dir, [member], data_cache)
   logging.info('%s: analysing', member.name)
   analyses = analyse(workdir, crucial_faces, occlusion_faces, data_cache)
@@ -191,7 +191,7 @@ def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, cr
   if analyses['crucial.json']['step'] != steps:
     raise ConfigError(f'{workdir}: the newest checkpoint is at step '
                       f'{analyses["crucial.json"]["step"]}, summary.json at {steps}.')
-  made = dict(code, cpu_count=os.cpu_count(), wall_s=round(time.perf_counter() - start, 1),
+  made = dict(code, cpu_count=host.usable_cores(), wall_s=round(time.perf_counter() - start, 1),
               from_scratch=from_scratch)
   return record(workdir, results_dir, member.name, {**analyses, RUN_FILE: made})
 

@@ -1,12 +1,11 @@
 """Xavier vs He initialisation: activation scale at init and how fast training leaves chance.
 
-  python -m launch.init_study [--inits=xavier,he] [--steps=400] [--out=docs/init_study.jsonl]
+  python -m launch.init_study [--inits=xavier,he] [--steps=400] [--out=FILE.jsonl]
 
 Smoke-sized model (64 px, width 1/16, M = 16, head 64-32), 1,400 synthetic faces, batch 32, Adam 1e-3,
 the real pipeline and train step on one device. For each init, prints the std of the input, g, f_en
 and the logits at init, then the cross-entropy and the train accuracy of the last 50 steps every 50
-steps, and writes one JSON line with all of them (appended to --out too; docs/initialisation.md
-quotes that file).
+steps, and writes one JSON line with all of them (appended to --out too).
 """
 from __future__ import annotations
 
@@ -70,7 +69,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   unknown = [i for i in FLAGS.inits if i not in KERNEL_INITS]
-  if unknown or FLAGS.steps < EVERY or FLAGS.steps % EVERY:
+  if not FLAGS.inits or unknown or FLAGS.steps < EVERY or FLAGS.steps % EVERY:
     cli.fail(f'--inits must be among {", ".join(KERNEL_INITS)} and --steps a positive multiple of '
              f'{EVERY}.')
   for init in FLAGS.inits:

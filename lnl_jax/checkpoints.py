@@ -2,9 +2,11 @@
 model from it.
 
 `workdir/checkpoints/<step>/` holds two items: `state` (the whole train state: step, parameters,
-optimiser state) and `meta` (JSON: epoch, class names, a mid-epoch checkpoint's running train
-statistics). Training keeps the newest `train.keep_checkpoints` plus the best by test accuracy.
-Loading restores only the parameters, their shapes read from the checkpoint's own metadata, so it
+optimiser state) and `meta` (JSON: `epoch`, the epochs recorded in metrics.jsonl when it was
+saved; class names; a mid-epoch checkpoint's running train statistics `train_totals`; and
+`unevaluated`, the train statistics of an epoch whose evaluation a stop signal interrupted, which
+the resumed run evaluates and records first). Training keeps the newest `train.keep_checkpoints`
+plus the best by test accuracy. Loading restores only the parameters, their shapes read from the checkpoint's own metadata, so it
 needs neither the optimiser nor the dataset. What `--checkpoint` accepts: `resolve_step`. Class
 names come from the checkpoint's metadata (written at train time), else from `summary.json`, else
 from the synthetic dataset's names; otherwise `class_0`, `class_1`, ...
@@ -52,6 +54,7 @@ class Checkpoints:
     self._unreadable = set()  # steps `restore` skipped: a retrained step replaces its bad copy
 
   def save(self, state, meta: dict, metrics: dict | None = None) -> None:
+    """Saves `state` at its step; a step saved already is kept as it is (unless it was unreadable)."""
     step = int(jax.device_get(state.step))
     if step in self._unreadable:
       self._unreadable.discard(step)
@@ -86,6 +89,13 @@ class Checkpoints:
 
   def close(self):
     self.manager.close()
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a saved step (a folder `checkpoints/<step>`; Orbax's temporary folders
+  of an unfinished save are named otherwise), without opening an Orbax manager."""
+  folder = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
 def _get(config, dotted: str):

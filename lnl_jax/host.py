@@ -1,11 +1,20 @@
-"""Host-side settings for the processes that run steps: the C allocator's reuse of freed memory."""
+"""Host-side facts and settings for the processes that run steps: the cores they may use, the C
+allocator's reuse of freed memory."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its affinity where the OS has one, e.g. under Slurm)."""
+  if hasattr(os, 'sched_getaffinity'):  # Linux; macOS and Windows have no affinity call
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def keep_freed_memory() -> bool:

@@ -1,7 +1,8 @@
 """SIGTERM/SIGINT during training.
 
 With steps run since the last checkpoint, the loop checkpoints after the current step and raises
-Preempted. With nothing to save (while data loads, parameters initialise or the first step
+Preempted (during an epoch's evaluation a single process stops it between two batches first:
+`received_alone`). With nothing to save (while data loads, parameters initialise or the first step
 compiles, or right after a checkpoint) the process ends at once, from a watcher thread:
 Python runs signal handlers only between bytecodes of the main thread, which can sit in one XLA
 compilation for a minute, longer than a cluster's grace period before SIGKILL.
@@ -24,10 +25,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignal:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after every step, and ends the process at
-  once when a signal finds nothing unsaved (with several processes: before the first step). The
-  loop calls `stepped` after a step and `saved` when the state equals a checkpoint. Must be
-  created in the main thread."""
+  """Turns SIGTERM/SIGINT into a flag the loop checks after every step (and the evaluation after
+  every batch), and ends the process at once when a signal finds nothing unsaved (with several
+  processes: before the first step). The loop calls `stepped` after a step and `saved` when the
+  state equals a checkpoint. Must be created in the main thread."""
 
   def __init__(self):
     self.received = None
@@ -77,6 +78,10 @@ class StopSignal:
   def saved(self, step: int):
     self.saved_step = step  # before `unsaved`: the watcher reads them without a lock
     self.unsaved = False
+
+  def received_alone(self) -> bool:
+    """Whether a signal came that this process may act on at any moment, alone (one process)."""
+    return self._solo and self.received is not None
 
   def agreed(self, step: int, every: int = 1) -> bool:
     """Whether to checkpoint and stop after `step`. Processes must all stop at the same step (the

@@ -24,13 +24,17 @@ from lnl_jax.preemption import StopSignal
 from lnl_jax.steps import Parallel, abstract_state, create_learning_rate_fn, create_optimizer
 
 
-def evaluate(params, records: Records, *, eval_step, parallel: Parallel, config) -> dict:
-  """Predictions over the whole split (each example once) → confusion matrix and wᵍ per example."""
+def evaluate(params, records: Records, *, eval_step, parallel: Parallel, config,
+             stop: StopSignal | None = None) -> dict | None:
+  """Predictions over the whole split (each example once) → confusion matrix and wᵍ per example;
+  None when `stop` received a signal it may act on alone (`StopSignal.received_alone`) mid-way."""
   labels, preds, w_global, w_local = [], [], [], []
   bad = pipeline.BadImageCounter()
   for batch in pipeline.eval_batches(records, batch_size=config.train.batch_size,
                                      image_size=config.data.image_size,
                                      on_bad_image=config.data.on_bad_image, bad_images=bad):
+    if stop is not None and stop.received_alone():
+      return None
     out = inference.run_padded(eval_step, params, parallel, batch['image'])
     # eval_step's outputs are replicated: every process holds the global batch. Keep its rows.
     keep = _global_rows(batch['mask'])
@@ -117,8 +121,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Synthetic faces are kept in `data_cache` when one is given (`datasets.load_splits`).
 
   SIGTERM/SIGINT are handled from the first line on (`preemption.StopSignal`): before the first
-  step and right after a checkpoint the process ends at once; otherwise after the current step,
-  with a checkpoint of it. The checkpoint manager (its pending writes), the metric writer and the
+  step and right after a checkpoint the process ends at once; otherwise after the current step
+  (which waits for the steps in flight: STEPS_IN_FLIGHT), with a checkpoint of it. One arriving during an
+  epoch's evaluation stops it between two batches (with one process; several finish it, as its
+  gathers are collectives) and checkpoints the epoch's end as unevaluated: the resumed run
+  evaluates it first. The checkpoint manager (its pending writes), the metric writer and the
   signal handlers are closed however the run ends.
   """
   stop = StopSignal()
@@ -168,15 +175,38 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
                steps_per_epoch, f'resuming at step {step}' if step else 'starting from scratch')
 
   history = metrics.History(workdir, write=is_main)
-  history.truncate(step // steps_per_epoch)
+  history.truncate(meta['epoch'] if meta else 0)  # the epochs recorded when the checkpoint was saved
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=False)
   closing.callback(writer.close)
   train_step = parallel.jit_train_step(model, tx, train)
   eval_step = parallel.jit_eval_step(model)
   tracker = AttentionTracker(workdir, test_records, config, parallel, eval_step, step)
   class_names = list(test_records.class_names)
+  evaluate_fn = lambda params, signal=None: evaluate(params, test_records, eval_step=eval_step,
+                                                     parallel=parallel, config=config, stop=signal)
+
+  def end_epoch(epoch: int, step: int, state, train_stats: dict) -> dict:
+    """Evaluates the state at the end of epoch `epoch` (1-based), records the epoch and checkpoints
+    it with its test accuracy; returns the evaluation. A signal during the evaluation checkpoints
+    the state as unevaluated, with the epoch's train statistics, and raises Preempted."""
+    result = evaluate_fn(state.params, stop)
+    if result is None:
+      tracker.save()
+      ckpt.save(state, meta=dict(epoch=epoch - 1, class_names=class_names, unevaluated=train_stats))
+      stop.saved(step)
+      raise stop.preempted(step)
+    _record_epoch(history, writer, epoch, step, lr_fn(step - 1), train_stats, result)
+    tracker.save()
+    ckpt.save(state, meta=dict(epoch=epoch, class_names=class_names),
+              metrics=dict(test_accuracy=result['accuracy']))
+    stop.saved(step)
+    return result
 
   result = None  # the newest evaluation of the test split
+  if meta and meta.get('unevaluated'):  # stopped while evaluating the epoch that ends here
+    # Its checkpoint stays as saved (without the test accuracy the best-checkpoint policy reads): a
+    # crash while it was replaced would lose the epoch's steps.
+    result = end_epoch(meta['epoch'] + 1, step, state, meta['unevaluated'])
   batches = None  # the current epoch's batches; None when an epoch is to begin
   while step < total_steps:
     epoch, offset = divmod(step, steps_per_epoch)
@@ -215,20 +245,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
     if epoch_done:
       bar.close()
       batches = None
-      train_stats = stats.summary()  # before the evaluation: images/s of the train steps alone
-      result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel,
-                        config=config)
-      _record_epoch(history, writer, epoch + 1, step, lr_fn(step - 1), train_stats, result)
-      tracker.save()
-      ckpt.save(state, meta=dict(epoch=epoch + 1, class_names=class_names),
-                metrics=dict(test_accuracy=result['accuracy']))
-      stop.saved(step)
-      stopping = step < total_steps and stop.agreed(step)  # came in the last step or the eval
+      result = end_epoch(epoch + 1, step, state, stats.summary())
+      stopping = step < total_steps and stop.agreed(step)  # came in the last step (or the eval)
     if stopping:
       raise stop.preempted(step)
 
   if result is None:  # nothing left to train (a finished workdir run again): score what it holds
-    result = evaluate(state.params, test_records, eval_step=eval_step, parallel=parallel, config=config)
+    result = evaluate_fn(state.params)
   summary = metrics.summarize(
       history.records, result['cm'], test_records.class_names, train.mean_of_last,
       num_params=n_params, wall_time_s=time.time() - start_time, config=config.name,

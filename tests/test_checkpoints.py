@@ -94,10 +94,16 @@ def test_unreadable_newest_checkpoint_falls_back_with_a_warning(tmp_path, caplog
 
 def test_leftover_temporary_checkpoint_folders_are_ignored(tmp_path):
   """What a SIGKILL during an orbax write leaves: `<step>.orbax-checkpoint-tmp[-<time>]` folders."""
+  leftovers = ('4.orbax-checkpoint-tmp', '6.orbax-checkpoint-tmp-1795886308650247')
+  for name in leftovers:  # a run killed during its first save holds no checkpoint
+    (tmp_path / 'first' / 'checkpoints' / name).mkdir(parents=True)
+  assert not checkpoints.has_checkpoint(str(tmp_path / 'first'))
+  assert not checkpoints.has_checkpoint(str(tmp_path / 'none'))
   ckpt = checkpoints.Checkpoints(str(tmp_path), keep=5)
   ckpt.save(state(2, 2.0), meta=dict(epoch=0))
   ckpt.close()
-  for name in ('4.orbax-checkpoint-tmp', '6.orbax-checkpoint-tmp-1795886308650247'):
+  assert checkpoints.has_checkpoint(str(tmp_path))
+  for name in leftovers:
     (tmp_path / 'checkpoints' / name / 'state').mkdir(parents=True)
     (tmp_path / 'checkpoints' / name / 'state' / 'manifest.ocdbt').write_bytes(b'partial')
   ckpt = checkpoints.Checkpoints(str(tmp_path), keep=5)

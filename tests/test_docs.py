@@ -5,6 +5,7 @@ import json
 import os
 import re
 
+from launch import evidence_report as report
 from fixtures import ROOT
 
 
@@ -69,8 +70,29 @@ def test_the_readme_time_figures_are_those_of_their_records():
       f"{last(widths, what='train_step', width=1 / 16)['step_s']:.2f} s at 1/16, "
       f"{last(widths, what='part', part='unet', width=1 / 32)['step_s']:.2f} s of "
       f"{last(widths, what='train_step', width=1 / 32)['step_s']:.2f} s at 1/32)",
-      f"At 1/32 the same run evaluated {last(widths, what='eval_step', width=1 / 32)['img_per_s']:.1f}"
-      f" img/s",
   ]
+  # An evidence run at 1/32 (configs/evidence.py): 24 epochs of 46 batches of 32 training faces, 24
+  # passes over the 700 test faces and the analyses' 700 + 700 + 200 × 16 faces, at that run's train
+  # and eval rates, plus a minute; and scaled by the run's starting matmul rate to ~200 GFLOP/s.
+  train = last(widths, what='train_step', width=1 / 32)['img_per_s']
+  evaluate = last(widths, what='eval_step', width=1 / 32)['img_per_s']
+  machine = max(i for i, r in enumerate(widths)
+                if r['what'] == 'machine' and 'width=0.03125' in r['argv'])
+  matmul = next(r for r in widths[machine:] if r['what'] == 'ceiling' and r['op'] == 'matmul')
+  train_min, eval_min = 24 * 46 * 32 / train / 60, (24 * 700 + 700 + 700 + 200 * 16) / evaluate / 60
+  minutes = train_min + eval_min + 1
+  scaled = minutes * matmul['flop_per_s'] / 200e9
+  expected += [
+      f'At 1/32 the same run evaluated {evaluate:.1f} img/s',
+      f'(35,328 images: {train_min:.1f} minutes at {train:.1f} img/s)',
+      f'(21,400 images: {eval_min:.1f} minutes at {evaluate:.1f} img/s)',
+      f"about {minutes:.0f} minutes a run**; that bench began at a matmul rate of "
+      f"{matmul['flop_per_s'] / 1e9:.0f} GFLOP/s against ~200 on the free machine, and scaled to it "
+      f"a run takes ~{scaled:.0f}. So the 15 runs take {15 * round(scaled) / 60:.1f}–"
+      f"{15 * round(minutes) / 60:.1f} hours",
+      f'gives these {scaled:.0f}–{minutes:.0f} minutes a run',
+  ]
+  assert report.MINUTES_PER_RUN == (round(scaled), round(minutes))
   missing = [e for e in expected if e not in readme]
   assert not missing, missing
+

@@ -200,17 +200,20 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   assert '**9 of 10 runs recorded**' in text and 'occluded_both_seed1' in text
   # One missing run at the 8 from-scratch runs' 20–25 minutes: 0.33–0.42 hours.
   assert "about 0.3–0.4 hours on 2 CPU cores, at the 8 recorded runs' 20–25 minutes" in text
+  assert 'every run: commit 0123456789ab.' in text
   assert '| Model-S | 50.0 ± 0.0 [50.0, 50.0] | 53.5 ± 1.4 [40.8, 66.2] |' in text
   assert 'test accuracy % on 700 test faces, chance 14.3 %; 24 epochs' in text
   assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) holds; by more than the '
           'seed spread: no') in text
   assert 'LNLAttenNet − Model-NonLocal +0.2 points (seed spread 0.7: within it)' in text
   assert '| LNLAttenNet, occlusion-trained | 0.400 (1 seed) |' in text
-  assert 'every run: commit 0123456789ab.' in text
   path = os.path.join(results, 'attention_none_seed1', 'run.json')
   io.write_json(path, dict(load(path), commit='fedcba9876543210', modified=['lnl_jax/train.py']))
   text = report.render(report.aggregate(results, planned))
   assert 'commit fedcba987654 with local changes (attention_none_seed1)' in text
+  io.write_json(path, dict(load(path), commit=None, modified=[]))
+  text = report.render(report.aggregate(results, planned))
+  assert 'commit unknown (no git checkout) (attention_none_seed1)' in text
 
 
 def test_render_says_plainly_when_nothing_is_measured(tmp_path):
@@ -218,7 +221,7 @@ def test_render_says_plainly_when_nothing_is_measured(tmp_path):
   e = report.aggregate(str(tmp_path), planned, dict(config=report.DEFAULT_CONFIG))
   text = report.render(e)
   assert 'have not been run' in text and 'python -m launch.evidence' in text
-  assert 'about 2.3–3.0 hours on 2 CPU cores, estimated below' in report.render(  # 6 × 23, 30 min
+  assert 'about 1.3–2.3 hours on 2 CPU cores, estimated below' in report.render(  # 6 × 13, 23 min
       dict(e, missing=planned[:6], planned=planned[:6]))
   assert '%' not in text.replace('100 %', '')  # no measured figure
   assert 'Runs: 15 (' in text
@@ -300,7 +303,7 @@ def test_evidence_script_end_to_end(tmp_path):
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
     made = load(os.path.join(results, name, 'run.json'))
     assert made['commit'] == (head.stdout.strip() if head.returncode == 0 else None)
-    assert made['from_scratch'] and made['wall_s'] > 0 and made['cpu_count'] == os.cpu_count()
+    assert made['from_scratch'] and made['wall_s'] > 0 and made['cpu_count'] >= 1
   with open(readme) as f:
     assert report.readme_block(f.read()) == report.render(e)
   assert e == json.loads(json.dumps(report.aggregate(results, e['planned'], e['settings'])))

@@ -3,6 +3,7 @@ what the loop does with a non-finite loss."""
 import hashlib
 import json
 import os
+import signal
 
 import chex
 import jax
@@ -14,6 +15,7 @@ import pytest
 from lnl_jax import checkpoints, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import pipeline
+from lnl_jax.errors import Preempted
 from lnl_jax.models import create_model
 from lnl_jax.steps import Parallel, create_optimizer
 from fixtures import run_module
@@ -226,3 +228,49 @@ def test_the_loop_keeps_at_most_two_steps_in_flight(monkeypatch):
     stats.add(step, {'step': step}, 16)
     assert waited == list(range(1, step - 1))
   assert stats.images == 6 * 16
+
+
+def test_a_signal_during_the_evaluation_stops_it_and_the_resumed_run_evaluates_first(
+    tmp_path, monkeypatch):
+  """SIGTERM during the evaluation of epoch 1 (step 6) and of the last, shortened epoch 2 (step 8 of
+  max_steps=8): each evaluation stops before its second batch, the epoch's end is checkpointed
+  unevaluated and unrecorded, and the resumed run evaluates and records that epoch first. After two
+  resumes the records, the summary and the parameters are those of an uninterrupted run."""
+  config = dataset_config('synthetic', 'smoke')  # 6 steps an epoch; 48 test faces, 3 batches
+  config.train.max_steps = 8
+  monkeypatch.setattr(train, 'Parallel', lambda: Parallel(jax.devices()[:1]))
+  real_eval_batches, read = pipeline.eval_batches, []
+  interrupt = set()  # the evaluations (1-based) to interrupt
+
+  def eval_batches(records, **kw):
+    if len(records) == config.data.num_test:  # the test split, not the attention tracker's faces
+      read.append(0)
+    for i, batch in enumerate(real_eval_batches(records, **kw)):
+      if i == 1 and len(read) in interrupt:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled before the loop asks for this batch
+      yield batch
+      if len(records) == config.data.num_test:
+        read[-1] += 1
+
+  monkeypatch.setattr(pipeline, 'eval_batches', eval_batches)
+  reference = train.train_and_evaluate(config, str(tmp_path / 'reference'))
+  assert read == [3, 3]
+
+  workdir, read[:] = tmp_path / 'interrupted', []
+  interrupt.update({1, 3})  # epoch 1's evaluation, then epoch 2's in the run that resumes
+  for step in (6, 8):
+    with pytest.raises(Preempted, match=f'SIGTERM received: checkpoint of step {step} written'):
+      train.train_and_evaluate(config, str(workdir))
+    assert max(finalized_steps(workdir)) == step
+    assert [r['epoch'] for r in read_metrics(workdir)] == ([] if step == 6 else [1])
+  assert read == [1, 3, 1]  # epoch 1 stopped, evaluated whole on resume; epoch 2 stopped
+  summary = train.train_and_evaluate(config, str(workdir))
+  assert read == [1, 3, 1, 3]
+
+  strip = lambda records: [{k: v for k, v in r.items() if k != 'images_per_s'} for r in records]
+  assert strip(read_metrics(workdir)) == strip(read_metrics(tmp_path / 'reference'))
+  assert [r['step'] for r in read_metrics(workdir)] == [6, 8]
+  for key in ('steps', 'confusion_matrix', 'test_accuracy_mean_last_epochs',
+              'best_checkpoint_step'):
+    assert summary[key] == reference[key], key
+  assert_trees_identical(load_state(workdir, 8), load_state(tmp_path / 'reference', 8))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import threading
 import time
 from typing import Iterator
@@ -34,6 +33,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from lnl_jax import host
 from lnl_jax.data import decode
 from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError, DataError
@@ -192,7 +192,7 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
     return index, image, ok
 
   ds = tf.data.Dataset.from_tensor_slices(rows.reshape(-1))
-  ds = ds.map(example, num_parallel_calls=_usable_cores(), deterministic=True)
+  ds = ds.map(example, num_parallel_calls=host.usable_cores(), deterministic=True)
   ds = ds.batch(rows.shape[1], drop_remainder=True).prefetch(PREFETCH_BATCHES)
   # Fixed parallelism instead of tf.data's autotuner: with the cores busy in the train step, an
   # autotuned pipeline held the end of an epoch (finishing or dropping its iterator) for seconds
@@ -201,13 +201,6 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
   options = tf.data.Options()
   options.autotune.enabled = False
   return _to_batches(ds.with_options(options), records, failure)
-
-
-def _usable_cores() -> int:
-  """The cores this process may run on (its affinity where the OS has one, e.g. under Slurm)."""
-  if hasattr(os, 'sched_getaffinity'):  # Linux; macOS and Windows have no affinity call
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
 
 
 def _to_batches(ds: tf.data.Dataset, records: Records, failure: list) -> Iterator[Batch]:
