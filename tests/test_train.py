@@ -274,3 +274,9 @@ def test_a_signal_during_the_evaluation_stops_it_and_the_resumed_run_evaluates_f
               'best_checkpoint_step'):
     assert summary[key] == reference[key], key
   assert_trees_identical(load_state(workdir, 8), load_state(tmp_path / 'reference', 8))
+  # The reference run again, finished at step 8 (the shortened epoch 2's end): nothing is trained
+  # and no record is lost.
+  records = read_metrics(tmp_path / 'reference')
+  again = train.train_and_evaluate(config, str(tmp_path / 'reference'))
+  assert read_metrics(tmp_path / 'reference') == records
+  assert again['confusion_matrix'] == reference['confusion_matrix']
