@@ -96,3 +96,17 @@ def test_the_readme_time_figures_are_those_of_their_records():
   missing = [e for e in expected if e not in readme]
   assert not missing, missing
 
+
+def test_the_initialisation_study_quotes_its_records():
+  """docs/initialisation.md's table rows, rendered from docs/init_study.jsonl (launch/init_study.py)."""
+  with open(os.path.join(ROOT, 'docs', 'initialisation.md'), encoding='utf-8') as f:
+    text = f.read()
+  records = bench_lines('init_study.jsonl')
+  for init in ('xavier', 'he'):
+    r = last(records, what='init_study', init=init)
+    std, end = r['std_at_init'], r['curve'][-1]
+    assert end['step'] == r['steps']
+    row = (f"| {init} | {std['input']:g} / {std['g']:g} / {std['f_en']:g} / {std['logits']:g} | "
+           f"{end['cross_entropy']:.3f} | {end['train_accuracy']:.1f} % (chance {r['chance']:.1f} %) |")
+    assert row in text, row
+    assert f"python -m launch.init_study --inits=xavier,he --steps={r['steps']}" in text

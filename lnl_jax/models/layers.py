@@ -16,7 +16,7 @@ def kernel_bound(shape, scheme: str) -> float:
 
   'xavier' (Sec. IV: "Xavier initializer", no pre-training): 2 / (fan_in + fan_out).
   'he': 2 / fan_in. Xavier's variance halves the signal's second moment at every ReLU layer; over
-  LNLAttenNet's ~30 layers the logits start ~1000× smaller than the input and, at small widths,
+  LNLAttenNet's ~30 layers the logits start far smaller than the input and, at small widths,
   training sits at chance for hundreds of steps (docs/initialisation.md).
   """
   receptive = math.prod(shape[:-2])
