@@ -176,11 +176,12 @@ def _hours(num_runs: int, runs: dict) -> str:
   low, high = (num_runs * m / 60 for m in ((min(minutes), max(minutes)) if timed
                                           else MINUTES_PER_RUN))
   f = lambda h: f'{h:.1f}' if h < 10 else f'{h:.0f}'
+  span = f(low) if f(low) == f(high) else f'{f(low)}–{f(high)}'
   cores = '/'.join(str(c) for c in sorted({r['cpu_count'] for r in timed})) or '2'
   how = ((f'at the recorded run\'s {minutes[0]:.0f} minutes' if len(timed) == 1 else
           f'at the {len(timed)} recorded runs\' {min(minutes):.0f}–{max(minutes):.0f} minutes')
          if timed else 'estimated below')
-  return f'about {f(low)}–{f(high)} hours on {cores} CPU cores, {how}; '
+  return f'about {span} hours on {cores} CPU cores, {how}; '
 
 
 def _joined(table: dict, groups: Sequence[str], key: str, fmt=str) -> str:

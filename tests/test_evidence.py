@@ -214,6 +214,9 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   io.write_json(path, dict(load(path), commit=None, modified=[]))
   text = report.render(report.aggregate(results, planned))
   assert 'commit unknown (no git checkout) (attention_none_seed1)' in text
+  one = {n: r for n, r in e['runs'].items() if n == 'attention_none_seed0'}  # 20 minutes
+  assert report._hours(3, one) == ("about 1.0 hours on 2 CPU cores, at the recorded run's 20 "
+                                   "minutes; ")
 
 
 def test_render_says_plainly_when_nothing_is_measured(tmp_path):
