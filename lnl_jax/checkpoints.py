@@ -3,11 +3,12 @@ model from it.
 
 `workdir/checkpoints/<step>/` holds two items: `state` (the whole train state: step, parameters,
 optimiser state) and `meta` (JSON: `epoch`, the epochs recorded in metrics.jsonl when it was
-saved; class names; a mid-epoch checkpoint's running train statistics `train_totals`; and
-`unevaluated`, the train statistics of an epoch whose evaluation a stop signal interrupted, which
-the resumed run evaluates and records first). Training keeps the newest `train.keep_checkpoints`
-plus the best by test accuracy. Loading restores only the parameters, their shapes read from the checkpoint's own metadata, so it
-needs neither the optimiser nor the dataset. What `--checkpoint` accepts: `resolve_step`. Class
+saved; class names; the epoch's running train statistics `train_totals`, which a resumed run
+continues when the checkpoint is not at an epoch's end; and `unevaluated`, the train statistics of
+an epoch whose evaluation a stop signal interrupted, which the resumed run evaluates and records
+first). Training keeps the newest `train.keep_checkpoints` plus the best by test accuracy. Loading
+restores only the parameters, their shapes read from the checkpoint's own metadata, so it needs
+neither the optimiser nor the dataset. What `--checkpoint` accepts: `resolve_step`. Class
 names come from the checkpoint's metadata (written at train time), else from `summary.json`, else
 from the synthetic dataset's names; otherwise `class_0`, `class_1`, ...
 """

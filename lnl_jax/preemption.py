@@ -25,8 +25,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopSignal:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after every step (and the evaluation after
-  every batch), and ends the process at once when a signal finds nothing unsaved (with several
+  """Turns SIGTERM/SIGINT into a flag the loop checks after every step (and, with one process, the
+  evaluation after every batch), and ends the process at once when a signal finds nothing unsaved (with several
   processes: before the first step). The loop calls `stepped` after a step and `saved` when the
   state equals a checkpoint. Must be created in the main thread."""
 

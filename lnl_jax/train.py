@@ -175,7 +175,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
                steps_per_epoch, f'resuming at step {step}' if step else 'starting from scratch')
 
   history = metrics.History(workdir, write=is_main)
-  history.truncate(meta['epoch'] if meta else 0)  # the epochs recorded when the checkpoint was saved
+  # A shortened epoch's end (max_steps) that a longer schedule now continues: its record is dropped
+  # and written again when the epoch ends. Otherwise the epochs recorded when it was saved are kept.
+  continued = step < total_steps and step % steps_per_epoch != 0
+  history.truncate(step // steps_per_epoch if continued else meta['epoch'] if meta else 0)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=False)
   closing.callback(writer.close)
   train_step = parallel.jit_train_step(model, tx, train)
@@ -185,28 +188,31 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   evaluate_fn = lambda params, signal=None: evaluate(params, test_records, eval_step=eval_step,
                                                      parallel=parallel, config=config, stop=signal)
 
-  def end_epoch(epoch: int, step: int, state, train_stats: dict) -> dict:
+  def end_epoch(epoch: int, step: int, state, train_stats: dict, totals: dict | None) -> dict:
     """Evaluates the state at the end of epoch `epoch` (1-based), records the epoch and checkpoints
-    it with its test accuracy; returns the evaluation. A signal during the evaluation checkpoints
-    the state as unevaluated, with the epoch's train statistics, and raises Preempted."""
+    it with its test accuracy and its running train statistics `totals` (which a longer schedule
+    continues when max_steps ended the epoch early); returns the evaluation. A signal during the
+    evaluation checkpoints the state as unevaluated, with the epoch's train statistics, and raises
+    Preempted."""
     result = evaluate_fn(state.params, stop)
     if result is None:
       tracker.save()
-      ckpt.save(state, meta=dict(epoch=epoch - 1, class_names=class_names, unevaluated=train_stats))
+      ckpt.save(state, meta=dict(epoch=epoch - 1, class_names=class_names, train_totals=totals,
+                                 unevaluated=train_stats))
       stop.saved(step)
       raise stop.preempted(step)
     _record_epoch(history, writer, epoch, step, lr_fn(step - 1), train_stats, result)
     tracker.save()
-    ckpt.save(state, meta=dict(epoch=epoch, class_names=class_names),
+    ckpt.save(state, meta=dict(epoch=epoch, class_names=class_names, train_totals=totals),
               metrics=dict(test_accuracy=result['accuracy']))
     stop.saved(step)
     return result
 
   result = None  # the newest evaluation of the test split
-  if meta and meta.get('unevaluated'):  # stopped while evaluating the epoch that ends here
-    # Its checkpoint stays as saved (without the test accuracy the best-checkpoint policy reads): a
-    # crash while it was replaced would lose the epoch's steps.
-    result = end_epoch(meta['epoch'] + 1, step, state, meta['unevaluated'])
+  if meta and meta.get('unevaluated') and not continued:  # stopped evaluating the epoch ending here
+    # Its checkpoint stays as saved, without the test accuracy the best-checkpoint policy reads:
+    # replacing it would lose the epoch's steps if the process died in between.
+    result = end_epoch(meta['epoch'] + 1, step, state, meta['unevaluated'], meta.get('train_totals'))
   batches = None  # the current epoch's batches; None when an epoch is to begin
   while step < total_steps:
     epoch, offset = divmod(step, steps_per_epoch)
@@ -245,7 +251,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
     if epoch_done:
       bar.close()
       batches = None
-      result = end_epoch(epoch + 1, step, state, stats.summary())
+      result = end_epoch(epoch + 1, step, state, stats.summary(), stats.saved())
       stopping = step < total_steps and stop.agreed(step)  # came in the last step (or the eval)
     if stopping:
       raise stop.preempted(step)

@@ -220,7 +220,7 @@ def test_nonfinite_loss_stops_or_skips_and_never_reaches_a_checkpoint(tmp_path, 
 
 def test_the_loop_keeps_at_most_two_steps_in_flight(monkeypatch):
   """After dispatching step n the loop waits for step n − 2: a stop signal's checkpoint then waits
-  for two steps at most, not for every step queued since the last log."""
+  for three steps at most, not for every step queued since the last log."""
   waited = []
   monkeypatch.setattr(jax, 'block_until_ready', lambda tree: waited.append(tree['step']) or tree)
   stats = train.EpochStats('stop')
@@ -235,7 +235,8 @@ def test_a_signal_during_the_evaluation_stops_it_and_the_resumed_run_evaluates_f
   """SIGTERM during the evaluation of epoch 1 (step 6) and of the last, shortened epoch 2 (step 8 of
   max_steps=8): each evaluation stops before its second batch, the epoch's end is checkpointed
   unevaluated and unrecorded, and the resumed run evaluates and records that epoch first. After two
-  resumes the records, the summary and the parameters are those of an uninterrupted run."""
+  resumes the records, the summary and the parameters are those of an uninterrupted run. Then the
+  loop's handling of a shortened last epoch: run again, and run on with a longer schedule."""
   config = dataset_config('synthetic', 'smoke')  # 6 steps an epoch; 48 test faces, 3 batches
   config.train.max_steps = 8
   monkeypatch.setattr(train, 'Parallel', lambda: Parallel(jax.devices()[:1]))
@@ -280,3 +281,11 @@ def test_a_signal_during_the_evaluation_stops_it_and_the_resumed_run_evaluates_f
   again = train.train_and_evaluate(config, str(tmp_path / 'reference'))
   assert read_metrics(tmp_path / 'reference') == records
   assert again['confusion_matrix'] == reference['confusion_matrix']
+  # Lengthened to the full 12 steps, it continues the shortened epoch 2 (whose record is dropped and
+  # written again at step 12) as a run made straight to 12 steps.
+  config.train.max_steps = 0
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  train.train_and_evaluate(config, str(tmp_path / 'reference'))
+  assert strip(read_metrics(tmp_path / 'reference')) == strip(read_metrics(tmp_path / 'straight'))
+  assert_trees_identical(load_state(tmp_path / 'reference', 12),
+                         load_state(tmp_path / 'straight', 12))
