@@ -24,10 +24,10 @@ RESULTS/<run>/: config.json, metrics.jsonl and summary.json of the workdir, and
                   `--occlusion_faces` of them, with `clean_accuracy` (the crucial faces) and
                   `occluders_accuracy`: the same faces, each with a random occluder
   run.json        how the record was made: the commit the running code was checked out at and
-                  the files of lnl_jax/, launch/ and configs/ that differed from it when the
-                  command started (`code_version`), the cores it could use, and `wall_s`, the
-                  seconds of training and analyses, with `from_scratch` false when the workdir
-                  held a checkpoint already (then `wall_s` is not the run's whole time)
+                  the changes to lnl_jax/, launch/ and configs/ when the command started
+                  (`code_version`), `usable_cores`, and `wall_s`, the seconds of training and
+                  analyses, with `from_scratch` false when the workdir held a checkpoint already
+                  (then `wall_s` is not the run's whole time)
 Every model is analysed on the same faces for a seed: the clean test faces of that seed (the
 synthetic faces draw the occluder whether they show it or not, so the occlusion-trained model's test
 faces are these faces, the share `--occlusion_prob` of them occluded). A run whose records are
@@ -147,18 +147,22 @@ def analyse(workdir: str, crucial_faces: int, occlusion_faces: int,
   return {'crucial.json': crucial, 'occlusion.json': occlusion}
 
 
+CODE_DIRS = ('lnl_jax', 'launch', 'configs')
+
+
 def code_version(root: str) -> dict:
   """{'commit': HEAD of the checkout at `root` (None outside git), 'modified': the files of
-  lnl_jax/, launch/ and configs/ that differ from it, or are untracked}."""
+  lnl_jax/, launch/ and configs/ that differ from it or are untracked, 'diff': `git diff HEAD` of
+  the tracked ones}: enough to rebuild the code that made a record from the commit."""
   git = lambda *a: subprocess.run(['git', *a], cwd=root, capture_output=True, text=True,
                                   check=True).stdout
   try:
     commit = git('rev-parse', 'HEAD').strip()
-    status = git('status', '--porcelain', '--untracked-files=all', '--', 'lnl_jax', 'launch',
-                 'configs')
+    status = git('status', '--porcelain', '--untracked-files=all', '--', *CODE_DIRS)
+    diff = git('diff', 'HEAD', '--', *CODE_DIRS)
   except (OSError, subprocess.CalledProcessError):
-    return dict(commit=None, modified=[])
-  return dict(commit=commit, modified=sorted(line[3:] for line in status.splitlines()))
+    return dict(commit=None, modified=[], diff='')
+  return dict(commit=commit, modified=sorted(line[3:] for line in status.splitlines()), diff=diff)
 
 
 def record(workdir: str, results_dir: str, name: str, analyses: dict[str, dict]) -> str:
@@ -191,7 +195,7 @@ def run_one(config, member: runs_lib.Member, runs_dir: str, results_dir: str, cr
   if analyses['crucial.json']['step'] != steps:
     raise ConfigError(f'{workdir}: the newest checkpoint is at step '
                       f'{analyses["crucial.json"]["step"]}, summary.json at {steps}.')
-  made = dict(code, cpu_count=host.usable_cores(), wall_s=round(time.perf_counter() - start, 1),
+  made = dict(code, usable_cores=host.usable_cores(), wall_s=round(time.perf_counter() - start, 1),
               from_scratch=from_scratch)
   return record(workdir, results_dir, member.name, {**analyses, RUN_FILE: made})
 

@@ -177,7 +177,7 @@ def _hours(num_runs: int, runs: dict) -> str:
                                           else MINUTES_PER_RUN))
   f = lambda h: f'{h:.1f}' if h < 10 else f'{h:.0f}'
   span = f(low) if f(low) == f(high) else f'{f(low)}–{f(high)}'
-  cores = '/'.join(str(c) for c in sorted({r['cpu_count'] for r in timed})) or '2'
+  cores = '/'.join(str(c) for c in sorted({r['usable_cores'] for r in timed})) or '2'
   how = ((f'at the recorded run\'s {minutes[0]:.0f} minutes' if len(timed) == 1 else
           f'at the {len(timed)} recorded runs\' {min(minutes):.0f}–{max(minutes):.0f} minutes')
          if timed else 'estimated below')

@@ -5,8 +5,11 @@ import json
 import os
 import re
 
+import numpy as np
+
+from launch import evidence
 from launch import evidence_report as report
-from fixtures import ROOT
+from fixtures import ROOT, load_config_file
 
 
 def defined_tests() -> dict[str, set[str]]:
@@ -54,42 +57,90 @@ def last(lines: list[dict], **match) -> dict:
   return found[-1]
 
 
+def start_rate(lines: list[dict], index: int) -> float:
+  """The matmul rate (FLOP/s) at the start of the bench run that wrote line `index`."""
+  machine = max(i for i in range(index + 1) if lines[i]['what'] == 'machine')
+  return next(r for r in lines[machine:] if r['what'] == 'ceiling' and r['op'] == 'matmul')[
+      'flop_per_s']
+
+
+def job_minutes(config, train_rate: float, eval_rate: float,
+                extra_images: int = 0) -> tuple[float, float]:
+  """Minutes of `config`'s training and of its test passes (plus `extra_images` evaluated) at the
+  given images/s: every epoch's whole batches, one test pass per epoch."""
+  batches = config.data.num_train // config.train.batch_size
+  train = config.train.num_epochs * batches * config.train.batch_size / train_rate / 60
+  test = (config.train.num_epochs * config.data.num_test + extra_images) / eval_rate / 60
+  return train, test
+
+
 def test_the_readme_time_figures_are_those_of_their_records():
-  """The figures of the README's evidence-time paragraphs, read from the bench records they cite:
-  a record measured again, or a figure edited by hand, fails here until the two agree again."""
+  """The figures of the README's evidence-time paragraphs, read from the bench records they cite
+  and the configs they time: a record measured again, a config changed, or a figure edited by hand
+  fails here until the README agrees again."""
   with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
     readme = ' '.join(f.read().split())  # line breaks are the editor's
   cpu = bench_lines('cpu_bench.jsonl')
   widths = bench_lines('evidence_bench.jsonl')
+  step = lambda lines, **m: last(lines, what='train_step', **m)
+  unet = lambda w: last(widths, what='part', part='unet', width=w)['step_s']
   expected = [
-      f"trained {last(cpu, what='train_step', config='synthetic:cpu')['img_per_s']:.1f} and "
-      f"evaluated {last(cpu, what='eval_step', config='synthetic:cpu')['img_per_s']:.1f} images/s",
-      f"train step at {last(widths, what='train_step', width=1 / 16)['img_per_s']:.1f} img/s at "
-      f"width 1/16 and {last(widths, what='train_step', width=1 / 32)['img_per_s']:.1f} at 1/32",
-      f"({last(widths, what='part', part='unet', width=1 / 16)['step_s']:.2f} s of "
-      f"{last(widths, what='train_step', width=1 / 16)['step_s']:.2f} s at 1/16, "
-      f"{last(widths, what='part', part='unet', width=1 / 32)['step_s']:.2f} s of "
-      f"{last(widths, what='train_step', width=1 / 32)['step_s']:.2f} s at 1/32)",
+      f"train step at {step(widths, width=1 / 16)['img_per_s']:.1f} img/s at "
+      f"width 1/16 and {step(widths, width=1 / 32)['img_per_s']:.1f} at 1/32: halving every width "
+      f"speeds it up only "
+      f"{step(widths, width=1 / 32)['img_per_s'] / step(widths, width=1 / 16)['img_per_s']:.2f}×",
+      f"gains {unet(1 / 16) / unet(1 / 32):.2f}× ({unet(1 / 16):.2f} s of "
+      f"{step(widths, width=1 / 16)['step_s']:.2f} s at 1/16, {unet(1 / 32):.2f} s of "
+      f"{step(widths, width=1 / 32)['step_s']:.2f} s at 1/32)",
   ]
-  # An evidence run at 1/32 (configs/evidence.py): 24 epochs of 46 batches of 32 training faces, 24
-  # passes over the 700 test faces and the analyses' 700 + 700 + 200 × 16 faces, at that run's train
-  # and eval rates, plus a minute; and scaled by the run's starting matmul rate to ~200 GFLOP/s.
-  train = last(widths, what='train_step', width=1 / 32)['img_per_s']
-  evaluate = last(widths, what='eval_step', width=1 / 32)['img_per_s']
-  machine = max(i for i, r in enumerate(widths)
-                if r['what'] == 'machine' and 'width=0.03125' in r['argv'])
-  matmul = next(r for r in widths[machine:] if r['what'] == 'ceiling' and r['op'] == 'matmul')
-  train_min, eval_min = 24 * 46 * 32 / train / 60, (24 * 700 + 700 + 700 + 200 * 16) / evaluate / 60
-  minutes = train_min + eval_min + 1
-  scaled = minutes * matmul['flop_per_s'] / 200e9
+  # The free machine's matmul rate: the median at the start of the runs in cpu_bench.jsonl.
+  free = float(np.median([r['flop_per_s'] for r in cpu if r['what'] == 'ceiling' and
+                          r['op'] == 'matmul' and r['when'] == 'start' and r['dtype'] == 'float32']))
+
+  # The main job (configs/synthetic.py:cpu) at its bench's rates, plus 2 minutes.
+  main = load_config_file('synthetic', 'cpu')
+  train_rate = step(cpu, config='synthetic:cpu')['img_per_s']
+  eval_rate = last(cpu, what='eval_step', config='synthetic:cpu')['img_per_s']
+  train_min, test_min = job_minutes(main, train_rate, eval_rate)
+  minutes = train_min + test_min + 2
+  index = max(i for i, r in enumerate(cpu) if r['what'] == 'train_step' and
+              r.get('config') == 'synthetic:cpu')
+  scaled = minutes * start_rate(cpu, index) / free
   expected += [
-      f'At 1/32 the same run evaluated {evaluate:.1f} img/s',
-      f'(35,328 images: {train_min:.1f} minutes at {train:.1f} img/s)',
-      f'(21,400 images: {eval_min:.1f} minutes at {evaluate:.1f} img/s)',
-      f"about {minutes:.0f} minutes a run**; that bench began at a matmul rate of "
-      f"{matmul['flop_per_s'] / 1e9:.0f} GFLOP/s against ~200 on the free machine, and scaled to it "
-      f"a run takes ~{scaled:.0f}. So the 15 runs take {15 * round(scaled) / 60:.1f}–"
-      f"{15 * round(minutes) / 60:.1f} hours",
+      f'trained {train_rate:.1f} and evaluated {eval_rate:.1f} images/s; the same run\'s matmul '
+      f'rate was {start_rate(cpu, index) / 1e9:.0f} GFLOP/s at its start, against '
+      f'{free / 1e9:.0f}, the median',
+      f'({main.train.num_epochs * (main.data.num_train // 32) * 32:,} images) take '
+      f'{train_min:.1f} minutes and its 24 passes over the {main.data.num_test} test faces '
+      f'({24 * main.data.num_test:,} images) {test_min:.1f}',
+      f'**{minutes:.0f} minutes**; scaled to {free / 1e9:.0f} GFLOP/s, ~{scaled:.0f}. So the main '
+      f'job takes {scaled:.0f}–{minutes:.0f} minutes',
+      f'15 such runs would take {15 * round(scaled) / 60:.1f}–{15 * round(minutes) / 60:.1f} hours',
+  ]
+
+  # An evidence run (configs/evidence.py with launch.evidence's face counts) at the 1/32 bench's
+  # rates, plus a minute: the analyses evaluate the clean faces, the same with an occluder, and the
+  # occlusion faces as they are and with each patch greyed.
+  config = load_config_file('evidence')
+  crucial, occluded = evidence.FLAGS['crucial_faces'].default, evidence.FLAGS['occlusion_faces'].default
+  analyses = 2 * crucial + occluded * (1 + config.model.num_patches)
+  train_rate, eval_rate = step(widths, width=1 / 32)['img_per_s'], last(
+      widths, what='eval_step', width=1 / 32)['img_per_s']
+  train_min, test_min = job_minutes(config, train_rate, eval_rate, analyses)
+  minutes = train_min + test_min + 1
+  index = max(i for i, r in enumerate(widths) if r['what'] == 'train_step' and r['width'] == 1 / 32)
+  scaled = minutes * start_rate(widths, index) / free
+  images = config.train.num_epochs * (config.data.num_train // 32) * 32
+  expected += [
+      f'At 1/32 the same run evaluated {eval_rate:.1f} img/s',
+      f'({images:,} images: {train_min:.1f} minutes at {train_rate:.1f} img/s)',
+      f'{crucial} + {crucial} + {occluded} × {1 + config.model.num_patches} faces',
+      f'{24 * config.data.num_test + analyses:,} images, {test_min:.1f} minutes at '
+      f'{eval_rate:.1f} img/s',
+      f'**about {minutes:.0f} minutes a run**. That bench began at a matmul rate of '
+      f'{start_rate(widths, index) / 1e9:.0f} GFLOP/s; scaled to {free / 1e9:.0f} a run takes '
+      f'~{scaled:.0f}. So the bench predicts {15 * round(scaled) / 60:.1f}–'
+      f'{15 * round(minutes) / 60:.1f} hours for the 15 runs',
       f'gives these {scaled:.0f}–{minutes:.0f} minutes a run',
   ]
   assert report.MINUTES_PER_RUN == (round(scaled), round(minutes))

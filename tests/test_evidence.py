@@ -140,8 +140,8 @@ def write_record(results, name, seed, attention, final, mean_last, excess=0.0, o
   io.write_json(os.path.join(d, 'occlusion.json'), dict(
       per_face=per_face, clean_accuracy=80.0, accuracy=[70.0, 60.0], occluders_accuracy=50.0,
       num_images=200, clean_faces=700))
-  io.write_json(os.path.join(d, 'run.json'), dict(commit='0123456789abcdef', modified=[],
-                                                  cpu_count=2, wall_s=wall_s,
+  io.write_json(os.path.join(d, 'run.json'), dict(commit='0123456789abcdef', modified=[], diff='',
+                                                  usable_cores=2, wall_s=wall_s,
                                                   from_scratch=from_scratch))
 
 
@@ -306,7 +306,8 @@ def test_evidence_script_end_to_end(tmp_path):
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
     made = load(os.path.join(results, name, 'run.json'))
     assert made['commit'] == (head.stdout.strip() if head.returncode == 0 else None)
-    assert made['from_scratch'] and made['wall_s'] > 0 and made['cpu_count'] >= 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    assert made['from_scratch'] and made['wall_s'] > 0 and made['usable_cores'] == cores
   with open(readme) as f:
     assert report.readme_block(f.read()) == report.render(e)
   assert e == json.loads(json.dumps(report.aggregate(results, e['planned'], e['settings'])))
@@ -324,7 +325,7 @@ def git_repo(path):
 
 
 def test_code_version_names_the_commit_and_the_changed_code(tmp_path):
-  assert evidence.code_version(str(tmp_path)) == dict(commit=None, modified=[])
+  assert evidence.code_version(str(tmp_path)) == dict(commit=None, modified=[], diff='')
   git = git_repo(tmp_path)
   for d in ('lnl_jax', 'launch', 'configs', 'docs'):
     (tmp_path / d).mkdir()
@@ -332,12 +333,14 @@ def test_code_version_names_the_commit_and_the_changed_code(tmp_path):
   git('add', '.')
   git('commit', '-q', '-m', 'start')
   head = git('rev-parse', 'HEAD').strip()
-  assert evidence.code_version(str(tmp_path)) == dict(commit=head, modified=[])
+  assert evidence.code_version(str(tmp_path)) == dict(commit=head, modified=[], diff='')
   (tmp_path / 'lnl_jax' / 'a.py').write_text('b\n')
   (tmp_path / 'configs' / 'new.py').write_text('b\n')
   (tmp_path / 'docs' / 'a.py').write_text('b\n')  # not code
-  assert evidence.code_version(str(tmp_path)) == dict(
-      commit=head, modified=['configs/new.py', 'lnl_jax/a.py'])
+  code = evidence.code_version(str(tmp_path))
+  assert (code['commit'], code['modified']) == (head, ['configs/new.py', 'lnl_jax/a.py'])
+  assert 'lnl_jax/a.py' in code['diff'] and '\n-a\n+b\n' in code['diff']
+  assert 'docs/a.py' not in code['diff']
 
 
 def test_commit_takes_only_the_given_paths(tmp_path):
