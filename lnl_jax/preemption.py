@@ -26,9 +26,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class StopSignal:
   """Turns SIGTERM/SIGINT into a flag the loop checks after every step (and, with one process, the
-  evaluation after every batch), and ends the process at once when a signal finds nothing unsaved (with several
-  processes: before the first step). The loop calls `stepped` after a step and `saved` when the
-  state equals a checkpoint. Must be created in the main thread."""
+  evaluation after every batch), and ends the process at once when a signal finds nothing unsaved
+  (with several processes: before the first step). The loop calls `stepped` after a step and
+  `saved` when the state equals a checkpoint. Must be created in the main thread."""
 
   def __init__(self):
     self.received = None

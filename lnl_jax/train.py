@@ -122,9 +122,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   SIGTERM/SIGINT are handled from the first line on (`preemption.StopSignal`): before the first
   step and right after a checkpoint the process ends at once; otherwise after the current step
-  (which waits for the steps in flight: STEPS_IN_FLIGHT), with a checkpoint of it. One arriving during an
-  epoch's evaluation stops it between two batches (with one process; several finish it, as its
-  gathers are collectives) and checkpoints the epoch's end as unevaluated: the resumed run
+  (which waits for the steps in flight: STEPS_IN_FLIGHT), with a checkpoint of it. One arriving
+  during an epoch's evaluation stops it between two batches (with one process; several finish it,
+  as its gathers are collectives) and checkpoints the epoch's end as unevaluated: the resumed run
   evaluates it first. The checkpoint manager (its pending writes), the metric writer and the
   signal handlers are closed however the run ends.
   """
@@ -251,6 +251,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
     if epoch_done:
       bar.close()
       batches = None
+      # The train statistics are taken before the evaluation: images/s of the train steps alone.
       result = end_epoch(epoch + 1, step, state, stats.summary(), stats.saved())
       stopping = step < total_steps and stop.agreed(step)  # came in the last step (or the eval)
     if stopping:
