@@ -173,14 +173,17 @@ def _hours(num_runs: int, runs: dict) -> str:
   MINUTES_PER_RUN."""
   timed = [r['run'] for r in runs.values() if r['run']['from_scratch']]
   minutes = [r['wall_s'] / 60 for r in timed]
-  low, high = (num_runs * m / 60 for m in ((min(minutes), max(minutes)) if timed
-                                          else MINUTES_PER_RUN))
+  fewest, most = (min(minutes), max(minutes)) if timed else MINUTES_PER_RUN
   f = lambda h: f'{h:.1f}' if h < 10 else f'{h:.0f}'
-  span = f(low) if f(low) == f(high) else f'{f(low)}–{f(high)}'
+  low, high = f(num_runs * fewest / 60), f(num_runs * most / 60)
+  span = low if low == high else f'{low}–{high}'
   cores = '/'.join(str(c) for c in sorted({r['usable_cores'] for r in timed})) or '2'
-  how = ((f'at the recorded run\'s {minutes[0]:.0f} minutes' if len(timed) == 1 else
-          f'at the {len(timed)} recorded runs\' {min(minutes):.0f}–{max(minutes):.0f} minutes')
-         if timed else 'estimated below')
+  if not timed:
+    how = 'estimated below'
+  elif len(timed) == 1:
+    how = f'at the recorded run\'s {fewest:.0f} minutes'
+  else:
+    how = f'at the {len(timed)} recorded runs\' {fewest:.0f}–{most:.0f} minutes'
   return f'about {span} hours on {cores} CPU cores, {how}; '
 
 

@@ -31,11 +31,11 @@ cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this f
 BATCH, EVERY = 32, 50
 
 
-def study(init: str, steps: int) -> dict:
-  """One init's record: std at init, then cross-entropy and train accuracy every EVERY steps."""
+def study(init: str, steps: int, faces) -> dict:
+  """One init's record on `faces`: std at init, then cross-entropy and train accuracy every EVERY
+  steps."""
   config = dataset_config('synthetic', 'smoke')
   config.model.init, config.model.head_widths, config.train.learning_rate = init, (64, 32), 1e-3
-  faces = synthetic.generate(1400, 64, seed=0, num_patches=16, overlap=8)
   parallel = Parallel(jax.devices()[:1])
   model = create_model(config.model, 64, 7)
   tx = create_optimizer(config.train, 1000)
@@ -72,8 +72,9 @@ def main(argv):
   if not FLAGS.inits or unknown or FLAGS.steps < EVERY or FLAGS.steps % EVERY:
     cli.fail(f'--inits must be among {", ".join(KERNEL_INITS)} and --steps a positive multiple of '
              f'{EVERY}.')
+  faces = synthetic.generate(1400, 64, seed=0, num_patches=16, overlap=8)  # the same for every init
   for init in FLAGS.inits:
-    report(study(init, FLAGS.steps), FLAGS.out)
+    report(study(init, FLAGS.steps, faces), FLAGS.out)
 
 
 if __name__ == '__main__':
