@@ -27,7 +27,7 @@ def save(fig: Figure, path) -> str:
   path = os.fspath(path)
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, dpi=DPI, format='png')
+  fig.savefig(path, dpi=DPI, format='png', pil_kwargs=dict(compress_level=1))  # fast to write
   return path
 
 

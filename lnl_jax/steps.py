@@ -32,17 +32,29 @@ class TrainState:
 
 def create_learning_rate_fn(train: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
   """Sec. IV-A: 3e-4, multiplied by 0.95 at the end of every epoch."""
-  return optax.exponential_decay(train.learning_rate, transition_steps=steps_per_epoch,
-                                 decay_rate=train.lr_decay, staircase=True)
+  return _schedule(train.learning_rate, train.lr_decay, steps_per_epoch)
 
 
 def create_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int):
-  """Adam (the paper names no optimiser; Adam is the usual choice for this recipe)."""
-  return optax.adam(create_learning_rate_fn(train, steps_per_epoch))
+  """Adam (the paper names no optimiser; Adam is the usual choice for this recipe). Equal settings
+  give the same object, so that the compiled steps of one process are reused (`Parallel`)."""
+  return _adam(train.learning_rate, train.lr_decay, steps_per_epoch)
 
 
+def _schedule(learning_rate: float, lr_decay: float, steps_per_epoch: int) -> optax.Schedule:
+  return optax.exponential_decay(learning_rate, transition_steps=steps_per_epoch,
+                                 decay_rate=lr_decay, staircase=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _adam(learning_rate: float, lr_decay: float, steps_per_epoch: int):
+  return optax.adam(_schedule(learning_rate, lr_decay, steps_per_epoch))
+
+
+@functools.lru_cache(maxsize=8)
 def abstract_state(model: nn.Module, image_size: int, tx) -> TrainState:
-  """The TrainState's shapes and dtypes: `Module.init` and the optimiser traced, nothing computed."""
+  """The TrainState's shapes and dtypes: `Module.init` and the optimiser traced, nothing computed
+  (kept for the same arguments: the trace takes seconds)."""
   def build():
     params = model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)))['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
@@ -68,12 +80,12 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_step(state: TrainState, batch, *, model, tx, train: ml_collections.ConfigDict):
-  """One Adam step on the global batch. A non-finite loss or gradient leaves the state unchanged
+def train_step(state: TrainState, batch, *, model, tx, weight_decay: float, label_smoothing: float):
+  """One Adam step on the global batch (λ = `weight_decay` of Eq. 3). A non-finite loss or gradient leaves the state unchanged
   (the update is skipped) and is reported in the metrics as `nonfinite`, for the loop to act on."""
   grad_fn = jax.value_and_grad(
-      functools.partial(loss_fn, model=model, weight_decay=train.weight_decay,
-                        label_smoothing=train.label_smoothing), has_aux=True)
+      functools.partial(loss_fn, model=model, weight_decay=weight_decay,
+                        label_smoothing=label_smoothing), has_aux=True)
   (loss, (ce, logits)), grads = grad_fn(state.params, batch)
   finite = jnp.isfinite(loss) & all_finite(grads)
 
@@ -99,6 +111,28 @@ def eval_step(params, batch, *, model):
               w_global=aux['w_global'], w_local=aux['w_local'])
 
 
+# One jitted function per mesh and arguments: its compiled programs serve every run of a process.
+@functools.lru_cache(maxsize=4)
+def _jit_train_step(mesh: Mesh, model, tx, weight_decay: float, label_smoothing: float):
+  replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  step = functools.partial(train_step, model=model, tx=tx, weight_decay=weight_decay,
+                           label_smoothing=label_smoothing)
+  return jax.jit(step, in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
+                 donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=4)
+def _jit_eval_step(mesh: Mesh, model):
+  return jax.jit(functools.partial(eval_step, model=model),
+                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))),
+                 out_shardings=NamedSharding(mesh, P()))
+
+
+@functools.lru_cache(maxsize=4)
+def _jit_optimizer_init(mesh: Mesh, tx):
+  return jax.jit(tx.init, out_shardings=NamedSharding(mesh, P()))
+
+
 class Parallel:
   """Data parallelism over every device of every process: a 1-D mesh 'data', parameters
   replicated, batches split along their first axis; steps are `jax.jit` with explicit shardings
@@ -120,13 +154,14 @@ class Parallel:
     return {k: jax.make_array_from_process_local_data(self.batch, batch[k]) for k in keys}
 
   def jit_train_step(self, model, tx, train):
-    step = functools.partial(train_step, model=model, tx=tx, train=train)
-    return jax.jit(step, in_shardings=(self.replicated, self.batch),
-                   out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+    """`train_step` jit-compiled over the mesh. The same mesh, model, optimiser and loss settings
+    give the same function, whose compiled programs are then reused: runs in one process (sweep
+    members, cross-validation folds, a resumed run) trace and compile it once."""
+    return _jit_train_step(self.mesh, model, tx, train.weight_decay, train.label_smoothing)
 
   def jit_eval_step(self, model):
-    return jax.jit(functools.partial(eval_step, model=model),
-                   in_shardings=(self.replicated, self.batch), out_shardings=self.replicated)
+    """`eval_step` jit-compiled over the mesh, reused like `jit_train_step`."""
+    return _jit_eval_step(self.mesh, model)
 
   def init_state(self, model: nn.Module, image_size: int, tx, seed: int,
                  abstract: TrainState | None = None) -> TrainState:
@@ -136,6 +171,6 @@ class Parallel:
     if abstract is None:
       abstract = abstract_state(model, image_size, tx)
     params = jax.device_put(draw_params(abstract.params, model.init_scheme, seed), self.replicated)
-    opt_state = jax.jit(tx.init, out_shardings=self.replicated)(params)
+    opt_state = _jit_optimizer_init(self.mesh, tx)(params)
     step = jax.device_put(np.zeros((), np.int32), self.replicated)
     return TrainState(step=step, params=params, opt_state=opt_state)

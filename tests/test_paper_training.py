@@ -183,6 +183,7 @@ def test_training_decays_the_learning_rate_once_per_epoch_of_its_data(tmp_path, 
     schedules.append(learning_rate)
     raise _OptimiserBuilt
   monkeypatch.setattr(optax, 'adam', adam)
+  steps._adam.cache_clear()  # optimisers are kept per settings: this run must build its own
   with pytest.raises(_OptimiserBuilt):
     train.train_and_evaluate(config, str(tmp_path))
   [schedule] = schedules
