@@ -10,7 +10,7 @@ from lnl_jax.errors import ConfigError
 from lnl_jax.geometry import patch_geometry
 from lnl_jax.models import LNLAttenNet, create_model, num_params
 from lnl_jax.models.conv import Lowering, lowering_for
-from lnl_jax.models.layers import KERNEL_INITS, UpConv2x2, pool_to_grid
+from lnl_jax.models.layers import KERNEL_INITS, UpConv2x2, draw_params, pool_to_grid
 from lnl_jax.models.lnlattennet import extract_patches
 
 # 'scan' compiles fastest; the executions' equivalence is tested on its own below. The
@@ -23,8 +23,19 @@ def key(seed):
   return jax.random.key(seed, impl='rbg')  # threefry's init compiles ~5× slower on CPU
 
 
-def init_apply(model, images, seed=0):
-  params = jax.jit(model.init)(key(seed), images[:1])['params']
+def module_init(model, images, seed=0):
+  """The parameters of the modules' own initialisers (`Module.init`, compiled)."""
+  return jax.jit(model.init)(key(seed), images[:1])['params']
+
+
+def host_init(model, images, seed=0):
+  """The parameters training starts from (`layers.draw_params` on the host): nothing to compile."""
+  shapes = jax.eval_shape(model.init, key(seed), images[:1])['params']
+  return draw_params(shapes, model.init_scheme, seed)
+
+
+def init_apply(model, images, seed=0, init=host_init):
+  params = init(model, images, seed)
   return params, jax.jit(model.apply)({'params': params}, images)
 
 
@@ -32,7 +43,7 @@ def init_apply(model, images, seed=0):
 def tiny_run():
   model = LNLAttenNet(**TINY)
   images = jax.random.normal(jax.random.key(1), (3, 144, 144, 3))
-  return model, images, *init_apply(model, images)
+  return model, images, *init_apply(model, images, init=module_init)
 
 
 def test_full_model_parameter_count_matches_readme():
@@ -134,7 +145,7 @@ def test_none_variant_ignores_attention():
   chex.assert_trees_all_close(aux['f_en'], aux['f'].mean(axis=1), rtol=1e-5, atol=1e-6)
   # A 'both' model with the same backbone/ensemble/head parameters gives different logits:
   both = LNLAttenNet(attention='both', image_size=64, overlap=8, **TINY)
-  both_params = jax.jit(both.init)(key(0), images[:1])['params']
+  both_params = host_init(both, images)
   assert not np.allclose(jax.jit(both.apply)({'params': both_params}, images)[0], logits)
 
 
@@ -157,9 +168,13 @@ def test_ensemble_members_initialised_differently(tiny_run):
       assert len({bytes(np.asarray(row)) for row in flat}) == 16
 
 
+# The executions compared on M = 4 patches of a 64-px image: the unrolled 'loop' compiles a program
+# per member, and member i's own parameters at M = 16 are test_paper_model's.
+AGREE = dict(image_size=64, overlap=8, num_patches=4)
+
+
 def _loss_and_grads(execution, params, images):
-  tiny = dict(TINY, ensemble=execution)
-  model = LNLAttenNet(image_size=64, overlap=8, **tiny)
+  model = LNLAttenNet(**AGREE, **dict(TINY, ensemble=execution))
 
   def loss(p):
     logits, aux = model.apply({'params': p}, images)
@@ -171,15 +186,15 @@ def _loss_and_grads(execution, params, images):
 @pytest.fixture(scope='module')
 def loop_reference():
   images = jax.random.normal(jax.random.key(5), (2, 64, 64, 3))
-  model = LNLAttenNet(image_size=64, overlap=8, **dict(TINY, ensemble='loop'))
-  params = jax.jit(model.init)(key(0), images[:1])['params']
+  model = LNLAttenNet(**AGREE, **dict(TINY, ensemble='loop'))
+  params = host_init(model, images)
   return images, params, _loss_and_grads('loop', params, images)
 
 
 @pytest.mark.parametrize('execution', ['vmap', 'scan'])
 def test_ensemble_executions_agree_forward_and_gradients(execution, loop_reference):
   images, params, ((_, (o1, w1)), g1) = loop_reference
-  other = LNLAttenNet(image_size=64, overlap=8, **dict(TINY, ensemble=execution))
+  other = LNLAttenNet(**AGREE, **dict(TINY, ensemble=execution))
   chex.assert_trees_all_equal_shapes(params, jax.eval_shape(other.init, key(0), images[:1])['params'])
   (_, (o2, w2)), g2 = _loss_and_grads(execution, params, images)
   chex.assert_trees_all_close(o1, o2, rtol=1e-4, atol=1e-5)
@@ -239,7 +254,7 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
   f32 = create_model(config, 64, 7).clone(overlap=8)
   bf16 = f32.clone(dtype=jnp.bfloat16)
   images = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
-  params = jax.jit(f32.init)(key(0), images[:1])['params']
+  params = host_init(f32, images)
 
   def loss_and_grads(model):
     def loss(p):
