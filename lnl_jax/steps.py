@@ -80,7 +80,8 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_step(state: TrainState, batch, *, model, tx, weight_decay: float, label_smoothing: float):
+def train_step(state: TrainState, batch, *, model, tx, weight_decay: float,
+               label_smoothing: float):
   """One Adam step on the global batch (λ = `weight_decay` of Eq. 3). A non-finite loss or gradient leaves the state unchanged
   (the update is skipped) and is reported in the metrics as `nonfinite`, for the loop to act on."""
   grad_fn = jax.value_and_grad(
@@ -111,7 +112,8 @@ def eval_step(params, batch, *, model):
               w_global=aux['w_global'], w_local=aux['w_local'])
 
 
-# One jitted function per mesh and arguments: its compiled programs serve every run of a process.
+# One jitted function per mesh and arguments (the newest few kept): a later run of the process with
+# the same ones reuses its traced and compiled programs.
 @functools.lru_cache(maxsize=4)
 def _jit_train_step(mesh: Mesh, model, tx, weight_decay: float, label_smoothing: float):
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
@@ -155,8 +157,9 @@ class Parallel:
 
   def jit_train_step(self, model, tx, train):
     """`train_step` jit-compiled over the mesh. The same mesh, model, optimiser and loss settings
-    give the same function, whose compiled programs are then reused: runs in one process (sweep
-    members, cross-validation folds, a resumed run) trace and compile it once."""
+    give the same function, whose compiled programs are then reused: runs of one process with
+    those settings (cross-validation folds of equal epoch length, a run resumed in the same
+    process) trace and compile it once."""
     return _jit_train_step(self.mesh, model, tx, train.weight_decay, train.label_smoothing)
 
   def jit_eval_step(self, model):
