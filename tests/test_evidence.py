@@ -206,6 +206,12 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) holds; by more than the '
           'seed spread: no') in text
   assert 'LNLAttenNet − Model-NonLocal +0.2 points (seed spread 0.7: within it)' in text
+  # One seed of a model: the ordering on the means is stated, the spread is not guessed.
+  assert report.ordering_verdict(dict(holds=False, beyond_spread=None), complete=True) == (
+      'does not hold on the means of the recorded seeds; whether by more than the seed spread '
+      'needs two seeds of every model')
+  assert report.ordering_verdict(dict(holds=None, beyond_spread=None), complete=False) == (
+      'needs all four models: not decided yet')
   assert '| LNLAttenNet, occlusion-trained | 0.400 (1 seed) |' in text
   path = os.path.join(results, 'attention_none_seed1', 'run.json')
   io.write_json(path, dict(load(path), commit='fedcba9876543210', modified=['lnl_jax/train.py']))
