@@ -82,8 +82,9 @@ def all_finite(tree) -> jax.Array:
 
 def train_step(state: TrainState, batch, *, model, tx, weight_decay: float,
                label_smoothing: float):
-  """One Adam step on the global batch (λ = `weight_decay` of Eq. 3). A non-finite loss or gradient leaves the state unchanged
-  (the update is skipped) and is reported in the metrics as `nonfinite`, for the loop to act on."""
+  """One Adam step on the global batch (λ = `weight_decay` of Eq. 3). A non-finite loss or
+  gradient leaves the state unchanged (the update is skipped) and is reported in the metrics as
+  `nonfinite`, for the loop to act on."""
   grad_fn = jax.value_and_grad(
       functools.partial(loss_fn, model=model, weight_decay=weight_decay,
                         label_smoothing=label_smoothing), has_aux=True)
