@@ -34,6 +34,15 @@ def load_config_file(name: str, arg: str | None = None):
   return module.get_config(arg)
 
 
+def drawn_params(model, images, seed: int = 0):
+  """The parameters training starts from for `images`' shape (`layers.draw_params` on the host, as
+  `steps.Parallel.init_state` draws them): no init program to compile."""
+  import jax  # here: conftest imports this module before it sets XLA_FLAGS
+  from lnl_jax.models.layers import draw_params
+  shapes = jax.eval_shape(model.init, jax.random.key(seed), images[:1])['params']
+  return draw_params(shapes, model.init_scheme, seed)
+
+
 def command_env(devices: int = 1, optimised: bool = False) -> dict:
   """The environment of a command a test starts: `devices` CPU devices, XLA's optimisation level 0
   unless `optimised` (conftest.py: QUICK_COMPILE), and the session's compilation cache keeping

@@ -10,8 +10,9 @@ from lnl_jax.errors import ConfigError
 from lnl_jax.geometry import patch_geometry
 from lnl_jax.models import LNLAttenNet, create_model, num_params
 from lnl_jax.models.conv import Lowering, lowering_for
-from lnl_jax.models.layers import KERNEL_INITS, UpConv2x2, draw_params, pool_to_grid
+from lnl_jax.models.layers import KERNEL_INITS, UpConv2x2, pool_to_grid
 from lnl_jax.models.lnlattennet import extract_patches
+from fixtures import drawn_params
 
 # 'scan' compiles fastest; the executions' equivalence is tested on its own below. The
 # convolutions are lowered as `create_model` lowers them on this backend.
@@ -28,13 +29,7 @@ def module_init(model, images, seed=0):
   return jax.jit(model.init)(key(seed), images[:1])['params']
 
 
-def host_init(model, images, seed=0):
-  """The parameters training starts from (`layers.draw_params` on the host): nothing to compile."""
-  shapes = jax.eval_shape(model.init, key(seed), images[:1])['params']
-  return draw_params(shapes, model.init_scheme, seed)
-
-
-def init_apply(model, images, seed=0, init=host_init):
+def init_apply(model, images, seed=0, init=drawn_params):
   params = init(model, images, seed)
   return params, jax.jit(model.apply)({'params': params}, images)
 
@@ -147,7 +142,7 @@ def test_none_variant_ignores_attention():
   both = LNLAttenNet(attention='both', image_size=64, overlap=8, **TINY)
   shared = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
   both_params = jax.tree_util.tree_map_with_path(
-      lambda p, x: shared.get(jax.tree_util.keystr(p), x), host_init(both, images))
+      lambda p, x: shared.get(jax.tree_util.keystr(p), x), drawn_params(both, images))
   chex.assert_trees_all_equal(both_params['UNet_0'], params['UNet_0'])
   assert not np.allclose(jax.jit(both.apply)({'params': both_params}, images)[0], logits)
 
@@ -191,7 +186,7 @@ def _loss_and_grads(execution, params, images):
 def loop_reference():
   images = jax.random.normal(jax.random.key(5), (2, 64, 64, 3))
   model = LNLAttenNet(**AGREE, **dict(TINY, ensemble='loop'))
-  params = host_init(model, images)
+  params = drawn_params(model, images)
   return images, params, _loss_and_grads('loop', params, images)
 
 
@@ -258,7 +253,7 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
   f32 = create_model(config, 64, 7).clone(overlap=8)
   bf16 = f32.clone(dtype=jnp.bfloat16)
   images = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
-  params = host_init(f32, images)
+  params = drawn_params(f32, images)
 
   def loss_and_grads(model):
     def loss(p):

@@ -21,8 +21,7 @@ import pytest
 from lnl_jax import metrics, steps, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.models import create_model
-from lnl_jax.models.layers import draw_params
-from fixtures import load_config_file
+from fixtures import drawn_params, load_config_file
 
 
 # Sec. IV-A and III-C of the paper, as printed.
@@ -70,8 +69,7 @@ def smoke_model():
   config = dataset_config('synthetic', 'smoke')
   size = config.data.image_size
   model = create_model(config.model, size, 7)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))['params']
-  params = draw_params(shapes, model.init_scheme, 0)  # as training draws them, nothing compiled
+  params = drawn_params(model, jnp.zeros((1, size, size, 3)))
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   rng = np.random.default_rng(0)
   params = jax.tree_util.tree_unflatten(treedef, [
