@@ -71,34 +71,37 @@ OCCLUSION_FACE_KEYS = ('own_drop_rate', 'own_drop_beyond_others_rate', 'own_drop
 
 
 def _ordering(groups: dict, key: str) -> dict:
-  """Table IV's ordering on accuracy `key`, consecutive pair by pair."""
+  """Table IV's ordering on accuracy `key`, consecutive pair by pair, each pair on the seeds both
+  models have: a seed fixes the faces and the initial draw, so the models pair by seed. A pair's
+  `vs_spread` says where the 95 % t-interval of its paired difference lies: 'above' 0 (the higher
+  model wins by more than the seed spread), 'below' 0 (it loses by more), 'within' (it includes
+  0); None with fewer than two shared seeds."""
   present = [v for v in TABLE_IV_ORDER if f'attention_{v}' in groups]
   pairs = []
   for lo, hi in zip(present, present[1:]):
     a, b = groups[f'attention_{lo}'][key], groups[f'attention_{hi}'][key]
-    diff = b['mean'] - a['mean']
-    spread = max(a['std'], b['std']) if a['std'] is not None and b['std'] is not None else None
     common = sorted(set(a['seeds']) & set(b['seeds']))
     paired = seed_stats([b['values'][b['seeds'].index(s)] - a['values'][a['seeds'].index(s)]
                          for s in common], common)
-    pairs.append(dict(lower=lo, higher=hi, difference=diff, spread=spread,
-                      holds=bool(diff > 0),
-                      beyond_spread=None if spread is None else bool(diff > spread),
+    ci = paired['ci95']
+    pairs.append(dict(lower=lo, higher=hi, seeds=common, difference=paired['mean'],
+                      holds=None if paired['mean'] is None else bool(paired['mean'] > 0),
+                      vs_spread=None if ci is None else
+                      'above' if ci[0] > 0 else 'below' if ci[1] < 0 else 'within',
                       paired_difference=paired))
-  complete = len(present) == len(TABLE_IV_ORDER)
+  complete = len(present) == len(TABLE_IV_ORDER) and all(p['holds'] is not None for p in pairs)
   return dict(pairs=pairs,
               holds=bool(all(p['holds'] for p in pairs)) if complete else None,
-              beyond_spread=(bool(all(p['beyond_spread'] for p in pairs))
-                             if complete and all(p['beyond_spread'] is not None for p in pairs)
-                             else None))
+              beyond_spread=(bool(all(p['vs_spread'] == 'above' for p in pairs))
+                             if complete and all(p['vs_spread'] for p in pairs) else None))
 
 
-def _holds(stat: dict, size: dict, minimum: float) -> bool | None:
-  """A claim holds when the t-interval of `stat` over seeds lies above 0 and the mean of `size`
-  reaches `minimum` (the analysis module's smallest effect that counts); None for one seed."""
+def _claim(stat: dict, size: dict, minimum: float) -> str | None:
+  """`analysis.claim_outcome` over seeds: the t-interval of `stat` over seeds, the mean of `size`
+  against `minimum` (the analysis module's smallest effect that counts); None for one seed."""
   if stat['ci95'] is None:
     return None
-  return bool(stat['ci95'][0] > 0 and size['mean'] >= minimum)
+  return analysis.claim_outcome(stat['ci95'], size['mean'], minimum)
 
 
 def aggregate(results_dir: str, planned: Sequence[str], settings: dict | None = None) -> dict:
@@ -134,10 +137,10 @@ def aggregate(results_dir: str, planned: Sequence[str], settings: dict | None = 
 
   claims = dict(
       table_iv=dict(ordering={k: _ordering(accuracy, k) for k in ACCURACY_KEYS}),
-      nonlocal_finds_crucial={g: _holds(crucial[g]['excess_normalised'], crucial[g]['excess'],
+      nonlocal_finds_crucial={g: _claim(crucial[g]['excess_normalised'], crucial[g]['excess'],
                                         analysis.MIN_EXCESS_MASS)
                               for g in crucial if g.split('_')[-1] in ('nonlocal', 'both')},
-      local_downweights_occluded={g: _holds(occlusion[g]['own_minus_others'],
+      local_downweights_occluded={g: _claim(occlusion[g]['own_minus_others'],
                                             occlusion[g]['own_drop'], analysis.MIN_OWN_DROP)
                                   for g in occlusion if g.split('_')[-1] in ('local', 'both')})
   return dict(settings=settings or {}, planned=list(planned), recorded=recorded,
@@ -156,7 +159,7 @@ def _fmt(stat: dict, scale: float = 1.0, digits: int = 1, unit: str = '') -> str
   """'M ± S [L, H]' (mean ± std [95 % t-interval]); the mean and '(1 seed)' for one seed."""
   if not stat or stat['mean'] is None:
     return '—'
-  f = lambda v: f'{scale * v:.{digits}f}'
+  f = lambda v: f'{scale * v:.{digits}f}'.replace('-', '−')
   if stat['std'] is None:
     return f'{f(stat["mean"])}{unit} (1 seed)'
   lo, hi = stat['ci95']
@@ -168,15 +171,39 @@ def _yes(flag: bool | None, yes='holds', no='does not hold', unknown='not decide
 
 
 def ordering_verdict(order: dict, complete: bool) -> str:
-  """Whether Table IV's ordering holds on the means, and by more than the seed spread (which needs
-  two seeds of every model)."""
+  """Whether Table IV's ordering holds on the seed-paired differences, and by more than the seed
+  spread (which needs two shared seeds of every pair)."""
   if not complete:
     return 'needs all four models: not decided yet'
   if order['beyond_spread'] is None:
-    return (f'{_yes(order["holds"])} on the means of the recorded seeds; whether by more than the '
-            'seed spread needs two seeds of every model')
-  return (f'{_yes(order["holds"])}; by more than the seed spread: '
+    return (f'{_yes(order["holds"])} on the seed-paired differences; whether by more than the '
+            'seed spread needs two shared seeds of every pair')
+  return (f'{_yes(order["holds"])} on the seed-paired differences; by more than the seed spread: '
           f'{_yes(order["beyond_spread"], "yes", "no")}')
+
+
+def _signed(value: float, digits: int = 1) -> str:
+  return f'{value:+.{digits}f}'.replace('-', '−')
+
+
+SPREAD_WORDS = {'above': 'above 0: beyond the seed spread',
+                'below': 'below 0: reversed beyond the seed spread',
+                'within': 'includes 0: within the seed spread'}
+
+
+def _pair_text(pair: dict) -> str:
+  """'Model-Local − Model-S +1.2 points (seeds 0, 1; 95 % interval −19.4 to +21.7, includes 0:
+  within the seed spread)': one consecutive pair of Table IV, on the seeds both models have."""
+  name = (f'{MODEL_NAMES["attention_" + pair["higher"]]} − '
+          f'{MODEL_NAMES["attention_" + pair["lower"]]}')
+  if pair['difference'] is None:
+    return f'{name}: no seed in common'
+  seeds = ', '.join(str(s) for s in pair['seeds'])
+  text = f'{name} {_signed(pair["difference"])} points (seed{"s" * (len(pair["seeds"]) > 1)} {seeds}'
+  if pair['vs_spread'] is None:
+    return text + ')'
+  lo, hi = pair['paired_difference']['ci95']
+  return text + f'; 95 % interval {_signed(lo)} to {_signed(hi)}, {SPREAD_WORDS[pair["vs_spread"]]})'
 
 
 def _hours(num_runs: int, runs: dict) -> str:
@@ -205,9 +232,13 @@ def _joined(table: dict, groups: Sequence[str], key: str, fmt=str) -> str:
 
 
 def _claim_rows(groups: Sequence[str], verdicts: dict, cells, table: dict) -> list[str]:
-  """A markdown row per group: its model, `cells(table[group])`, and the claim's verdict."""
+  """A markdown row per group: its model, `cells(table[group])`, and the claim's outcome."""
   return [f'| {MODEL_NAMES[g]} | {" | ".join(cells(table[g]))} | '
-          f'{_yes(verdicts.get(g), "holds", "refuted")} |' for g in groups]
+          f'{verdicts.get(g) or "not decided yet"} |' for g in groups]
+
+
+OUTCOMES = ('it is refuted when the interval lies below 0 (the opposite effect, beyond the seed '
+            'spread), and not shown otherwise; one seed decides nothing.')
 
 
 def _code_sentence(runs: dict) -> str:
@@ -216,12 +247,22 @@ def _code_sentence(runs: dict) -> str:
   for name, r in runs.items():
     made = r['run']
     key = (made['commit'][:12] if made['commit'] else 'unknown (no git checkout)') + (
-        ' with local changes' if made['modified'] else '')
+        '' if not made['modified'] else ' with local changes' if made.get('diff')
+        else f' with local changes to {", ".join(made["modified"])}, not recorded')
     by_commit.setdefault(key, []).append(name)
   if len(by_commit) == 1:
     return f'The code that trained and analysed every run: commit {next(iter(by_commit))}.'
   return 'The code that trained and analysed the runs: ' + '; '.join(
       f'commit {c} ({", ".join(names)})' for c, names in by_commit.items()) + '.'
+
+
+def _resumed_sentence(runs: dict) -> str:
+  """Which runs a command resumed from a checkpoint (run.json), as a sentence, or ''."""
+  resumed = [name for name, r in runs.items() if not r['run']['from_scratch']]
+  if not resumed:
+    return ''
+  return (f' Resumed from their own checkpoints (a resumed run trains exactly as an uninterrupted '
+          f'one, tests/test_preemption.py): {", ".join(resumed)}.')
 
 
 def render(evidence: dict) -> str:
@@ -251,7 +292,7 @@ def render(evidence: dict) -> str:
   lines += ['Figures: mean ± std over seeds [95 % t-interval of the mean]; every one is computed '
             'from `docs/results/<run>/` by `python -m launch.evidence --aggregate` into '
             '`docs/results/evidence.json` and rendered here (`tests/test_evidence.py` checks '
-            f'both). {_code_sentence(evidence["runs"])}', '']
+            f'both). {_code_sentence(evidence["runs"])}{_resumed_sentence(evidence["runs"])}', '']
 
   acc = evidence['accuracy']
   table_iv = [g for g in (f'attention_{v}' for v in TABLE_IV_ORDER) if g in acc]
@@ -265,12 +306,7 @@ def render(evidence: dict) -> str:
     lines += [f'| {MODEL_NAMES[g]} | {_fmt(acc[g]["final"])} | {_fmt(acc[g]["mean_last"])} |'
               for g in table_iv]
     order = evidence['claims']['table_iv']['ordering']['mean_last']
-    pairs = '; '.join(
-        f'{MODEL_NAMES["attention_" + p["higher"]]} − {MODEL_NAMES["attention_" + p["lower"]]} '
-        f'{p["difference"]:+.1f} points' + (
-            f' (seed spread {p["spread"]:.1f}: {"beyond" if p["beyond_spread"] else "within"} it)'
-            if p['spread'] is not None else '')
-        for p in order['pairs'])
+    pairs = '; '.join(_pair_text(p) for p in order['pairs'])
     verdict = ordering_verdict(order, complete=len(table_iv) == len(TABLE_IV_ORDER))
     lines += ['', f'The paper\'s ordering S < Local < NonLocal < LNLAttenNet (mean of the last '
               f'epochs) {verdict}.' + (f' {pairs}.' if pairs else ''), '']
@@ -295,7 +331,7 @@ def render(evidence: dict) -> str:
         f'{_fmt(c["mean_rank"], digits=2)} ({c["rank_uniform"]["mean"]:.1f})'), crucial)
     lines += ['', 'The claim holds for a model when the 95 % t-interval of its normalised excess '
               f'lies above 0 and its raw excess is at least {100 * analysis.MIN_EXCESS_MASS:g} '
-              'points.', '']
+              f'points; {OUTCOMES}', '']
 
   occ = evidence['occlusion']
   rows = [g for g in ('attention_local', 'attention_both', 'occluded_both') if g in occ]
@@ -305,17 +341,19 @@ def render(evidence: dict) -> str:
               f'time on {faces} test faces per seed; per face, the occluded patch\'s own wˡ '
               f'against the mean change of the other patches; accuracy % on {clean} clean faces, on the '
               f'{faces} with one grey patch, and on the {clean} with a random occluder):', '',
-              '| model | own wˡ falls on % of faces | by more than the others\' on % | own fall | '
-              'others\' fall | accuracy clean / grey patch / occluder | claim |',
-              '|---|---|---|---|---|---|---|']
+              '| model | own wˡ falls, % of (face, patch) | by more than the others\', % | '
+              'own fall | others\' fall | own − others | accuracy clean / grey patch / occluder '
+              '| claim |',
+              '|---|---|---|---|---|---|---|---|']
     lines += _claim_rows(rows, evidence['claims']['local_downweights_occluded'], lambda o: (
         _fmt(o['own_drop_rate'], 100), _fmt(o['own_drop_beyond_others_rate'], 100),
         _fmt(o['own_drop'], digits=4), _fmt(o['others_drop'], digits=4),
+        _fmt(o['own_minus_others'], digits=4),
         f'{_fmt(o["clean_accuracy"])} / {_fmt(o["grey_patch_accuracy"])} / '
         f'{_fmt(o["occluders_accuracy"])}'), occ)
     lines += ['', 'The claim holds for a model when the 95 % t-interval of (own fall − others\' '
               f'fall), averaged per face, lies above 0 and its own fall is at least '
-              f'{analysis.MIN_OWN_DROP:g}.']
+              f'{analysis.MIN_OWN_DROP:g}; {OUTCOMES}']
   return '\n'.join(lines).strip('\n')  # as readme_block reads it back, whichever part is last
 
 

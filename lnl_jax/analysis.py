@@ -45,6 +45,18 @@ Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 # fall of 0.01 of the occluded patch's own wˡ ∈ (0, 1) (the paper's Fig. 13 shows falls of ~0.4).
 MIN_EXCESS_MASS = 0.02
 MIN_OWN_DROP = 0.01
+VERBS = {'holds': 'confirmed', 'refuted': 'refuted', 'not shown': 'not shown'}
+
+
+def claim_outcome(interval, size: float, minimum: float) -> str:
+  """A claim's outcome from the 95 % interval of its effect and the effect's size: 'holds' when the
+  interval lies above 0 and the size reaches `minimum`; 'refuted' when the interval lies below 0
+  (the opposite effect); 'not shown' otherwise (the interval includes 0, or the effect is too small
+  to count)."""
+  lo, hi = interval
+  if lo > 0 and size >= minimum:
+    return 'holds'
+  return 'refuted' if hi < 0 else 'not shown'
 ApplyFn = Callable[[np.ndarray], dict]  # uint8 images (N, S, S, 3) -> prediction, w_global, w_local
 ANALYSES = ('attention', 'occlusion', 'crucial', 'confusion')
 
@@ -148,8 +160,7 @@ def _normalised_stats(w, crucial, k, m, mass, mean_rank) -> dict:
 def crucial_verdict(result: dict, attention: str = 'both') -> str:
   """The plain-language verdict on the paper's claim, from `crucial_mass`'s result.
 
-  Confirmed when the 95 % interval of the excess mass lies above 0 and the excess is at least
-  MIN_EXCESS_MASS; refuted otherwise.
+  `claim_outcome` of the excess mass's 95 % interval over faces, with MIN_EXCESS_MASS.
   """
   if attention in ('none', 'local'):
     return (f'This model (model.attention={attention}) has no non-local attention: wᵍ is uniform by '
@@ -157,13 +168,13 @@ def crucial_verdict(result: dict, attention: str = 'both') -> str:
   if not result['num_faces']:
     return 'No face has both crucial and non-crucial patches; nothing to measure.'
   lo, hi = result['ci95']
-  confirmed = lo > 0 and result['excess'] >= MIN_EXCESS_MASS
+  outcome = claim_outcome((lo, hi), result['excess'], MIN_EXCESS_MASS)
   return (f'wᵍ puts {100 * result["mass"]:.1f}% of its mass on crucial patches against '
           f'{100 * result["uniform"]:.1f}% uniform (excess {100 * result["excess"]:+.1f} points, 95% '
           f'CI {100 * lo:+.1f} to {100 * hi:+.1f}; mean rank of crucial patches '
           f'{result["mean_rank"]:.2f} against {result["rank_uniform"]:.2f}, over '
           f'{result["num_faces"]} faces): the paper\'s claim that non-local attention finds crucial '
-          f'regions is {"confirmed" if confirmed else "refuted"} on synthetic faces.')
+          f'regions is {VERBS[outcome]} on synthetic faces.')
 
 
 def crucial_over_training(steps, w_global, crucial) -> list[dict]:
@@ -282,8 +293,8 @@ def _per_face_drops(face_drop: np.ndarray) -> dict:
 def occlusion_verdict(result: dict, attention: str = 'both') -> str:
   """The plain-language verdict on Fig. 13's claim, from `occlusion_analysis`'s result.
 
-  Confirmed when, over the M patches, the 95 % interval of (own drop − mean drop of the others) lies
-  above 0 and the mean own drop is at least MIN_OWN_DROP; refuted otherwise.
+  `claim_outcome` of the 95 % interval, over the M patches, of (own drop − mean drop of the
+  others), with the mean own drop against MIN_OWN_DROP.
   """
   own, others = np.array(result['own_drop']), np.array(result['others_drop'])
   acc = (f'accuracy {result["baseline_accuracy"]:.1f}% unoccluded, '
@@ -293,12 +304,13 @@ def occlusion_verdict(result: dict, attention: str = 'both') -> str:
             f'construction; {acc}.')
   m = len(own)
   d = own - others
-  half = Z_95 * d.std(ddof=1) / np.sqrt(m) if m > 1 else float('inf')
-  confirmed = d.mean() - half > 0 and own.mean() >= MIN_OWN_DROP
+  # t, not the normal quantile: an interval over M patches (16 here), not hundreds of faces.
+  half = stats.t.ppf(0.975, m - 1) * d.std(ddof=1) / np.sqrt(m) if m > 1 else float('inf')
+  outcome = claim_outcome((d.mean() - half, d.mean() + half), own.mean(), MIN_OWN_DROP)
   return (f'Occluding a patch lowers its own wˡ by {own.mean():.3g} on average against '
           f'{others.mean():.3g} for the other patches ({result["own_drop_largest"]} of {m} patches '
           f'drop most themselves; {acc}): the paper\'s claim that the local attention down-weights '
-          f'an occluded patch is {"confirmed" if confirmed else "refuted"}.')
+          f'an occluded patch is {VERBS[outcome]}.')
 
 
 # --- figures --------------------------------------------------------------------------------------

@@ -147,14 +147,16 @@ def write_record(results, name, seed, attention, final, mean_last, excess=0.0, o
 
 def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   results = str(tmp_path)
-  # Mean of the last epochs: none 53.5 ± 1.41, local 54.5 ± 0.71, nonlocal 55.5 ± 0.71, both 55.75:
-  # every step up, but local − none (1.0) is within the larger seed spread (1.41), and both −
-  # nonlocal (0.25) within 0.71. Last epoch: both falls 0.5 below nonlocal. Normalised excess:
-  # nonlocal's t-interval straddles 0, both's lies above; own − others: local's straddles 0, both's
-  # lies above (0.051 ± 0.0014: half-width 12.706 × 0.0014 / √2 = 0.013).
-  table = {'none': ((50, 50), (52.5, 54.5), 0, 0), 'local': ((55, 55), (55, 54), 0, (0.01, -0.02)),
-           'nonlocal': ((55.5, 55.5), (55, 56), (0.2, -0.1), 0),
-           'both': ((55, 55), (56, 55.5), (0.30, 0.32), (0.050, 0.052))}
+  # The models pair by seed. Mean of the last epochs, seed 0 / 1: local − none +2.5 / −0.5 (mean
+  # +1.0; 95 % interval ±12.706 × 2.121 / √2 = ±19.06: includes 0), nonlocal − local +3.0 / +3.2
+  # (+3.1 ± 1.27: above 0), both − nonlocal −1.0 / −1.1 (−1.05 ± 0.635: below 0). Last epoch:
+  # +5, +0.5, −0.5 on both seeds (no spread: above, above, below). Normalised excess: nonlocal's
+  # t-interval straddles 0, both's lies above; own − others: local's lies below 0 (−0.029 ±
+  # 0.0127), both's above (0.051 ± 0.0127).
+  table = {'none': ((50, 50), (52.5, 54.5), 0, 0),
+           'local': ((55, 55), (55, 54), 0, (-0.030, -0.028)),
+           'nonlocal': ((55.5, 55.5), (58, 57.2), (0.2, -0.1), 0),
+           'both': ((55, 55), (57, 56.1), (0.30, 0.32), (0.050, 0.052))}
   for v, (final, last, excess, own) in table.items():
     for s in (0, 1):
       pick = lambda x: x[s] if isinstance(x, tuple) else x
@@ -172,17 +174,18 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   assert none['mean'] == 53.5 and none['std'] == pytest.approx(np.sqrt(2))
   assert none['ci95'] == pytest.approx([53.5 - 12.706204736174707, 53.5 + 12.706204736174707])
   order = e['claims']['table_iv']['ordering']
-  assert order['mean_last']['holds'] is True and order['mean_last']['beyond_spread'] is False
-  assert [p['beyond_spread'] for p in order['mean_last']['pairs']] == [False, True, False]
+  assert order['mean_last']['holds'] is False and order['mean_last']['beyond_spread'] is False
+  assert [p['vs_spread'] for p in order['mean_last']['pairs']] == ['within', 'above', 'below']
   last_pair = order['mean_last']['pairs'][-1]
-  assert last_pair['difference'] == pytest.approx(0.25)
-  assert last_pair['paired_difference']['values'] == pytest.approx([1.0, -0.5])
+  assert last_pair['difference'] == pytest.approx(-1.05) and last_pair['seeds'] == [0, 1]
+  assert last_pair['paired_difference']['values'] == pytest.approx([-1.0, -1.1])
   assert order['final']['holds'] is False
   assert [p['holds'] for p in order['final']['pairs']] == [True, True, False]
+  assert [p['vs_spread'] for p in order['final']['pairs']] == ['above', 'above', 'below']
   assert e['claims']['nonlocal_finds_crucial'] == {
-      'attention_nonlocal': False, 'attention_both': True, 'occluded_both': None}  # 1 seed: none
+      'attention_nonlocal': 'not shown', 'attention_both': 'holds', 'occluded_both': None}
   assert e['claims']['local_downweights_occluded'] == {
-      'attention_local': False, 'attention_both': True, 'occluded_both': None}
+      'attention_local': 'refuted', 'attention_both': 'holds', 'occluded_both': None}  # 1 seed
   assert e['occlusion']['attention_both']['grey_patch_accuracy']['mean'] == 65
   # An interval above 0 is not enough: the effect must reach the analysis module's minimum.
   for s, size in ((0, 0.019), (1, 0.0)):
@@ -192,8 +195,8 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
     o = load(path)
     io.write_json(path, dict(o, per_face=dict(o['per_face'], own_drop=size / 2)))
   small = report.aggregate(results, planned)['claims']
-  assert small['nonlocal_finds_crucial']['attention_both'] is False
-  assert small['local_downweights_occluded']['attention_both'] is False
+  assert small['nonlocal_finds_crucial']['attention_both'] == 'not shown'
+  assert small['local_downweights_occluded']['attention_both'] == 'not shown'
   assert e['runs']['occluded_both_seed0']['occlusion_prob'] == 0.3
 
   text = report.render(e)
@@ -203,20 +206,32 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   assert 'every run: commit 0123456789ab.' in text
   assert '| Model-S | 50.0 ± 0.0 [50.0, 50.0] | 53.5 ± 1.4 [40.8, 66.2] |' in text
   assert 'test accuracy % on 700 test faces, chance 14.3 %; 24 epochs' in text
-  assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) holds; by more than the '
-          'seed spread: no') in text
-  assert 'LNLAttenNet − Model-NonLocal +0.2 points (seed spread 0.7: within it)' in text
-  # One seed of a model: the ordering on the means is stated, the spread is not guessed.
+  assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) does not hold on the '
+          'seed-paired differences; by more than the seed spread: no') in text
+  assert ('Model-Local − Model-S +1.0 points (seeds 0, 1; 95 % interval −18.1 to +20.1, includes '
+          '0: within the seed spread)') in text
+  assert ('LNLAttenNet − Model-NonLocal −1.1 points (seeds 0, 1; 95 % interval −1.7 to −0.4, below '
+          '0: reversed beyond the seed spread)') in text
+  assert '| Model-NonLocal | 0.050 ± 0.212 [−1.856, 1.956] |' in text
+  assert text.count('| refuted |') == 1 and '| not shown |' in text
+  # One seed of a model: the ordering on the paired differences is stated, the spread is not.
   assert report.ordering_verdict(dict(holds=False, beyond_spread=None), complete=True) == (
-      'does not hold on the means of the recorded seeds; whether by more than the seed spread '
-      'needs two seeds of every model')
+      'does not hold on the seed-paired differences; whether by more than the seed spread needs '
+      'two shared seeds of every pair')
   assert report.ordering_verdict(dict(holds=None, beyond_spread=None), complete=False) == (
       'needs all four models: not decided yet')
   assert '| LNLAttenNet, occlusion-trained | 0.400 (1 seed) |' in text
   path = os.path.join(results, 'attention_none_seed1', 'run.json')
-  io.write_json(path, dict(load(path), commit='fedcba9876543210', modified=['lnl_jax/train.py']))
+  io.write_json(path, dict(load(path), commit='fedcba9876543210', modified=['lnl_jax/train.py'],
+                           diff='--- a/lnl_jax/train.py\n'))
   text = report.render(report.aggregate(results, planned))
   assert 'commit fedcba987654 with local changes (attention_none_seed1)' in text
+  made = load(path)
+  del made['diff']  # records made before run.json kept the diff
+  io.write_json(path, made)
+  text = report.render(report.aggregate(results, planned))
+  assert ('commit fedcba987654 with local changes to lnl_jax/train.py, not recorded '
+          '(attention_none_seed1)') in text
   io.write_json(path, dict(load(path), commit=None, modified=[]))
   text = report.render(report.aggregate(results, planned))
   assert 'commit unknown (no git checkout) (attention_none_seed1)' in text

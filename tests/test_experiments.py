@@ -232,7 +232,10 @@ def test_crucial_mass_on_known_arrays():
   assert r['mean_rank'] == pytest.approx((1.5 + 2.5) / 2) and r['rank_uniform'] == 2.5
   assert r['per_class']['a']['mass'] == pytest.approx(0.8)
   assert r['per_class']['b']['uniform'] == pytest.approx(0.25)
-  assert 'refuted' in analysis.crucial_verdict(r)  # interval includes 0
+  assert 'is not shown' in analysis.crucial_verdict(r)  # interval includes 0
+  # All of wᵍ off the crucial patches, on every face: the opposite of the claim.
+  away = analysis.crucial_mass(np.tile([[0, 0, 0.5, 0.5]], (3, 1)), np.tile(crucial[:1], (3, 1)))
+  assert 'is refuted' in analysis.crucial_verdict(away)
   sure = analysis.crucial_mass(np.tile(w[:1], (3, 1)), np.tile(crucial[:1], (3, 1)))
   verdict = analysis.crucial_verdict(sure)
   assert 'puts 80.0% of its mass on crucial patches against 50.0% uniform' in verdict
@@ -268,8 +271,12 @@ def test_occlusion_lowers_the_occluded_patchs_weight_on_a_known_model():
   assert 'is confirmed' in analysis.occlusion_verdict(r)
 
   blind = lambda x: dict(grey_sensitive_model(x), w_local=np.full((len(x), 9), 0.7))
-  assert 'is refuted' in analysis.occlusion_verdict(
+  assert 'is not shown' in analysis.occlusion_verdict(
       analysis.occlusion_analysis(blind, images, np.zeros(5, int), BOXES))
+  # wˡ rising with the grey share: the occluded patch gains weight, the opposite of the claim.
+  opposed = lambda x: dict(grey_sensitive_model(x), w_local=1 - grey_sensitive_model(x)['w_local'])
+  assert 'is refuted' in analysis.occlusion_verdict(
+      analysis.occlusion_analysis(opposed, images, np.zeros(5, int), BOXES))
   noisy = analysis.occlude(images, BOXES[4], 'noise')
   outside = np.ones((14, 14), bool)
   outside[4:10, 4:10] = False
