@@ -39,9 +39,11 @@ After every run, and with `--aggregate`, RESULTS/evidence.json is rebuilt from t
 and the mean-of-last-10-epochs test accuracy, with Table IV's ordering S < Local < NonLocal <
 LNLAttenNet checked pair by pair; (b) wᵍ on the crucial patches; (c) wˡ of occluded patches and the
 accuracy with and without occlusion. A claim holds for a model when the t-interval of its
-effect (normalised excess of wᵍ; own fall of wˡ − the others') lies above 0 and the mean effect
-reaches the analysis module's smallest one that counts (MIN_EXCESS_MASS, MIN_OWN_DROP); with one
-seed it is undecided. README.md's evidence block is
+effect (normalised excess of wᵍ; own fall of wˡ − the others') lies above 0 and its size (the raw
+excess; the own fall) reaches the analysis module's smallest one that counts (MIN_EXCESS_MASS,
+MIN_OWN_DROP); it is refuted when the interval lies below 0 and not shown otherwise; with one seed
+it is undecided. Table IV's pairs are compared on the seeds both models have, by the t-interval of
+the paired differences. README.md's evidence block is
 then rendered from evidence.json; tests/test_evidence.py checks that both are what the
 committed records give. `--commit` commits the run's records, evidence.json and README.md after
 each run.
@@ -153,7 +155,8 @@ CODE_DIRS = ('lnl_jax', 'launch', 'configs')
 def code_version(root: str) -> dict:
   """{'commit': HEAD of the checkout at `root` (None outside git), 'modified': the files of
   lnl_jax/, launch/ and configs/ that differ from it or are untracked, 'diff': `git diff HEAD` of
-  the tracked ones}: enough to rebuild the code that made a record from the commit."""
+  the tracked ones, then each untracked one as a new file}: enough to rebuild the code that made a
+  record from the commit."""
   git = lambda *a: subprocess.run(['git', *a], cwd=root, capture_output=True, text=True,
                                   check=True).stdout
   try:
@@ -162,6 +165,10 @@ def code_version(root: str) -> dict:
     diff = git('diff', 'HEAD', '--', *CODE_DIRS)
   except (OSError, subprocess.CalledProcessError):
     return dict(commit=None, modified=[], diff='')
+  for line in status.splitlines():
+    if line.startswith('??'):  # exits 1 when the files differ, which they do
+      diff += subprocess.run(['git', 'diff', '--no-index', '--', os.devnull, line[3:]], cwd=root,
+                             capture_output=True, text=True).stdout
   return dict(commit=commit, modified=sorted(line[3:] for line in status.splitlines()), diff=diff)
 
 

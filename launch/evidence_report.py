@@ -72,10 +72,13 @@ OCCLUSION_FACE_KEYS = ('own_drop_rate', 'own_drop_beyond_others_rate', 'own_drop
 
 def _ordering(groups: dict, key: str) -> dict:
   """Table IV's ordering on accuracy `key`, consecutive pair by pair, each pair on the seeds both
-  models have: a seed fixes the faces and the initial draw, so the models pair by seed. A pair's
-  `vs_spread` says where the 95 % t-interval of its paired difference lies: 'above' 0 (the higher
-  model wins by more than the seed spread), 'below' 0 (it loses by more), 'within' (it includes
-  0); None with fewer than two shared seeds."""
+  models have (a seed fixes the faces, the batch order and the random key the parameters are drawn
+  from, so the models pair by seed). A pair's `vs_spread` says where the 95 % t-interval of its
+  paired differences lies: 'above' 0 (the higher model wins beyond seed-to-seed noise), 'below' 0
+  (it loses beyond it) or 'within' (it includes 0); None with fewer than two shared seeds. The
+  ordering is decided, like a claim, only when every pair has two shared seeds: then `holds` says
+  whether every pair's mean paired difference is positive, `beyond_spread` whether every pair is
+  'above', and `reversed` lists the pairs that are 'below'."""
   present = [v for v in TABLE_IV_ORDER if f'attention_{v}' in groups]
   pairs = []
   for lo, hi in zip(present, present[1:]):
@@ -85,15 +88,17 @@ def _ordering(groups: dict, key: str) -> dict:
                          for s in common], common)
     ci = paired['ci95']
     pairs.append(dict(lower=lo, higher=hi, seeds=common, difference=paired['mean'],
-                      holds=None if paired['mean'] is None else bool(paired['mean'] > 0),
                       vs_spread=None if ci is None else
                       'above' if ci[0] > 0 else 'below' if ci[1] < 0 else 'within',
                       paired_difference=paired))
-  complete = len(present) == len(TABLE_IV_ORDER) and all(p['holds'] is not None for p in pairs)
-  return dict(pairs=pairs,
-              holds=bool(all(p['holds'] for p in pairs)) if complete else None,
+  complete = len(present) == len(TABLE_IV_ORDER)
+  decided = complete and all(p['vs_spread'] for p in pairs)
+  return dict(pairs=pairs, complete=complete, decided=decided,
+              holds=bool(all(p['difference'] > 0 for p in pairs)) if decided else None,
               beyond_spread=(bool(all(p['vs_spread'] == 'above' for p in pairs))
-                             if complete and all(p['vs_spread'] for p in pairs) else None))
+                             if decided else None),
+              reversed=[f'{p["higher"]}-{p["lower"]}' for p in pairs if p['vs_spread'] == 'below']
+              if decided else None)
 
 
 def _claim(stat: dict, size: dict, minimum: float) -> str | None:
@@ -170,16 +175,21 @@ def _yes(flag: bool | None, yes='holds', no='does not hold', unknown='not decide
   return unknown if flag is None else yes if flag else no
 
 
-def ordering_verdict(order: dict, complete: bool) -> str:
-  """Whether Table IV's ordering holds on the seed-paired differences, and by more than the seed
-  spread (which needs two shared seeds of every pair)."""
-  if not complete:
-    return 'needs all four models: not decided yet'
-  if order['beyond_spread'] is None:
-    return (f'{_yes(order["holds"])} on the seed-paired differences; whether by more than the '
-            'seed spread needs two shared seeds of every pair')
-  return (f'{_yes(order["holds"])} on the seed-paired differences; by more than the seed spread: '
-          f'{_yes(order["beyond_spread"], "yes", "no")}')
+def ordering_verdict(order: dict) -> str:
+  """Table IV's ordering on the seed-paired differences, as a clause: whether it holds on their
+  means, whether every step is beyond seed-to-seed noise, and which steps are reversed beyond it;
+  not decided while a model is missing or a pair has fewer than two shared seeds."""
+  if not order['complete']:
+    return 'is not decided yet: it needs all four models'
+  if not order['decided']:
+    return 'is not decided yet: it needs two seeds shared by every consecutive pair of models'
+  text = (f'{_yes(order["holds"])} on the means of the seed-paired differences; every step beyond '
+          f'the seed spread: {_yes(order["beyond_spread"], "yes", "no")}')
+  if order['reversed']:
+    names = [' − '.join(MODEL_NAMES[f'attention_{v}'] for v in pair.split('-'))
+             for pair in order['reversed']]
+    text += f'; reversed beyond it: {", ".join(names)}'
+  return text
 
 
 def _signed(value: float, digits: int = 1) -> str:
@@ -192,18 +202,20 @@ SPREAD_WORDS = {'above': 'above 0: beyond the seed spread',
 
 
 def _pair_text(pair: dict) -> str:
-  """'Model-Local − Model-S +1.2 points (seeds 0, 1; 95 % interval −19.4 to +21.7, includes 0:
+  """'Model-Local − Model-S +0.6 points (seeds 0, 1, 2; 95 % interval −4.0 to +5.3, includes 0:
   within the seed spread)': one consecutive pair of Table IV, on the seeds both models have."""
   name = (f'{MODEL_NAMES["attention_" + pair["higher"]]} − '
           f'{MODEL_NAMES["attention_" + pair["lower"]]}')
   if pair['difference'] is None:
     return f'{name}: no seed in common'
   seeds = ', '.join(str(s) for s in pair['seeds'])
-  text = f'{name} {_signed(pair["difference"])} points (seed{"s" * (len(pair["seeds"]) > 1)} {seeds}'
+  plural = 's' if len(pair['seeds']) > 1 else ''
+  text = f'{name} {_signed(pair["difference"])} points (seed{plural} {seeds}'
   if pair['vs_spread'] is None:
     return text + ')'
   lo, hi = pair['paired_difference']['ci95']
-  return text + f'; 95 % interval {_signed(lo)} to {_signed(hi)}, {SPREAD_WORDS[pair["vs_spread"]]})'
+  where = SPREAD_WORDS[pair['vs_spread']]
+  return text + f'; 95 % interval {_signed(lo)} to {_signed(hi)}, {where})'
 
 
 def _hours(num_runs: int, runs: dict) -> str:
@@ -247,8 +259,9 @@ def _code_sentence(runs: dict) -> str:
   for name, r in runs.items():
     made = r['run']
     key = (made['commit'][:12] if made['commit'] else 'unknown (no git checkout)') + (
-        '' if not made['modified'] else ' with local changes' if made.get('diff')
-        else f' with local changes to {", ".join(made["modified"])}, not recorded')
+        '' if not made['modified'] else ' with local changes (their diff in run.json)'
+        if made.get('diff') else f' with local changes to {", ".join(made["modified"])} (diff not '
+        'recorded)')
     by_commit.setdefault(key, []).append(name)
   if len(by_commit) == 1:
     return f'The code that trained and analysed every run: commit {next(iter(by_commit))}.'
@@ -261,8 +274,9 @@ def _resumed_sentence(runs: dict) -> str:
   resumed = [name for name, r in runs.items() if not r['run']['from_scratch']]
   if not resumed:
     return ''
-  return (f' Resumed from their own checkpoints (a resumed run trains exactly as an uninterrupted '
-          f'one, tests/test_preemption.py): {", ".join(resumed)}.')
+  return (f' Resumed from their own checkpoints: {", ".join(resumed)} (tests/test_preemption.py '
+          'checks, at the current code, that a resumed run ends bit-identical to an uninterrupted '
+          'one).')
 
 
 def render(evidence: dict) -> str:
@@ -307,7 +321,7 @@ def render(evidence: dict) -> str:
               for g in table_iv]
     order = evidence['claims']['table_iv']['ordering']['mean_last']
     pairs = '; '.join(_pair_text(p) for p in order['pairs'])
-    verdict = ordering_verdict(order, complete=len(table_iv) == len(TABLE_IV_ORDER))
+    verdict = ordering_verdict(order)
     lines += ['', f'The paper\'s ordering S < Local < NonLocal < LNLAttenNet (mean of the last '
               f'epochs) {verdict}.' + (f' {pairs}.' if pairs else ''), '']
 

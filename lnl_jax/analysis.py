@@ -57,6 +57,8 @@ def claim_outcome(interval, size: float, minimum: float) -> str:
   if lo > 0 and size >= minimum:
     return 'holds'
   return 'refuted' if hi < 0 else 'not shown'
+
+
 ApplyFn = Callable[[np.ndarray], dict]  # uint8 images (N, S, S, 3) -> prediction, w_global, w_local
 ANALYSES = ('attention', 'occlusion', 'crucial', 'confusion')
 

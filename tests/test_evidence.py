@@ -180,7 +180,8 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   assert last_pair['difference'] == pytest.approx(-1.05) and last_pair['seeds'] == [0, 1]
   assert last_pair['paired_difference']['values'] == pytest.approx([-1.0, -1.1])
   assert order['final']['holds'] is False
-  assert [p['holds'] for p in order['final']['pairs']] == [True, True, False]
+  assert [p['difference'] for p in order['final']['pairs']] == pytest.approx([5, 0.5, -0.5])
+  assert order['final']['reversed'] == ['both-nonlocal']
   assert [p['vs_spread'] for p in order['final']['pairs']] == ['above', 'above', 'below']
   assert e['claims']['nonlocal_finds_crucial'] == {
       'attention_nonlocal': 'not shown', 'attention_both': 'holds', 'occluded_both': None}
@@ -206,31 +207,28 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   assert 'every run: commit 0123456789ab.' in text
   assert '| Model-S | 50.0 ± 0.0 [50.0, 50.0] | 53.5 ± 1.4 [40.8, 66.2] |' in text
   assert 'test accuracy % on 700 test faces, chance 14.3 %; 24 epochs' in text
-  assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) does not hold on the '
-          'seed-paired differences; by more than the seed spread: no') in text
+  assert ('S < Local < NonLocal < LNLAttenNet (mean of the last epochs) does not hold on the means '
+          'of the seed-paired differences; every step beyond the seed spread: no; reversed beyond '
+          'it: LNLAttenNet − Model-NonLocal.') in text
+  assert 'Resumed from their own checkpoints: attention_local_seed1 (tests/' in text
   assert ('Model-Local − Model-S +1.0 points (seeds 0, 1; 95 % interval −18.1 to +20.1, includes '
           '0: within the seed spread)') in text
   assert ('LNLAttenNet − Model-NonLocal −1.1 points (seeds 0, 1; 95 % interval −1.7 to −0.4, below '
           '0: reversed beyond the seed spread)') in text
   assert '| Model-NonLocal | 0.050 ± 0.212 [−1.856, 1.956] |' in text
   assert text.count('| refuted |') == 1 and '| not shown |' in text
-  # One seed of a model: the ordering on the paired differences is stated, the spread is not.
-  assert report.ordering_verdict(dict(holds=False, beyond_spread=None), complete=True) == (
-      'does not hold on the seed-paired differences; whether by more than the seed spread needs '
-      'two shared seeds of every pair')
-  assert report.ordering_verdict(dict(holds=None, beyond_spread=None), complete=False) == (
-      'needs all four models: not decided yet')
   assert '| LNLAttenNet, occlusion-trained | 0.400 (1 seed) |' in text
   path = os.path.join(results, 'attention_none_seed1', 'run.json')
   io.write_json(path, dict(load(path), commit='fedcba9876543210', modified=['lnl_jax/train.py'],
                            diff='--- a/lnl_jax/train.py\n'))
   text = report.render(report.aggregate(results, planned))
-  assert 'commit fedcba987654 with local changes (attention_none_seed1)' in text
+  assert ('commit fedcba987654 with local changes (their diff in run.json) (attention_none_seed1)'
+          in text)
   made = load(path)
-  del made['diff']  # records made before run.json kept the diff
+  del made['diff']  # a record without the diff
   io.write_json(path, made)
   text = report.render(report.aggregate(results, planned))
-  assert ('commit fedcba987654 with local changes to lnl_jax/train.py, not recorded '
+  assert ('commit fedcba987654 with local changes to lnl_jax/train.py (diff not recorded) '
           '(attention_none_seed1)') in text
   io.write_json(path, dict(load(path), commit=None, modified=[]))
   text = report.render(report.aggregate(results, planned))
@@ -238,6 +236,31 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   one = {n: r for n, r in e['runs'].items() if n == 'attention_none_seed0'}  # 20 minutes
   assert report._hours(3, one) == ("about 1.0 hours on 2 CPU cores, at the recorded run's 20 "
                                    "minutes; ")
+
+
+def test_table_iv_pairs_models_on_the_seeds_they_share():
+  # Model-S on seeds 0, 1, 2 and Model-Local on 1, 2: the means differ by 66.5 − 60 = 6.5, the
+  # shared seeds by 2 and 1 (mean 1.5; 95 % interval ±12.706 × 0.707 / √2 = ±6.35). Model-NonLocal
+  # and LNLAttenNet have only seed 5: no seed in common with Model-Local, one with each other.
+  acc = lambda values, seeds: {'mean_last': report.seed_stats(values, seeds)}
+  groups = {'attention_none': acc([50, 60, 70], [0, 1, 2]),
+            'attention_local': acc([62, 71], [1, 2]),
+            'attention_nonlocal': acc([40], [5]), 'attention_both': acc([45], [5])}
+  order = report._ordering(groups, 'mean_last')
+  first, second, third = order['pairs']
+  assert first['seeds'] == [1, 2] and first['difference'] == pytest.approx(1.5)
+  assert report._pair_text(first) == (
+      'Model-Local − Model-S +1.5 points (seeds 1, 2; 95 % interval −4.9 to +7.9, includes 0: '
+      'within the seed spread)')
+  assert second['difference'] is None and second['vs_spread'] is None
+  assert report._pair_text(second) == 'Model-NonLocal − Model-Local: no seed in common'
+  assert report._pair_text(third) == 'LNLAttenNet − Model-NonLocal +5.0 points (seed 5)'
+  assert order['complete'] and not order['decided'] and order['holds'] is None
+  assert report.ordering_verdict(order) == (
+      'is not decided yet: it needs two seeds shared by every consecutive pair of models')
+  del groups['attention_both']
+  assert report.ordering_verdict(report._ordering(groups, 'mean_last')) == (
+      'is not decided yet: it needs all four models')
 
 
 def test_render_says_plainly_when_nothing_is_measured(tmp_path):
@@ -361,6 +384,7 @@ def test_code_version_names_the_commit_and_the_changed_code(tmp_path):
   code = evidence.code_version(str(tmp_path))
   assert (code['commit'], code['modified']) == (head, ['configs/new.py', 'lnl_jax/a.py'])
   assert 'lnl_jax/a.py' in code['diff'] and '\n-a\n+b\n' in code['diff']
+  assert 'b/configs/new.py' in code['diff'] and 'new file mode' in code['diff']  # untracked
   assert 'docs/a.py' not in code['diff']
 
 
