@@ -27,8 +27,9 @@ per measurement (`what` says which), in this order:
               in-memory synthetic faces (TensorFlow is imported only then)
 
 FLOPs: `flops` is 2 × the multiply-adds of every convolution and matrix product in the step's
-jaxpr (scan bodies × their length): the same count on every backend and for every ensemble
-execution (the issue's "~141 GFLOP per image per train step" is this count). XLA's own cost
+jaxpr (scan bodies × their length): ~141 GFLOP per image per train step of the full model. It
+depends on how each convolution is lowered (models/conv.py), so it differs slightly between
+backends and ensemble executions. XLA's own cost
 analysis of the compiled program is reported beside it as `flops_xla`, but is no substitute: it
 counts a while loop's body once (the 'scan' execution: ~M× too low) and, on GPU, nothing inside
 the cuDNN/cuBLAS custom calls the convolutions and matmuls become (~100× too low).
@@ -480,6 +481,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   host.keep_freed_memory()
+  # compile_s times compilation: the persistent cache only where one is asked for (the flag, or
+  # $JAX_COMPILATION_CACHE_DIR), never the commands' default one.
+  cli.enable_compilation_cache(FLAGS.compilation_cache if FLAGS.compilation_cache is not None
+                               else os.environ.get('JAX_COMPILATION_CACHE_DIR', ''))
   config = FLAGS.config
   executions = FLAGS.ensembles or [config.model.ensemble]
   dtypes = FLAGS.dtypes or [config.model.dtype]
