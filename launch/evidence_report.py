@@ -303,7 +303,9 @@ def render(evidence: dict) -> str:
     lines += [f'**{len(recorded)} of {len(planned)} runs recorded**; still to run '
               f'({hours}`{command}`): {", ".join(missing)}. Figures below are over the '
               f'recorded seeds only.', '']
-  lines += ['Figures: mean ± std over seeds [95 % t-interval of the mean]; every one is computed '
+  lines += ['Figures: mean ± std over seeds [95 % t-interval of the mean, not clipped: with two or '
+            'three seeds it is wide (t = 12.7 or 4.3 times the standard error) and can leave the '
+            'range of its measure]; every one is computed '
             'from `docs/results/<run>/` by `python -m launch.evidence --aggregate` into '
             '`docs/results/evidence.json` and rendered here (`tests/test_evidence.py` checks '
             f'both). {_code_sentence(evidence["runs"])}{_resumed_sentence(evidence["runs"])}', '']
