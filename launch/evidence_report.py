@@ -258,10 +258,11 @@ def _code_sentence(runs: dict) -> str:
   by_commit: dict[str, list[str]] = {}
   for name, r in runs.items():
     made = r['run']
-    key = (made['commit'][:12] if made['commit'] else 'unknown (no git checkout)') + (
-        '' if not made['modified'] else ' with local changes (their diff in run.json)'
-        if made.get('diff') else f' with local changes to {", ".join(made["modified"])} (diff not '
-        'recorded)')
+    key = made['commit'][:12] if made['commit'] else 'unknown (no git checkout)'
+    if made['modified'] and made.get('diff'):
+      key += ' with local changes (their diff in run.json)'
+    elif made['modified']:
+      key += f' with local changes to {", ".join(made["modified"])} (diff not recorded)'
     by_commit.setdefault(key, []).append(name)
   if len(by_commit) == 1:
     return f'The code that trained and analysed every run: commit {next(iter(by_commit))}.'
