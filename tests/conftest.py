@@ -24,6 +24,29 @@ if 'LNL_JAX_DATA_CACHE' not in os.environ:  # the same for the synthetic faces t
 from processes import Main  # noqa: E402  (imports JAX: after the environment above)
 
 
+# Test files whose end-to-end tests take longest, longest first. pytest-xdist (pyproject.toml) hands
+# whole files to its workers in collection order: starting these first keeps both workers busy to
+# the end instead of leaving one long file for last. Files not named keep their order, after these.
+LONGEST_FILES = ('test_learning.py', 'test_train.py', 'test_experiments.py', 'test_multiprocess.py',
+                 'test_preemption.py', 'test_evidence.py', 'test_predict.py', 'test_bench.py',
+                 'test_old_workdir.py', 'test_bad_inputs.py', 'test_model.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  """Captured output as UTF-8 that a pytest-xdist worker can send: a file name the OS gave as
+  undecodable bytes (PEP 383 surrogates, which the bad-input tests create) is written with
+  backslash escapes."""
+  report = (yield).get_result()
+  report.sections = [(title, text.encode('utf-8', 'backslashreplace').decode('utf-8'))
+                     for title, text in report.sections]
+
+
 @pytest.fixture
 def launch():
   """`launch(log_path, *command, ...)` starts a `Main`; any still running when the test ends (a

@@ -1,5 +1,5 @@
-"""The real entry point end to end (smoke size), resume, data parallelism, that it learns, and
-what the loop does with a non-finite loss."""
+"""The real entry point end to end (smoke size), resume, data parallelism, and what the loop does
+with a non-finite loss."""
 import hashlib
 import json
 import os
@@ -128,25 +128,6 @@ def test_one_step_on_one_and_four_devices_agree():
     assert max(errors.values()) < 1e-4, (name, sorted(errors.items(), key=lambda e: -e[1])[:3])
   with pytest.raises(Exception, match='train.batch_size=18 is not divisible by the 4'):
     Parallel().check_batch_size(18)
-
-
-def test_smoke_model_learns_synthetic_faces(tmp_path):
-  """Well above chance (1/7 = 14.3 %) within the test's budget: the whole stack learns.
-
-  1,400 faces, 10 epochs of 43 steps, the smoke model with a 64-32 head: the smoke config's 32-16
-  head sits on the chance plateau for a seed-dependent time, so bit-level differences in the update
-  decide whether it leaves it within 10 epochs; the wider head leaves it within a few epochs.
-  Chance accuracy on 280 test faces has a std of ~2.1 points: 25 % is 5σ above it.
-  """
-  workdir = str(tmp_path / 'learn')
-  run_main(workdir, '--config.data.num_train=1400', '--config.data.num_test=280',
-           '--config.data.limit=0', '--config.train.num_epochs=10', '--config.train.batch_size=32',
-           '--config.train.learning_rate=1e-3', '--config.train.log_every_steps=43',
-           '--config.train.track_every_steps=1000', '--config.model.head_widths=(64, 32)',
-           optimised=True)  # 430 steps: they gain more from optimised code than its compile costs
-  summary = json.load(open(os.path.join(workdir, 'summary.json')))
-  assert summary['test_accuracy_mean_last_epochs'] > 25.0, summary
-  assert summary['test_accuracy_best'] > 30.0, summary
 
 
 def poison_batches(monkeypatch, poisoned_step: int):
