@@ -286,7 +286,7 @@ def render(evidence: dict) -> str:
   planned, recorded, missing = evidence['planned'], evidence['recorded'], evidence['missing']
   command = f'python -m launch.evidence --config={s.get("config", DEFAULT_CONFIG)}'
   default = s.get('config') == DEFAULT_CONFIG and not s.get('overrides')
-  hours = _hours(len(missing), evidence.get('runs', {})) if default else ''
+  hours = _hours(len(missing or planned), evidence.get('runs', {})) if default else ''
   kinds = ', '.join(dict.fromkeys(group_of(n) for n in planned))
   seeds = ', '.join(str(x) for x in s.get('seeds', []))
   lines = [f'Runs: {len(planned)} ({kinds}; seeds {seeds}) of `{s.get("config", DEFAULT_CONFIG)}`; '
@@ -304,6 +304,10 @@ def render(evidence: dict) -> str:
     lines += [f'**{len(recorded)} of {len(planned)} runs recorded**; still to run '
               f'({hours}`{command}`): {", ".join(missing)}. Figures below are over the '
               f'recorded seeds only.', '']
+  else:
+    how = f'regenerating them takes {hours}' if hours else 'regenerate them with '
+    lines += [f'**All {len(planned)} runs recorded**; {how}`{command}` (resumable; '
+              f'`--only=RUN,...` runs a few per sitting).', '']
   lines += ['Figures: mean ± std over seeds [95 % t-interval of the mean, not clipped: with two or '
             'three seeds it is wide (t = 12.7 or 4.3 times the standard error) and can leave the '
             'range of its measure]; every one is computed '
