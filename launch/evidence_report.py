@@ -232,9 +232,9 @@ def _hours(num_runs: int, runs: dict) -> str:
   if not timed:
     how = 'estimated below'
   elif len(timed) == 1:
-    how = f'at the recorded run\'s {fewest:.0f} minutes'
+    how = f'at the {fewest:.0f} minutes of the one run timed from scratch'
   else:
-    how = f'at the {len(timed)} recorded runs\' {fewest:.0f}–{most:.0f} minutes'
+    how = f'at the {fewest:.0f}–{most:.0f} minutes of the {len(timed)} runs timed from scratch'
   return f'about {span} hours on {cores} CPU cores, {how}; '
 
 
@@ -305,9 +305,10 @@ def render(evidence: dict) -> str:
               f'({hours}`{command}`): {", ".join(missing)}. Figures below are over the '
               f'recorded seeds only.', '']
   else:
-    how = f'regenerating them takes {hours}' if hours else 'regenerate them with '
-    lines += [f'**All {len(planned)} runs recorded**; {how}`{command}` (resumable; '
-              f'`--only=RUN,...` runs a few per sitting).', '']
+    took = f' takes {hours.rstrip("; ")}' if hours else ''
+    lines += [f'**All {len(planned)} runs recorded.** Regenerating them all{took}: '
+              f'`{command} --results_dir=DIR` with an empty DIR (resumable; `--only=RUN,...` runs '
+              f'a few per sitting).', '']
   lines += ['Figures: mean ± std over seeds [95 % t-interval of the mean, not clipped: with two or '
             'three seeds it is wide (t = 12.7 or 4.3 times the standard error) and can leave the '
             'range of its measure]; every one is computed '

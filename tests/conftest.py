@@ -25,8 +25,9 @@ from processes import Main  # noqa: E402  (imports JAX: after the environment ab
 
 
 # Test files whose end-to-end tests take longest, longest first. pytest-xdist (pyproject.toml) hands
-# whole files to its workers in collection order: starting these first keeps both workers busy to
-# the end instead of leaving one long file for last. Files not named keep their order, after these.
+# whole files to its workers in collection order, two each to begin with, then the next file to
+# whichever worker is free: the long files start first, and the short ones fill the gaps at the end.
+# Files not named keep their order, after these.
 LONGEST_FILES = ('test_learning.py', 'test_train.py', 'test_experiments.py', 'test_multiprocess.py',
                  'test_preemption.py', 'test_evidence.py', 'test_predict.py', 'test_bench.py',
                  'test_old_workdir.py', 'test_bad_inputs.py', 'test_model.py')
@@ -37,14 +38,19 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))
 
 
+def _utf8(text: str) -> str:
+  return text.encode('utf-8', 'backslashreplace').decode('utf-8')
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-  """Captured output as UTF-8 that a pytest-xdist worker can send: a file name the OS gave as
+  """A report a pytest-xdist worker can send (execnet sends UTF-8 only): a file name the OS gave as
   undecodable bytes (PEP 383 surrogates, which the bad-input tests create) is written with
-  backslash escapes."""
+  backslash escapes, in the captured output and in a failure's text."""
   report = (yield).get_result()
-  report.sections = [(title, text.encode('utf-8', 'backslashreplace').decode('utf-8'))
-                     for title, text in report.sections]
+  report.sections = [(title, _utf8(text)) for title, text in report.sections]
+  if report.failed and _utf8(text := str(report.longrepr)) != text:
+    report.longrepr = _utf8(text)
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XLA flags of every program the tests compile (conftest.py), except where a test's time is in its
 # steps: no LLVM optimisation, and XLA's older CPU emitters instead of its fusion emitters, which
-# compile the smoke train step in a third of the time at level 0. The programs compute the same
-# functions; only the code XLA generates for them differs.
+# compile much faster at level 0. The programs compute the same functions; only the code XLA
+# generates for them differs.
 QUICK_COMPILE = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 # A 14-px image cut into a 3×3 grid of 6-px patches 4 px apart (2 px overlap), for the analyses.
 GRID_BOXES = [(y, x, y + 6, x + 6) for y in (0, 4, 8) for x in (0, 4, 8)]

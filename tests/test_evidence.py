@@ -203,11 +203,13 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   text = report.render(e)
   assert '**9 of 10 runs recorded**' in text and 'occluded_both_seed1' in text
   # One missing run at the 8 from-scratch runs' 20–25 minutes: 0.33–0.42 hours.
-  assert "about 0.3–0.4 hours on 2 CPU cores, at the 8 recorded runs' 20–25 minutes" in text
+  assert ('about 0.3–0.4 hours on 2 CPU cores, at the 20–25 minutes of the 8 runs timed from '
+          'scratch') in text
   # Every run recorded: the time to regenerate all ten, 10 × 20–25 minutes.
-  assert ("**All 10 runs recorded**; regenerating them takes about 3.3–4.2 hours on 2 CPU cores, "
-          "at the 8 recorded runs' 20–25 minutes; `python -m launch.evidence "
-          "--config=configs/evidence.py`") in report.render(dict(e, missing=[], recorded=planned))
+  assert ('**All 10 runs recorded.** Regenerating them all takes about 3.3–4.2 hours on 2 CPU '
+          'cores, at the 20–25 minutes of the 8 runs timed from scratch: `python -m launch.evidence '
+          '--config=configs/evidence.py --results_dir=DIR` with an empty DIR (resumable;'
+          ) in report.render(dict(e, missing=[], recorded=planned))
   assert 'every run: commit 0123456789ab.' in text
   assert '| Model-S | 50.0 ± 0.0 [50.0, 50.0] | 53.5 ± 1.4 [40.8, 66.2] |' in text
   assert 'test accuracy % on 700 test faces, chance 14.3 %; 24 epochs' in text
@@ -238,8 +240,8 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
   text = report.render(report.aggregate(results, planned))
   assert 'commit unknown (no git checkout) (attention_none_seed1)' in text
   one = {n: r for n, r in e['runs'].items() if n == 'attention_none_seed0'}  # 20 minutes
-  assert report._hours(3, one) == ("about 1.0 hours on 2 CPU cores, at the recorded run's 20 "
-                                   "minutes; ")
+  assert report._hours(3, one) == ('about 1.0 hours on 2 CPU cores, at the 20 minutes of the one '
+                                   'run timed from scratch; ')
 
 
 def test_table_iv_pairs_models_on_the_seeds_they_share():
