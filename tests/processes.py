@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from fixtures import ROOT, command_env
+from fixtures import ROOT, command_env, run_module
 
 SMOKE = '--config=configs/synthetic.py:smoke'
 TIMEOUT = 900  # seconds for one smoke run on a loaded 2-core machine; a hang fails, never waits
@@ -21,6 +21,11 @@ TIMEOUT = 900  # seconds for one smoke run on a loaded 2-core machine; a hang fa
 
 def main_command(workdir, *flags, config=SMOKE):
   return [sys.executable, '-m', 'lnl_jax.main', config, f'--workdir={workdir}', *flags]
+
+
+def run_main(workdir, *flags, devices: int = 1, optimised: bool = False) -> str:
+  """`main_command` run to its end (exit status 0); its stderr."""
+  return run_module(*main_command(workdir, *flags)[2:], devices=devices, optimised=optimised).stderr
 
 
 class Main:

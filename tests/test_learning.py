@@ -4,7 +4,7 @@ chance well behind. The suite's longest test, in a file of its own so that it ru
 import json
 import os
 
-from fixtures import run_module
+from processes import run_main
 
 
 def test_smoke_model_learns_synthetic_faces(tmp_path):
@@ -16,13 +16,12 @@ def test_smoke_model_learns_synthetic_faces(tmp_path):
   Chance accuracy on 280 test faces has a std of ~2.1 points: 25 % is 5σ above it.
   """
   workdir = str(tmp_path / 'learn')
-  run_module('lnl_jax.main', '--config=configs/synthetic.py:smoke', f'--workdir={workdir}',
-             '--config.data.num_train=1400', '--config.data.num_test=280',
-             '--config.data.limit=0', '--config.train.num_epochs=10',
-             '--config.train.batch_size=32', '--config.train.learning_rate=1e-3',
-             '--config.train.log_every_steps=43', '--config.train.track_every_steps=1000',
-             '--config.model.head_widths=(64, 32)',
-             optimised=True)  # 430 steps: they gain more from optimised code than its compile costs
+  run_main(workdir, '--config.data.num_train=1400', '--config.data.num_test=280',
+           '--config.data.limit=0', '--config.train.num_epochs=10',
+           '--config.train.batch_size=32', '--config.train.learning_rate=1e-3',
+           '--config.train.log_every_steps=43', '--config.train.track_every_steps=1000',
+           '--config.model.head_widths=(64, 32)',
+           optimised=True)  # 430 steps: they gain more from optimised code than its compile costs
   summary = json.load(open(os.path.join(workdir, 'summary.json')))
   assert summary['test_accuracy_mean_last_epochs'] > 25.0, summary
   assert summary['test_accuracy_best'] > 30.0, summary

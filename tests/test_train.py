@@ -19,13 +19,9 @@ from lnl_jax.errors import Preempted
 from lnl_jax.models import create_model
 from lnl_jax.steps import Parallel, create_optimizer
 from fixtures import run_module
-from processes import assert_trees_identical, finalized_steps, load_state, read_metrics
+from processes import (assert_trees_identical, finalized_steps, load_state, read_metrics,
+                       run_main)
 
-
-
-def run_main(workdir, *flags, devices=1, optimised=False):
-  return run_module('lnl_jax.main', '--config=configs/synthetic.py:smoke', f'--workdir={workdir}',
-                    *flags, devices=devices, optimised=optimised).stderr
 
 
 def test_main_writes_everything_and_resumes(tmp_path):
