@@ -21,9 +21,10 @@ from lnl_jax.errors import ConfigError, DataError, Preempted
 
 FLAGS = flags.FLAGS
 CHECKPOINT_HELP = "'latest' (default), 'best' (highest test accuracy) or a step number."
-# Programs that compile faster than this are not worth a cache entry; the train and eval steps
-# take longer than this to compile at every size.
-CACHE_MIN_COMPILE_SECS = 1.0
+# Programs that compile faster than this are not worth a cache entry (reading one takes about as
+# long). Every program a run compiles before its first step takes longer, the optimiser's
+# initialisation included.
+CACHE_MIN_COMPILE_SECS = 0.2
 
 flags.DEFINE_string(
     'compilation_cache', None, 'Directory of JAX\'s persistent compilation cache; \'\' disables '

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import flax
@@ -15,7 +16,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lnl_jax.errors import ConfigError
 from lnl_jax.models.layers import draw_params
-
 
 
 def normalize(images):
@@ -113,6 +113,20 @@ def eval_step(params, batch, *, model):
               w_global=aux['w_global'], w_local=aux['w_local'])
 
 
+# XLA options of the steps' programs on CPU: LLVM's optimisation level 1 and XLA's older CPU
+# emitters compile them in markedly less time than the defaults, with the same step time
+# (docs/benchmarks.md). An option named in $XLA_FLAGS is left to it.
+CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
+
+
+def compiler_options(mesh: Mesh) -> dict | None:
+  """The XLA options of programs on `mesh`'s devices: CPU_COMPILER_OPTIONS on CPU."""
+  if mesh.devices.flat[0].platform != 'cpu':
+    return None
+  flags = os.environ.get('XLA_FLAGS', '')
+  return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if f'--{k}' not in flags} or None
+
+
 # One jitted function per mesh and arguments (the newest few kept): a later run of the process with
 # the same ones reuses its traced and compiled programs.
 @functools.lru_cache(maxsize=4)
@@ -121,19 +135,20 @@ def _jit_train_step(mesh: Mesh, model, tx, weight_decay: float, label_smoothing:
   step = functools.partial(train_step, model=model, tx=tx, weight_decay=weight_decay,
                            label_smoothing=label_smoothing)
   return jax.jit(step, in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
-                 donate_argnums=0)
+                 donate_argnums=0, compiler_options=compiler_options(mesh))
 
 
 @functools.lru_cache(maxsize=4)
 def _jit_eval_step(mesh: Mesh, model):
   return jax.jit(functools.partial(eval_step, model=model),
                  in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))),
-                 out_shardings=NamedSharding(mesh, P()))
+                 out_shardings=NamedSharding(mesh, P()), compiler_options=compiler_options(mesh))
 
 
 @functools.lru_cache(maxsize=4)
 def _jit_optimizer_init(mesh: Mesh, tx):
-  return jax.jit(tx.init, out_shardings=NamedSharding(mesh, P()))
+  return jax.jit(tx.init, out_shardings=NamedSharding(mesh, P()),
+                 compiler_options=compiler_options(mesh))
 
 
 class Parallel:

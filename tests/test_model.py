@@ -288,3 +288,15 @@ def test_he_draws_are_the_xavier_draws_rescaled():
   fan_in, fan_out = 9 * 8, 9 * 24
   xavier, he = (KERNEL_INITS[s](jax.random.key(0), shape) for s in ('xavier', 'he'))
   np.testing.assert_allclose(he, xavier * np.sqrt((fan_in + fan_out) / fan_in), rtol=1e-6)
+
+
+@pytest.mark.parametrize('execution', ['loop', 'vmap'])
+def test_ensemble_refuses_parameters_of_another_member_count(execution, loop_reference):
+  """Parameters stacked for another M are refused with the parameter named: 'loop' would index
+  past the stack (JAX clamps the index, so silently reusing the last member's parameters)."""
+  images, params, _ = loop_reference
+  members = params['ensemble']['members']
+  fewer = jax.tree.map(lambda a: a[:-1], members)
+  model = LNLAttenNet(**AGREE, **dict(TINY, ensemble=execution))
+  with pytest.raises(ValueError, match=r"members\[.*leading axis must be the 4 members"):
+    model.apply({'params': {**params, 'ensemble': {'members': fewer}}}, images)

@@ -50,3 +50,15 @@ def test_runs_with_equal_settings_share_their_jitted_steps_and_others_do_not():
   assert parallel.jit_eval_step(model) is steps.Parallel(jax.devices()[:1]).jit_eval_step(
       create_model(copy.deepcopy(config.model), config.data.image_size, 7))
   assert parallel.jit_eval_step(model) is not steps.Parallel(jax.devices()[:2]).jit_eval_step(model)
+
+
+def test_cpu_compiler_options_leave_an_option_named_in_xla_flags_to_it(monkeypatch):
+  mesh = steps.Parallel(jax.devices()[:1]).mesh
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+  assert steps.compiler_options(mesh) == dict(xla_backend_optimization_level=1,
+                                              xla_cpu_use_fusion_emitters=False)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
+  assert steps.compiler_options(mesh) == dict(xla_cpu_use_fusion_emitters=False)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0 '
+                                  '--xla_cpu_use_fusion_emitters=true')
+  assert steps.compiler_options(mesh) is None
