@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.errors import ScopeParamShapeError
 
 from lnl_jax.config_base import base_config
 from lnl_jax.errors import ConfigError
@@ -292,11 +293,12 @@ def test_he_draws_are_the_xavier_draws_rescaled():
 
 @pytest.mark.parametrize('execution', ['loop', 'vmap'])
 def test_ensemble_refuses_parameters_of_another_member_count(execution, loop_reference):
-  """Parameters stacked for another M are refused with the parameter named: 'loop' would index
-  past the stack (JAX clamps the index, so silently reusing the last member's parameters)."""
+  """Parameters stacked for another M are refused with the parameter named (flax's shape check of
+  `self.param`): 'loop' would index past the stack, and JAX clamps the index, silently reusing the
+  last member's parameters."""
   images, params, _ = loop_reference
   members = params['ensemble']['members']
   fewer = jax.tree.map(lambda a: a[:-1], members)
   model = LNLAttenNet(**AGREE, **dict(TINY, ensemble=execution))
-  with pytest.raises(ValueError, match=r"members\[.*leading axis must be the 4 members"):
+  with pytest.raises(ScopeParamShapeError, match=r'"members".* shape \(4, .* shape \(3, '):
     model.apply({'params': {**params, 'ensemble': {'members': fewer}}}, images)

@@ -117,13 +117,7 @@ class PatchEnsemble(nn.Module):
       keys = jax.random.split(rng, self.num_members)
       return jax.vmap(lambda k: member.init(k, example)['params'])(keys)
 
-    if self.has_variable('params', STACKED):
-      # Applying: the members' own layers check their parameters' shapes as they run, so the
-      # whole-member `init` that `self.param` would trace again for its own check is skipped.
-      params = self.get_variable('params', STACKED)
-      _check_members(params, self.num_members)
-    else:
-      params = self.param(STACKED, init)
+    params = self.param(STACKED, init)
     apply = lambda p, x: member.apply({'params': p}, x)
     if self.execution == 'vmap':
       f, w_local = jax.vmap(apply)(params, patches)
@@ -136,11 +130,3 @@ class PatchEnsemble(nn.Module):
               for i in range(self.num_members)]
       f, w_local = (jnp.stack(o) for o in zip(*outs))
     return jnp.swapaxes(f, 0, 1), jnp.swapaxes(w_local, 0, 1)
-
-
-def _check_members(params, num_members: int) -> None:
-  """ValueError unless every stacked parameter has `num_members` rows."""
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    if leaf.shape[:1] != (num_members,):
-      raise ValueError(f'ensemble parameter {STACKED}{jax.tree_util.keystr(path)} has shape '
-                       f'{leaf.shape}; its leading axis must be the {num_members} members.')

@@ -1,0 +1,88 @@
+"""XLA's CPU compile options for the train step: compile time and step time, measured in one process.
+
+  python -m launch.compile_options [--config=configs/synthetic.py:cpu] [--batch=32] [--rounds=10]
+      [--out=FILE.jsonl]
+
+Traces and lowers the config's train step once, then compiles that one program under each set of
+options in `CHOICES` ('default' is XLA's own defaults; 'product' is what `steps.compiler_options`
+gives the steps on CPU) and times their steps interleaved, one step of each per round, on the same
+batch of random faces: a machine that gets busier or quieter during the run slows every choice in
+the same rounds. Prints one JSON line per choice (its compile seconds, the median step seconds, the
+median over rounds of its step ÷ the 'default' step of the same round), and appends them to --out.
+Run it with XLA_FLAGS unset: options there apply to every choice.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from launch.runs import report
+from lnl_jax import cli, host, steps
+from lnl_jax.models import create_model
+
+FLAGS = flags.FLAGS
+DEFAULT_CONFIG = 'configs/synthetic.py:cpu'
+cli.define_config_flag()
+flags.DEFINE_integer('batch', 32, 'Global batch size of the timed step.')
+flags.DEFINE_integer('rounds', 10, 'Timed steps of each choice, interleaved.')
+cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
+
+CHOICES = {'default': {}, 'product': steps.CPU_COMPILER_OPTIONS}
+NUM_CLASSES = 7
+
+
+def random_batch(parallel: steps.Parallel, batch: int, image_size: int) -> dict:
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, NUM_CLASSES, batch)
+  return parallel.put_batch(dict(
+      image=rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
+      label=labels.astype(np.int32), soft_label=np.eye(NUM_CLASSES, dtype=np.float32)[labels],
+      mask=np.ones(batch, bool)))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  host.keep_freed_memory()  # as training does
+  config, size = FLAGS.config, FLAGS.config.data.image_size
+  model = create_model(config.model, size, NUM_CLASSES)
+  tx = steps.create_optimizer(config.train, 100)
+  parallel = steps.Parallel(jax.devices()[:1])
+  batch = random_batch(parallel, FLAGS.batch, size)
+  abstract = steps.abstract_state(model, size, tx)
+  # A jit without the steps' own options: each choice below is the whole set its program gets.
+  step = functools.partial(steps.train_step, model=model, tx=tx,
+                           weight_decay=config.train.weight_decay,
+                           label_smoothing=config.train.label_smoothing)
+  lowered = jax.jit(step, donate_argnums=0).trace(abstract, batch).lower()
+  compiled, compile_s, states, times = {}, {}, {}, {name: [] for name in CHOICES}
+  for name, options in CHOICES.items():
+    start = time.perf_counter()
+    compiled[name] = lowered.compile(compiler_options=options)
+    compile_s[name] = time.perf_counter() - start
+    states[name] = parallel.init_state(model, size, tx, config.seed, abstract)
+    states[name], _ = compiled[name](states[name], batch)  # one untimed step each
+  jax.block_until_ready(states)
+  for _ in range(FLAGS.rounds):
+    for name in CHOICES:
+      start = time.perf_counter()
+      states[name], _ = compiled[name](states[name], batch)
+      jax.block_until_ready(states[name])
+      times[name].append(time.perf_counter() - start)
+  for name, options in CHOICES.items():
+    ratio = np.array(times[name]) / np.array(times['default'])
+    report(dict(what='compile_options', config=FLAGS['config'].config_filename,
+                overrides=dict(FLAGS['config'].override_values), batch=FLAGS.batch, choice=name,
+                options=options, compile_s=round(compile_s[name], 2),
+                step_s=round(float(np.median(times[name])), 4),
+                step_vs_default=round(float(np.median(ratio)), 3),
+                steps_s=[round(t, 3) for t in times[name]]), FLAGS.out)
+
+
+if __name__ == '__main__':
+  flags.FLAGS.set_default('config', DEFAULT_CONFIG)
+  app.run(main)
