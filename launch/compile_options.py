@@ -3,13 +3,14 @@
   python -m launch.compile_options [--config=configs/synthetic.py:cpu] [--batch=32] [--rounds=10]
       [--out=FILE.jsonl]
 
-Traces and lowers the config's train step once, then compiles that one program under each set of
-options in `CHOICES` ('default' is XLA's own defaults; 'product' is what `steps.compiler_options`
-gives the steps on CPU) and times their steps interleaved, one step of each per round, on the same
-batch of random faces: a machine that gets busier or quieter during the run slows every choice in
-the same rounds. Prints one JSON line per choice (its compile seconds, the median step seconds, the
-median over rounds of its step ÷ the 'default' step of the same round), and appends them to --out.
-Run it with XLA_FLAGS unset: options there apply to every choice.
+Traces and lowers the config's train step, then compiles that program under each set of options
+in `CHOICES` ('default' is XLA's own defaults; 'product' is what `steps.compiler_options`
+gives the steps on CPU), once each, then times their steps on the same batch of random faces,
+interleaved (one step of each choice per round): a machine that gets busier or quieter during the
+run slows every choice in the same rounds. Prints one JSON line per choice (its compile seconds,
+the median step seconds, the median over rounds of its step ÷ the 'default' step of the same
+round), and appends them to --out. Run it with XLA_FLAGS unset: options there apply to every
+choice.
 """
 from __future__ import annotations
 
@@ -58,12 +59,15 @@ def main(argv):
   step = functools.partial(steps.train_step, model=model, tx=tx,
                            weight_decay=config.train.weight_decay,
                            label_smoothing=config.train.label_smoothing)
-  lowered = jax.jit(step, donate_argnums=0).trace(abstract, batch).lower()
-  compiled, compile_s, states, times = {}, {}, {}, {name: [] for name in CHOICES}
+  # Lowered once per choice, in turn: JAX keeps one executable per lowering and options.
+  compiled, compile_s = {}, {}
   for name, options in CHOICES.items():
+    lowered = jax.jit(step, donate_argnums=0).trace(abstract, batch).lower()
     start = time.perf_counter()
     compiled[name] = lowered.compile(compiler_options=options)
     compile_s[name] = time.perf_counter() - start
+  states, times = {}, {name: [] for name in CHOICES}
+  for name in CHOICES:
     states[name] = parallel.init_state(model, size, tx, config.seed, abstract)
     states[name], _ = compiled[name](states[name], batch)  # one untimed step each
   jax.block_until_ready(states)

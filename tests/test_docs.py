@@ -74,6 +74,27 @@ def job_minutes(config, train_rate: float, eval_rate: float,
   return train, test
 
 
+
+def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
+  """The README's compile-time cut (docs/compile_options.jsonl, the `cpu` network) and its
+  side-by-side ratios against PyTorch (docs/peer_ratio.jsonl), recomputed from the records."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    readme = ' '.join(f.read().split())
+  options = bench_lines('compile_options.jsonl')
+  compile_s = {r['choice']: r['compile_s'] for r in options
+               if r['config'] == 'configs/synthetic.py:cpu'}
+  assert 0.4 <= compile_s['product'] / compile_s['default'] <= 0.6  # "about halves"
+  assert "about halves the `cpu` network's compile time at the same step time" in readme
+  product = last(options, config='configs/synthetic.py:cpu', choice='product')['step_vs_default']
+  assert abs(product - 1) < 0.05  # the same within the host's noise (docs/benchmarks.md)
+  rounds = bench_lines('peer_ratio.jsonl')
+  ratios = [r['ratio_product'] for r in rounds]
+  defaults = [r['ratio_xla_defaults'] for r in rounds]
+  expected = (f'{len(rounds)} rounds on a slower day gave JAX ÷ PyTorch {min(ratios):.2f}–'
+              f'{max(ratios):.2f} (median {np.median(ratios):.2f}; {np.median(defaults):.2f} with '
+              "XLA's default compile options)")
+  assert expected.replace('3 rounds', 'three rounds') in readme, expected
+
 def test_the_readme_time_figures_are_those_of_their_records():
   """The figures of the README's evidence-time paragraphs, read from the bench records they cite
   and the configs they time: a record measured again, a config changed, or a figure edited by hand

@@ -1,0 +1,79 @@
+"""The full model's train step against a PyTorch implementation of the same network, side by side.
+
+  python -m launch.peer_ratio --peer_python=PYTHON --peer_script=BENCH.py [--rounds=2]
+      [--batch=2] [--out=FILE.jsonl]
+
+The peer is not part of this repository: `--peer_script` is a PyTorch benchmark of LNLAttenNet
+(144 px, M = 16, width 1, float32) that takes `--width --size --batch --steps --mode loop --compile
+--no-flops` and prints one JSON line with `img_per_s` (a train step: forward, cross-entropy,
+backward, Adam), run by `--peer_python`. Each round runs `lnl_jax.bench` on configs/raf.py (the
+train step alone, the default ensemble execution) and then the peer, one right after the other, so
+that all see the same machine; the figure is the JAX img/s ÷ the peer's img/s of the same round.
+The JAX step is measured twice a round: with the options the steps are compiled with on CPU
+(`product`) and with XLA's own defaults (`xla_defaults`, as `XLA_FLAGS` naming them gives). Prints
+one JSON line per round (and appends it to --out).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+
+from launch.runs import report
+from lnl_jax import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('peer_python', None, 'Python interpreter that has PyTorch.')
+flags.DEFINE_string('peer_script', None, "The PyTorch benchmark script.")
+flags.DEFINE_integer('rounds', 2, 'Rounds of (JAX, peer).')
+flags.DEFINE_integer('batch', 2, 'Batch size of both train steps.')
+flags.DEFINE_integer('steps', 5, 'Timed steps of each (median).')
+cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
+CONFIG = 'configs/raf.py'
+XLA_DEFAULTS = '--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true'
+
+
+def jax_step(batch: int, steps: int, xla_defaults: bool) -> dict:
+  """`lnl_jax.bench`'s train-step line; with `xla_defaults`, compiled with XLA's own CPU options
+  (XLA_FLAGS naming them) instead of `steps.CPU_COMPILER_OPTIONS`."""
+  env = dict(os.environ, XLA_FLAGS=XLA_DEFAULTS if xla_defaults else '')
+  done = subprocess.run([sys.executable, '-m', 'lnl_jax.bench', f'--config={CONFIG}',
+                         f'--batch={batch}', f'--steps={steps}', '--noeval'],
+                        capture_output=True, text=True, env=env)
+  if done.returncode:
+    sys.exit(f'lnl_jax.bench failed ({done.returncode}):\n{done.stderr[-3000:]}')
+  (line,) = [r for r in map(json.loads, done.stdout.splitlines()) if r.get('what') == 'train_step']
+  return line
+
+
+def peer_step(batch: int, steps: int) -> dict:
+  command = [FLAGS.peer_python, FLAGS.peer_script, '--width', '1', '--size', '144', '--batch',
+             str(batch), '--steps', str(steps), '--mode', 'loop', '--compile', '--no-flops']
+  done = subprocess.run(command, capture_output=True, text=True)
+  if done.returncode:
+    sys.exit(f'the peer failed ({done.returncode}):\n{done.stderr[-3000:]}')
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  for r in range(FLAGS.rounds):
+    ours = {name: jax_step(FLAGS.batch, FLAGS.steps, name == 'xla_defaults')
+            for name in ('product', 'xla_defaults')}
+    peer = peer_step(FLAGS.batch, FLAGS.steps)
+    line = dict(what='peer_ratio', round=r, batch=FLAGS.batch, config=CONFIG,
+                ensemble=ours['product']['ensemble'], peer_step_s=peer['step_s_median'],
+                peer_img_per_s=peer['img_per_s'], peer_torch=peer.get('torch'),
+                cpu_count=os.cpu_count())
+    for name, o in ours.items():
+      line.update({f'jax_{name}_step_s': o['step_s'], f'jax_{name}_img_per_s': o['img_per_s'],
+                   f'ratio_{name}': round(o['img_per_s'] / peer['img_per_s'], 3)})
+    report(line, FLAGS.out)
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['peer_python', 'peer_script'])
+  app.run(main)
