@@ -9,12 +9,11 @@ gives the steps on CPU), once each, then times their steps on the same batch of 
 interleaved (one step of each choice per round): a machine that gets busier or quieter during the
 run slows every choice in the same rounds. Prints one JSON line per choice (its compile seconds,
 the median step seconds, the median over rounds of its step ÷ the 'default' step of the same
-round), and appends them to --out. Run it with XLA_FLAGS unset: options there apply to every
-choice.
+round), and appends them to --out. XLA_FLAGS must not name the options compared (they would
+apply to every choice); the persistent compilation cache is off.
 """
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
@@ -36,30 +35,29 @@ CHOICES = {'default': {}, 'product': steps.CPU_COMPILER_OPTIONS}
 NUM_CLASSES = 7
 
 
-def random_batch(parallel: steps.Parallel, batch: int, image_size: int) -> dict:
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, NUM_CLASSES, batch)
-  return parallel.put_batch(dict(
-      image=rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
-      label=labels.astype(np.int32), soft_label=np.eye(NUM_CLASSES, dtype=np.float32)[labels],
-      mask=np.ones(batch, bool)))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  parallel = steps.Parallel(jax.devices()[:1])
+  named = CHOICES['product'].keys() - (steps.compiler_options(parallel.mesh) or {}).keys()
+  if named:
+    raise app.UsageError(f'XLA_FLAGS names {sorted(named)}, which would apply to every choice; '
+                         'run with XLA_FLAGS unset.')
+  cli.enable_compilation_cache('')  # every compilation timed is a real one
   host.keep_freed_memory()  # as training does
   config, size = FLAGS.config, FLAGS.config.data.image_size
   model = create_model(config.model, size, NUM_CLASSES)
   tx = steps.create_optimizer(config.train, 100)
-  parallel = steps.Parallel(jax.devices()[:1])
-  batch = random_batch(parallel, FLAGS.batch, size)
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, NUM_CLASSES, FLAGS.batch)
+  batch = parallel.put_batch(dict(  # random faces: the step's time does not depend on them
+      image=rng.integers(0, 256, (FLAGS.batch, size, size, 3), dtype=np.uint8),
+      label=labels.astype(np.int32), soft_label=np.eye(NUM_CLASSES, dtype=np.float32)[labels],
+      mask=np.ones(FLAGS.batch, bool)))
   abstract = steps.abstract_state(model, size, tx)
   # A jit without the steps' own options: each choice below is the whole set its program gets.
-  step = functools.partial(steps.train_step, model=model, tx=tx,
-                           weight_decay=config.train.weight_decay,
-                           label_smoothing=config.train.label_smoothing)
-  # Lowered once per choice, in turn: JAX keeps one executable per lowering and options.
+  step = steps.bind_train_step(model, tx, config.train.weight_decay, config.train.label_smoothing)
+  # Each choice lowered afresh, so that nothing of the other's compilation is reused.
   compiled, compile_s = {}, {}
   for name, options in CHOICES.items():
     lowered = jax.jit(step, donate_argnums=0).trace(abstract, batch).lower()

@@ -24,7 +24,7 @@ import time
 
 from absl import app, flags
 
-from launch.runs import report
+from launch.runs import flag_value, report
 from lnl_jax import cli
 from lnl_jax.data import datasets
 
@@ -40,11 +40,13 @@ flags.DEFINE_bool('faces_kept', False, 'Draw the synthetic faces into the data c
 FIRST_STEP = re.compile(r'\[1\] .*train_loss')  # the metric writer's log line of step 1
 
 
-def time_first_step(config: str, workdir: str, cache: str, data_cache: str,
+def time_first_step(config: str, overrides: dict, workdir: str, cache: str, data_cache: str,
                     timeout: float) -> dict:
-  """Seconds from launching lnl_jax.main to its step-1 metrics line, and the log's last lines."""
+  """Seconds from launching lnl_jax.main (with the config `overrides`) to its step-1 metrics
+  line, and the log's last lines."""
   command = [sys.executable, '-m', 'lnl_jax.main', f'--config={config}', f'--workdir={workdir}',
              f'--compilation_cache={cache}', f'--data_cache={data_cache}',
+             *(f'--config.{k}={flag_value(v)}' for k, v in overrides.items()),
              '--config.train.log_every_steps=1']
   start = time.perf_counter()
   with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -72,10 +74,13 @@ def main(argv):
       c = FLAGS.config
       datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap, faces)
     for i in range(FLAGS.runs):
-      result = time_first_step(config, os.path.join(tmp, f'run{i}'), cache, faces, FLAGS.timeout)
+      result = time_first_step(config, FLAGS['config'].override_values,
+                               os.path.join(tmp, f'run{i}'), cache, faces, FLAGS.timeout)
       line = dict(what='first_step', config=config, cache='cold' if i == 0 else 'warm',
                   faces='kept' if FLAGS.faces_kept or i else 'drawn',
                   seconds=result['seconds'], cpu_count=os.cpu_count())
+      if FLAGS['config'].override_values:
+        line['overrides'] = dict(FLAGS['config'].override_values)
       if result['log_tail']:
         line['log_tail'] = result['log_tail']
       report(line, FLAGS.out)

@@ -74,6 +74,7 @@ def main(argv):
                    f'ratio_{name}': round(o['img_per_s'] / peer['img_per_s'], 3)})
     report(line, FLAGS.out)
 
+
 if __name__ == '__main__':
   flags.mark_flags_as_required(['peer_python', 'peer_script'])
   app.run(main)

@@ -21,9 +21,9 @@ from lnl_jax.errors import ConfigError, DataError, Preempted
 
 FLAGS = flags.FLAGS
 CHECKPOINT_HELP = "'latest' (default), 'best' (highest test accuracy) or a step number."
-# Programs that compile faster than this are not worth a cache entry (reading one takes about as
-# long). Every program a run compiles before its first step takes longer, the optimiser's
-# initialisation included.
+# Programs that compile faster than this are not kept in the cache: each would cost a file for
+# little. The programs a run compiles before its first step, the optimiser's initialisation
+# included, take longer on CPU.
 CACHE_MIN_COMPILE_SECS = 0.2
 
 flags.DEFINE_string(

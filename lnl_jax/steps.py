@@ -113,9 +113,16 @@ def eval_step(params, batch, *, model):
               w_global=aux['w_global'], w_local=aux['w_local'])
 
 
+def bind_train_step(model, tx, weight_decay: float, label_smoothing: float):
+  """`train_step` with its model, optimiser and loss settings bound: (state, batch) -> (state,
+  metrics), to be jitted."""
+  return functools.partial(train_step, model=model, tx=tx, weight_decay=weight_decay,
+                           label_smoothing=label_smoothing)
+
+
 # XLA options of the steps' programs on CPU: LLVM's optimisation level 1 and XLA's older CPU
-# emitters compile them in markedly less time than the defaults, with the same step time
-# (docs/benchmarks.md). An option named in $XLA_FLAGS is left to it.
+# emitters compile them in less time than XLA's defaults (their effect on the step time is in
+# docs/benchmarks.md). An option named in $XLA_FLAGS is left to it.
 CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
 
 
@@ -123,8 +130,8 @@ def compiler_options(mesh: Mesh) -> dict | None:
   """The XLA options of programs on `mesh`'s devices: CPU_COMPILER_OPTIONS on CPU."""
   if mesh.devices.flat[0].platform != 'cpu':
     return None
-  flags = os.environ.get('XLA_FLAGS', '')
-  return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if f'--{k}' not in flags} or None
+  named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
+  return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if k not in named} or None
 
 
 # One jitted function per mesh and arguments (the newest few kept): a later run of the process with
@@ -132,9 +139,8 @@ def compiler_options(mesh: Mesh) -> dict | None:
 @functools.lru_cache(maxsize=4)
 def _jit_train_step(mesh: Mesh, model, tx, weight_decay: float, label_smoothing: float):
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  step = functools.partial(train_step, model=model, tx=tx, weight_decay=weight_decay,
-                           label_smoothing=label_smoothing)
-  return jax.jit(step, in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
+  return jax.jit(bind_train_step(model, tx, weight_decay, label_smoothing),
+                 in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
                  donate_argnums=0, compiler_options=compiler_options(mesh))
 
 

@@ -74,7 +74,6 @@ def job_minutes(config, train_rate: float, eval_rate: float,
   return train, test
 
 
-
 def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
   """The README's compile-time cut (docs/compile_options.jsonl, the `cpu` network) and its
   side-by-side ratios against PyTorch (docs/peer_ratio.jsonl), recomputed from the records."""
@@ -90,10 +89,13 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
   rounds = bench_lines('peer_ratio.jsonl')
   ratios = [r['ratio_product'] for r in rounds]
   defaults = [r['ratio_xla_defaults'] for r in rounds]
-  expected = (f'{len(rounds)} rounds on a slower day gave JAX ÷ PyTorch {min(ratios):.2f}–'
+  assert len(rounds) == 3  # "three rounds"
+  assert 'PyTorch 2.13' in readme and all(r['peer_torch'].startswith('2.13') for r in rounds)
+  expected = (f'three rounds on a slower day gave JAX ÷ PyTorch {min(ratios):.2f}–'
               f'{max(ratios):.2f} (median {np.median(ratios):.2f}; {np.median(defaults):.2f} with '
               "XLA's default compile options)")
-  assert expected.replace('3 rounds', 'three rounds') in readme, expected
+  assert expected in readme, expected
+
 
 def test_the_readme_time_figures_are_those_of_their_records():
   """The figures of the README's evidence-time paragraphs, read from the bench records they cite

@@ -62,3 +62,5 @@ def test_cpu_compiler_options_leave_an_option_named_in_xla_flags_to_it(monkeypat
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0 '
                                   '--xla_cpu_use_fusion_emitters=true')
   assert steps.compiler_options(mesh) is None
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level_x=0')  # another flag
+  assert steps.compiler_options(mesh) == steps.CPU_COMPILER_OPTIONS
