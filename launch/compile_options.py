@@ -32,7 +32,6 @@ flags.DEFINE_integer('rounds', 10, 'Timed steps of each choice, interleaved.')
 cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 
 CHOICES = {'default': {}, 'product': steps.CPU_COMPILER_OPTIONS}
-NUM_CLASSES = 7
 
 
 def main(argv):
@@ -46,14 +45,10 @@ def main(argv):
   cli.enable_compilation_cache('')  # every compilation timed is a real one
   host.keep_freed_memory()  # as training does
   config, size = FLAGS.config, FLAGS.config.data.image_size
-  model = create_model(config.model, size, NUM_CLASSES)
+  model = create_model(config.model, size, config.data.num_classes)
   tx = steps.create_optimizer(config.train, 100)
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, NUM_CLASSES, FLAGS.batch)
-  batch = parallel.put_batch(dict(  # random faces: the step's time does not depend on them
-      image=rng.integers(0, 256, (FLAGS.batch, size, size, 3), dtype=np.uint8),
-      label=labels.astype(np.int32), soft_label=np.eye(NUM_CLASSES, dtype=np.float32)[labels],
-      mask=np.ones(FLAGS.batch, bool)))
+  batch = parallel.put_batch(steps.random_batch(np.random.default_rng(0), FLAGS.batch, size,
+                                                config.data.num_classes))
   abstract = steps.abstract_state(model, size, tx)
   # A jit without the steps' own options: each choice below is the whole set its program gets.
   step = steps.bind_train_step(model, tx, config.train.weight_decay, config.train.label_smoothing)

@@ -20,7 +20,7 @@ import time
 from absl import app, flags
 from PIL import Image
 
-from launch.runs import report, run_tool
+from launch.runs import bench_train_step, report, run_tool
 from lnl_jax import cli
 from lnl_jax.data import synthetic
 
@@ -58,10 +58,8 @@ def main(argv):
     for k in range(FLAGS.folds):
       with open(os.path.join(runs_dir, f'fold_{k}', 'summary.json')) as f:
         folds.append(json.load(f)['wall_time_s'])
-  bench = run_tool(['lnl_jax.bench', f'--config={config}', f'--batch={batch_size}', '--steps=5',
-                    '--noeval', '--compilation_cache='],  # its compile time is a real one
-                   FLAGS['config'].override_values)
-  (step,) = [r for r in map(json.loads, bench.splitlines()) if r.get('what') == 'train_step']
+  step = bench_train_step(config, batch_size, 5, FLAGS['config'].override_values,
+                          '--compilation_cache=')  # its compile time is a real one
   line = dict(what='cv_time', config=config, faces=FLAGS.faces, folds=FLAGS.folds,
               steps_per_fold=FLAGS.steps, batch=batch_size, wall_s=round(wall, 1),
               fold_wall_s=[round(f, 1) for f in folds], step_s=step['step_s'],

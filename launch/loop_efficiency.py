@@ -19,7 +19,7 @@ import tempfile
 
 from absl import app, flags
 
-from launch.runs import report, run_tool
+from launch.runs import bench_train_step, report, run_tool
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -33,10 +33,8 @@ cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON line to this fi
 
 def bench_img_per_s(config: str, batch_size: int, num_steps: int) -> float:
   """The train step's images/s from `lnl_jax.bench` (eval not measured)."""
-  out = run_tool(['lnl_jax.bench', f'--config={config}', f'--batch={batch_size}',
-                  f'--steps={num_steps}', '--noeval'], FLAGS['config'].override_values)
-  (record,) = [r for r in map(json.loads, out.splitlines()) if r.get('what') == 'train_step']
-  return record['img_per_s']
+  return bench_train_step(config, batch_size, num_steps,
+                          FLAGS['config'].override_values)['img_per_s']
 
 
 def loop_img_per_s(config: str, workdir: str, batch_size: int, steps_per_epoch: int,

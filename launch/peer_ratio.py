@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from launch.runs import report
+from launch.runs import bench_train_step, report
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -37,16 +37,10 @@ XLA_DEFAULTS = '--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters
 
 
 def jax_step(batch: int, steps: int, xla_defaults: bool) -> dict:
-  """`lnl_jax.bench`'s train-step line; with `xla_defaults`, compiled with XLA's own CPU options
+  """`lnl_jax.bench`'s train-step record; with `xla_defaults`, compiled with XLA's own CPU options
   (XLA_FLAGS naming them) instead of `steps.CPU_COMPILER_OPTIONS`."""
   env = dict(os.environ, XLA_FLAGS=XLA_DEFAULTS if xla_defaults else '')
-  done = subprocess.run([sys.executable, '-m', 'lnl_jax.bench', f'--config={CONFIG}',
-                         f'--batch={batch}', f'--steps={steps}', '--noeval'],
-                        capture_output=True, text=True, env=env)
-  if done.returncode:
-    sys.exit(f'lnl_jax.bench failed ({done.returncode}):\n{done.stderr[-3000:]}')
-  (line,) = [r for r in map(json.loads, done.stdout.splitlines()) if r.get('what') == 'train_step']
-  return line
+  return bench_train_step(CONFIG, batch, steps, {}, env=env)
 
 
 def peer_step(batch: int, steps: int) -> dict:

@@ -250,15 +250,6 @@ def against_ceilings(flop_per_s: float | None, dtype: str, ceiling: dict) -> dic
 
 # --- The train and eval steps -----------------------------------------------------------------
 
-def random_batch(rng: np.random.Generator, batch_size: int, image_size: int,
-                 num_classes: int) -> dict:
-  """What the input pipeline delivers (uint8 faces, labels, one-hot soft labels, mask), random."""
-  label = rng.integers(0, num_classes, batch_size).astype(np.int32)
-  return dict(image=rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8),
-              label=label, soft_label=np.eye(num_classes, dtype=np.float32)[label],
-              mask=np.ones(batch_size, bool))
-
-
 def with_model(config, *, dtype: str, ensemble: str):
   c = copy.deepcopy(config)
   c.model.dtype, c.model.ensemble = dtype, ensemble
@@ -275,7 +266,8 @@ def bench_steps(config, batch_size: int, num_steps: int, ceiling: dict, do_train
   tx = steps_lib.create_optimizer(config.train, max(1, RAF_TRAIN_IMAGES // batch_size))
   init = lambda: par.init_state(model, image_size, tx, config.seed)
   state = init()
-  batch = par.put_batch(random_batch(np.random.default_rng(0), batch_size, image_size, num_classes))
+  batch = par.put_batch(steps_lib.random_batch(np.random.default_rng(0), batch_size, image_size,
+                                                num_classes))
   context = dict(config=config.name, image_size=image_size, width=config.model.width,
                  num_patches=config.model.num_patches, dtype=config.model.dtype,
                  ensemble=config.model.ensemble, batch=batch_size, devices=jax.device_count(),
@@ -354,7 +346,8 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
   def model_loss(mod, params, batch):
     return steps_lib.loss_fn(params, batch, model=mod, weight_decay=config.train.weight_decay,
                              label_smoothing=config.train.label_smoothing)[0]
-  batch = jax.device_put(random_batch(np.random.default_rng(0), batch_size, s, num_classes))
+  batch = jax.device_put(steps_lib.random_batch(np.random.default_rng(0), batch_size, s,
+                                                 num_classes))
   measure('network_loss_grad', model, batch, loss=model_loss, argnums=0,
           init_input=jnp.zeros((1, s, s, 3), jnp.float32), ensemble=c.ensemble)
 

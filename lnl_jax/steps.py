@@ -23,6 +23,16 @@ def normalize(images):
   return (jnp.asarray(images, jnp.float32) / 255.0 - 0.5) / 0.5
 
 
+def random_batch(rng: np.random.Generator, batch_size: int, image_size: int,
+                 num_classes: int) -> dict:
+  """A step's batch as the input pipeline delivers it (uint8 faces, labels, one-hot soft labels,
+  mask), drawn at random: what the benchmarks time the steps on."""
+  label = rng.integers(0, num_classes, batch_size).astype(np.int32)
+  return dict(image=rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8),
+              label=label, soft_label=np.eye(num_classes, dtype=np.float32)[label],
+              mask=np.ones(batch_size, bool))
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
