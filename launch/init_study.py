@@ -45,7 +45,7 @@ def study(init: str, steps: int, faces) -> dict:
   std = {k: float(np.std(v)) for k, v in
          (('input', inputs), ('g', aux['g']), ('f_en', aux['f_en']), ('logits', logits))}
   print(f'init={init}: std at init ' + ', '.join(f'{k} {v:.3g}' for k, v in std.items()), flush=True)
-  step_fn = parallel.jit_train_step(model, tx, config.train)
+  step_fn = parallel.jit_train_step(model, config.train, 1000)
   step, correct, curve, start = 0, [], [], time.time()
   for epoch in range(10**6):
     for batch in pipeline.train_batches(faces, batch_size=BATCH, image_size=64, epoch=epoch, seed=0,

@@ -263,7 +263,8 @@ def bench_steps(config, batch_size: int, num_steps: int, ceiling: dict, do_train
   par = steps_lib.Parallel()
   par.check_batch_size(batch_size)
   model = create_model(config.model, image_size, num_classes)
-  tx = steps_lib.create_optimizer(config.train, max(1, RAF_TRAIN_IMAGES // batch_size))
+  steps_per_epoch = max(1, RAF_TRAIN_IMAGES // batch_size)
+  tx = steps_lib.create_optimizer(config.train, steps_per_epoch)
   init = lambda: par.init_state(model, image_size, tx, config.seed)
   state = init()
   batch = par.put_batch(steps_lib.random_batch(np.random.default_rng(0), batch_size, image_size,
@@ -276,7 +277,7 @@ def bench_steps(config, batch_size: int, num_steps: int, ceiling: dict, do_train
   train_img_per_s = None
   if do_train:
     # The state is donated: each call gets the state the previous one returned.
-    t = time_jitted(par.jit_train_step(model, tx, config.train), (state, batch), num_steps,
+    t = time_jitted(par.jit_train_step(model, config.train, steps_per_epoch), (state, batch), num_steps,
                     feed=lambda args, out: (out[0],) + args[1:])
     train_img_per_s = batch_size / t.step_s
     emit_step('train_step', context, t, ceiling, raf_schedule_min=RAF_TRAIN_IMAGES * RAF_EPOCHS / train_img_per_s / 60)

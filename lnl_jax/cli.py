@@ -5,7 +5,8 @@ Errors the user can fix end the process with one line on stderr, never a traceba
   143  SIGTERM (130: SIGINT) arrived; a checkpoint of the current step was written, rerun to resume
 
 Commands that run the model keep XLA's compiled programs in JAX's persistent compilation cache, so
-that a rerun (a resumed run, an evaluation, a prediction) skips most of the compilation.
+that a rerun (a resumed run, an evaluation, a prediction) skips most of the compilation; training
+keeps its lowered steps there too, so that a rerun skips tracing them (`program_store`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
+from lnl_jax import program_store
 from lnl_jax.errors import ConfigError, DataError, Preempted
 
 FLAGS = flags.FLAGS
@@ -86,6 +88,9 @@ def compilation_cache_dir(flag_value: str | None) -> str:
 
 
 def enable_compilation_cache(directory: str) -> None:
+  """JAX's persistent compilation cache in `directory` ('' = none), and the training loop's lowered
+  steps in its folder `lowered` (`program_store`)."""
+  program_store.enable(os.path.join(directory, 'lowered') if directory else None)
   if not directory:
     jax.config.update('jax_enable_compilation_cache', False)
     return

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from lnl_jax import program_store
 from lnl_jax.errors import ConfigError
 from lnl_jax.models.layers import draw_params
 
@@ -144,21 +145,31 @@ def compiler_options(mesh: Mesh) -> dict | None:
   return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if k not in named} or None
 
 
+def _jit(fn, name: str, settings: tuple, store: str | None, **jit_args):
+  """`jax.jit(fn, **jit_args)`, or with a store directory the same function whose lowered programs
+  are kept there (`program_store`): `settings` is everything `fn` is bound to."""
+  if store is None:
+    return jax.jit(fn, **jit_args)
+  return program_store.StoredFunction(fn, name, settings, store, **jit_args)
+
+
 # One jitted function per mesh and arguments (the newest few kept): a later run of the process with
 # the same ones reuses its traced and compiled programs.
 @functools.lru_cache(maxsize=4)
-def _jit_train_step(mesh: Mesh, model, tx, weight_decay: float, label_smoothing: float):
+def _jit_train_step(mesh: Mesh, store: str | None, model, optimizer: tuple, weight_decay: float,
+                    label_smoothing: float):
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  return jax.jit(bind_train_step(model, tx, weight_decay, label_smoothing),
-                 in_shardings=(replicated, batch), out_shardings=(replicated, replicated),
-                 donate_argnums=0, compiler_options=compiler_options(mesh))
+  step = bind_train_step(model, _adam(*optimizer), weight_decay, label_smoothing)
+  return _jit(step, 'train_step', (model, optimizer, weight_decay, label_smoothing), store,
+              in_shardings=(replicated, batch), out_shardings=replicated, donate_argnums=(0,),
+              compiler_options=compiler_options(mesh))
 
 
 @functools.lru_cache(maxsize=4)
-def _jit_eval_step(mesh: Mesh, model):
-  return jax.jit(functools.partial(eval_step, model=model),
-                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))),
-                 out_shardings=NamedSharding(mesh, P()), compiler_options=compiler_options(mesh))
+def _jit_eval_step(mesh: Mesh, store: str | None, model):
+  return _jit(functools.partial(eval_step, model=model), 'eval_step', (model,), store,
+              in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))),
+              out_shardings=NamedSharding(mesh, P()), compiler_options=compiler_options(mesh))
 
 
 @functools.lru_cache(maxsize=4)
@@ -187,16 +198,21 @@ class Parallel:
     """A host-local numpy batch → global arrays sharded over 'data' (multi-host aware)."""
     return {k: jax.make_array_from_process_local_data(self.batch, batch[k]) for k in keys}
 
-  def jit_train_step(self, model, tx, train):
-    """`train_step` jit-compiled over the mesh. The same mesh, model, optimiser and loss settings
-    give the same function, whose compiled programs are then reused: runs of one process with
-    those settings (cross-validation folds of equal epoch length, a run resumed in the same
-    process) trace and compile it once."""
-    return _jit_train_step(self.mesh, model, tx, train.weight_decay, train.label_smoothing)
+  def jit_train_step(self, model, train: ml_collections.ConfigDict, steps_per_epoch: int,
+                     store: str | None = None):
+    """`train_step` jit-compiled over the mesh, with the optimiser of `create_optimizer(train,
+    steps_per_epoch)`. The same mesh, model, optimiser and loss settings give the same function,
+    whose compiled programs are then reused: runs of one process with those settings
+    (cross-validation folds of equal epoch length, a run resumed in the same process) trace and
+    compile it once. With a `store` directory its lowered programs are kept there for later
+    processes (`program_store`)."""
+    optimizer = (train.learning_rate, train.lr_decay, steps_per_epoch)
+    return _jit_train_step(self.mesh, store, model, optimizer, train.weight_decay,
+                           train.label_smoothing)
 
-  def jit_eval_step(self, model):
-    """`eval_step` jit-compiled over the mesh, reused like `jit_train_step`."""
-    return _jit_eval_step(self.mesh, model)
+  def jit_eval_step(self, model, store: str | None = None):
+    """`eval_step` jit-compiled over the mesh, reused and stored like `jit_train_step`."""
+    return _jit_eval_step(self.mesh, store, model)
 
   def init_state(self, model: nn.Module, image_size: int, tx, seed: int,
                  abstract: TrainState | None = None) -> TrainState:

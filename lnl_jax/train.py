@@ -14,7 +14,7 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from lnl_jax import checkpoints, host, inference, io, metrics, plots
+from lnl_jax import checkpoints, host, inference, io, metrics, plots, program_store
 from lnl_jax.attention_track import AttentionTracker
 from lnl_jax.data import datasets, pipeline
 from lnl_jax.data.records import Records
@@ -181,8 +181,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   history.truncate(step // steps_per_epoch if continued else meta['epoch'] if meta else 0)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=False)
   closing.callback(writer.close)
-  train_step = parallel.jit_train_step(model, tx, train)
-  eval_step = parallel.jit_eval_step(model)
+  train_step = parallel.jit_train_step(model, train, steps_per_epoch, program_store.directory())
+  eval_step = parallel.jit_eval_step(model, program_store.directory())
   tracker = AttentionTracker(workdir, test_records, config, parallel, eval_step, step)
   class_names = list(test_records.class_names)
   evaluate_fn = lambda params, signal=None: evaluate(params, test_records, eval_step=eval_step,

@@ -36,7 +36,7 @@ def test_runs_with_equal_settings_share_their_jitted_steps_and_others_do_not():
       c[section][name] = value
     model = create_model(c.model, c.data.image_size, 7)
     return steps.Parallel(jax.devices()[:devices]).jit_train_step(
-        model, steps.create_optimizer(c.train, steps_per_epoch), c.train)
+        model, c.train, steps_per_epoch)
 
   same = train_step()
   assert train_step() is same

@@ -45,6 +45,9 @@ def test_main_writes_everything_and_resumes(tmp_path):
   for name in ('confusion_matrix', 'training_curves', 'global_weights', 'global_weights_over_training'):
     assert os.path.getsize(os.path.join(workdir, 'plots', name + '.png')) > 1000
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  # Its lowered steps are kept beside the compiled ones, for the rerun below (program_store).
+  lowered = os.listdir(os.path.join(os.environ['JAX_COMPILATION_CACHE_DIR'], 'lowered'))
+  assert {name.split('-')[0] for name in lowered} >= {'train_step', 'eval_step'}
 
   # Same command, one more epoch: resumes from step 12 and keeps the first two epochs as they were.
   log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
@@ -75,7 +78,7 @@ def one_step(devices, config, batch):
   tx = create_optimizer(config.train, 10)
   state = parallel.init_state(model, config.data.image_size, tx, seed=0)
   initial = jax.device_get(state.params)  # before the step donates the state's buffers
-  state, metrics = parallel.jit_train_step(model, tx, config.train)(state, parallel.put_batch(batch))
+  state, metrics = parallel.jit_train_step(model, config.train, 10)(state, parallel.put_batch(batch))
   grads = jax.tree.map(lambda mu: mu / (1 - 0.9), optax.tree_utils.tree_get(state.opt_state, 'mu'))
   return initial, jax.device_get(state.params), jax.device_get(metrics), jax.device_get(grads)
 
