@@ -1,7 +1,7 @@
 """Time from the command to the first completed train step, on a cold and then a warm cache.
 
   python -m launch.first_step [--config=configs/synthetic.py:cpu] [--runs=2] [--faces_kept]
-      [--out=FILE.jsonl]
+      [--checkout=DIR] [--out=FILE.jsonl]
 
 Runs `python -m lnl_jax.main --config=CONFIG` `--runs` times, each in a fresh workdir but all with
 one fresh persistent compilation cache and one fresh data cache, so the first run compiles
@@ -9,8 +9,9 @@ everything and draws its synthetic faces (cold) and the later ones find both (wa
 `--faces_kept` the faces are drawn into the data cache before the first run, so that it is cold for
 the compilation only (a config that ran before with other training settings). The time is
 taken from starting the process to the log line of step 1's metrics (`train.log_every_steps=1`);
-the process is then killed, so no evaluation runs. Prints one JSON line per run (and appends it to
---out).
+the process is then killed, so no evaluation runs. With `--checkout` the runs are those of another
+git checkout's `lnl_jax.main` (a before/after comparison: run it and this one in turn). Prints one
+JSON line per run, with the checkout's revision (and appends it to --out).
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ cli.define_config_flag()
 flags.DEFINE_integer('runs', 2, 'Runs sharing one compilation cache: the first is cold.')
 cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 flags.DEFINE_float('timeout', 1200.0, 'Seconds one run may take to reach its first step.')
+flags.DEFINE_string('checkout', '', 'Run the lnl_jax.main of this git checkout (its config '
+                    'path is relative to it); default: this one.')
 flags.DEFINE_bool('faces_kept', False, 'Draw the synthetic faces into the data cache before the '
                   'first run: it is then cold for the compilation only.')
 
@@ -41,16 +44,16 @@ FIRST_STEP = re.compile(r'\[1\] .*train_loss')  # the metric writer's log line o
 
 
 def time_first_step(config: str, overrides: dict, workdir: str, cache: str, data_cache: str,
-                    timeout: float) -> dict:
-  """Seconds from launching lnl_jax.main (with the config `overrides`) to its step-1 metrics
-  line, and the log's last lines."""
+                    timeout: float, checkout: str | None = None) -> dict:
+  """Seconds from launching lnl_jax.main (with the config `overrides`; that of the directory
+  `checkout` if given) to its step-1 metrics line, and the log's last lines."""
   command = [sys.executable, '-m', 'lnl_jax.main', f'--config={config}', f'--workdir={workdir}',
              f'--compilation_cache={cache}', f'--data_cache={data_cache}',
              *(f'--config.{k}={flag_value(v)}' for k, v in overrides.items()),
              '--config.train.log_every_steps=1']
   start = time.perf_counter()
   with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True) as proc:
+                        text=True, cwd=checkout) as proc:
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     seconds, tail = None, []
@@ -68,6 +71,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS['config'].config_filename
+  checkout = os.path.abspath(FLAGS.checkout or os.getcwd())
+  revision = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=checkout, check=True,
+                            capture_output=True, text=True).stdout.strip()
   with tempfile.TemporaryDirectory() as tmp:
     cache, faces = os.path.join(tmp, 'jax_cache'), os.path.join(tmp, 'faces')
     if FLAGS.faces_kept:
@@ -75,10 +81,11 @@ def main(argv):
       datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap, faces)
     for i in range(FLAGS.runs):
       result = time_first_step(config, FLAGS['config'].override_values,
-                               os.path.join(tmp, f'run{i}'), cache, faces, FLAGS.timeout)
+                               os.path.join(tmp, f'run{i}'), cache, faces, FLAGS.timeout,
+                               checkout)
       line = dict(what='first_step', config=config, cache='cold' if i == 0 else 'warm',
                   faces='kept' if FLAGS.faces_kept or i else 'drawn',
-                  seconds=result['seconds'], cpu_count=os.cpu_count())
+                  seconds=result['seconds'], cpu_count=os.cpu_count(), revision=revision)
       if FLAGS['config'].override_values:
         line['overrides'] = dict(FLAGS['config'].override_values)
       if result['log_tail']:
