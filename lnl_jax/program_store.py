@@ -2,40 +2,50 @@
 skips tracing and lowering it.
 
 JAX's persistent compilation cache keeps XLA's compiled programs, keyed by the lowered program, so a
-process still traces and lowers a function (seconds for the train step) before it finds the
-compiled one. A `StoredFunction` keeps the lowered program itself, keyed by everything that shapes
-it: the source files of this package; the versions of JAX, jaxlib, Flax, Optax and NumPy; JAX's
-configuration; the settings the function is bound to (the model's fields, the optimiser's and the
-loss's settings); and the tree, shapes, dtypes and shardings of its arguments. A change to any of
-them gives a new key, never an old program. The programs are read back as trusted data (the
-output's tree structure is pickled), like the compilation cache beside them.
+process still traces and lowers a function before it finds the compiled one. A `StoredFunction`
+keeps the lowered program itself, keyed by everything that shapes it: the source files of this
+package as this process imported them; the versions of Python, JAX, jaxlib, Flax, Optax, NumPy and
+ml_dtypes; JAX's configuration; the function's name and every setting it is bound to (encoded field
+by field: a value the encoding does not know turns the store off for that function); and the
+tree, shapes, dtypes, shardings and devices of its arguments. A program read back is checked
+against the arguments' shapes, dtypes and device count; anything unexpected is lowered again. A
+function that cannot be exported (a host callback, a debug print) runs as plain `jax.jit`. The
+programs are read back as trusted data (the output's tree structure is pickled), like the
+compilation cache beside them.
 
 The commands keep the programs in `<compilation cache>/lowered` (`cli.enable_compilation_cache`);
 no directory (the cache disabled) or several processes (each would write) mean plain `jax.jit`.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import glob
 import hashlib
 import os
 import pickle
+import sys
 import tempfile
 
 import flax
 import jax
 import jaxlib
+import ml_dtypes
 import numpy as np
 import optax
 from absl import logging
 
+PACKAGE_ROOT = os.path.dirname(os.path.abspath(__file__))
 _directory: str | None = None
+_digest: bytes | None = None
 
 
 def enable(directory: str | None) -> None:
-  """Keeps lowered programs in `directory` from now on (None or '': nowhere)."""
-  global _directory
+  """Keeps lowered programs in `directory` from now on (None or '': nowhere). Called once the
+  package is imported: its sources are read now, so that what the process traces is keyed as the
+  code it imported, whatever happens to the files later."""
+  global _directory, _digest
   _directory = os.path.expanduser(directory) if directory else None
+  _digest = code_digest() if directory else None
 
 
 def directory() -> str | None:
@@ -43,30 +53,59 @@ def directory() -> str | None:
   return _directory if jax.process_count() == 1 else None
 
 
-PACKAGE_ROOT = os.path.dirname(os.path.abspath(__file__))
-
-
-@functools.cache
 def code_digest(root: str = PACKAGE_ROOT) -> bytes:
-  """Digest of the package's sources under `root` and of the versions of the libraries the steps
-  trace."""
+  """Digest of the package's sources under `root` and of the versions of Python and of the
+  libraries the steps are traced with."""
   h = hashlib.sha256()
   for path in sorted(glob.glob(os.path.join(root, '**', '*.py'), recursive=True)):
-    h.update(os.path.relpath(path, root).encode())
     with open(path, 'rb') as f:
-      h.update(hashlib.sha256(f.read()).digest())
-  for module in (jax, jaxlib, flax, optax, np):
-    h.update(f'{module.__name__} {module.__version__}'.encode())
+      _update(h, os.path.relpath(path, root), hashlib.sha256(f.read()).hexdigest())
+  _update(h, sys.version, *(f'{m.__name__} {m.__version__}'
+                            for m in (jax, jaxlib, flax, optax, np, ml_dtypes)))
   return h.digest()
 
 
+def _update(h, *parts: str) -> None:
+  for part in parts:  # length-prefixed: no two sequences of parts hash alike
+    data = part.encode()
+    h.update(len(data).to_bytes(8, 'little') + data)
+
+
+def encode(value) -> str:
+  """A canonical text of a setting: primitives, dtypes, tuples, lists, dicts, and dataclasses
+  (flax modules among them) field by field. Raises TypeError for anything else (a callable, an
+  array), whose text would not tell two values apart."""
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return f'{type(value).__name__}:{value!r}'
+  if isinstance(value, (tuple, list)):
+    return f'{type(value).__name__}[' + ','.join(encode(v) for v in value) + ']'
+  if isinstance(value, dict):
+    return 'dict{' + ','.join(f'{encode(k)}={encode(v)}' for k, v in sorted(value.items())) + '}'
+  if isinstance(value, (np.dtype, type)) and _is_dtype(value):
+    return f'dtype:{np.dtype(value).name}'
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    fields = [f for f in dataclasses.fields(value) if f.name not in ('parent', 'name')]
+    return (f'{type(value).__module__}.{type(value).__qualname__}(' +
+            ','.join(f'{f.name}={encode(getattr(value, f.name))}' for f in fields) + ')')
+  raise TypeError(f'no canonical encoding of {type(value).__name__} {value!r:.80}')
+
+
+def _is_dtype(value) -> bool:
+  try:
+    np.dtype(value)
+    return True
+  except TypeError:
+    return False
+
+
 def program_key(name: str, settings: tuple, tree, avals, out_shardings) -> str:
-  """The file name of a lowered program: the digest of everything that shapes it."""
-  h = hashlib.sha256(code_digest())
+  """The file name of a lowered program: the digest of everything that shapes it. Raises
+  TypeError if a setting has no canonical encoding."""
+  h = hashlib.sha256(_digest or code_digest())
   devices = sorted({(d.platform, d.device_kind) for a in avals for d in a.sharding.device_set})
-  for part in (name, settings, tree, [(a.shape, a.dtype.name, a.sharding) for a in avals],
-               out_shardings, devices, sorted(jax.config.values.items())):
-    h.update(repr(part).encode())
+  _update(h, name, encode(settings), str(tree),
+          repr([(a.shape, a.dtype.name, a.weak_type, a.sharding) for a in avals]),
+          repr(out_shardings), repr(devices), repr(sorted(jax.config.values.items())))
   return f'{name}-{h.hexdigest()[:32]}'
 
 
@@ -74,9 +113,9 @@ class StoredFunction:
   """`jax.jit(fn, ...)` whose lowered program for each argument signature is read from the store
   directory when it is there and written there when it is not.
 
-  `settings` must name everything `fn` is bound to (its model, its hyper-parameters): with the
-  arguments' signature and the code they make the program's key. `in_shardings` is one sharding per
-  positional argument, `out_shardings` one for every output.
+  `settings` must hold everything `fn` is bound to (its model, its hyper-parameters): with its
+  `name`, the arguments' signature and the code they make the program's key. `in_shardings` is one
+  sharding per positional argument, `out_shardings` one for every output.
   """
 
   def __init__(self, fn, name: str, settings: tuple, store: str, *, in_shardings: tuple,
@@ -85,13 +124,18 @@ class StoredFunction:
     self._in_shardings, self._out_shardings = in_shardings, out_shardings
     self._donate_argnums, self._compiler_options = donate_argnums, compiler_options
     self._programs = {}  # argument signature -> (jitted call of the flat program, output tree)
+    self._plain = None  # jax.jit(fn), for arguments whose program cannot be stored
 
   def __call__(self, *args):
+    if len(args) != len(self._in_shardings):
+      raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
     leaves, tree = jax.tree.flatten(args)
-    signature = (tree, tuple((x.shape, x.dtype) for x in leaves))
+    signature = (tree, tuple((np.shape(x), jax.dtypes.result_type(x)) for x in leaves))
     if signature not in self._programs:
       self._programs[signature] = self._program(args, tree)
     call, out_tree = self._programs[signature]
+    if out_tree is None:
+      return call(*args)
     return jax.tree.unflatten(out_tree, call(*leaves))
 
   def _program(self, args, tree):
@@ -100,19 +144,33 @@ class StoredFunction:
       for _ in jax.tree.leaves(arg):
         donated.append(i in self._donate_argnums)
         shardings.append(sharding)
-    avals = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+    avals = [jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.result_type(x), sharding=s)
              for x, s in zip(jax.tree.leaves(args), shardings)]
-    path = os.path.join(self._store, program_key(self._name, self._settings, tree, avals,
-                                                 self._out_shardings) + '.exported')
-    exported, out_tree = _read(path)
-    if exported is None:
-      exported, out_tree = self._export(tree, shardings, avals)
-      _write(path, exported, out_tree)
+    try:
+      path = os.path.join(self._store, program_key(self._name, self._settings, tree, avals,
+                                                   self._out_shardings) + '.exported')
+      exported, out_tree = _read(path, avals)
+      if exported is None:
+        exported, out_tree = self._export(tree, shardings, avals)
+        _write(path, exported, out_tree)
+      else:
+        logging.info('%s: lowered program read from %s', self._name, path)
+    except Exception as e:  # pylint: disable=broad-except  # storing is an optimisation only
+      logging.warning('%s: not stored (%s: %s); traced as usual', self._name, type(e).__name__, e)
+      return self._plain_jit(), None
     call = jax.jit(exported.call, in_shardings=tuple(shardings),
                    out_shardings=self._out_shardings,
                    donate_argnums=tuple(i for i, d in enumerate(donated) if d),
                    compiler_options=self._compiler_options)
     return call, out_tree
+
+  def _plain_jit(self):
+    if self._plain is None:
+      self._plain = jax.jit(self._fn, in_shardings=self._in_shardings,
+                            out_shardings=self._out_shardings,
+                            donate_argnums=self._donate_argnums,
+                            compiler_options=self._compiler_options)
+    return self._plain
 
   def _export(self, tree, shardings, avals):
     out_trees = []
@@ -122,20 +180,29 @@ class StoredFunction:
       out_trees.append(out_tree)
       return out_leaves
 
+    platforms = sorted({d.platform for s in shardings for d in s.device_set})
     exported = jax.export.export(jax.jit(flat_fn, in_shardings=tuple(shardings),
-                                         out_shardings=self._out_shardings))(*avals)
+                                         out_shardings=self._out_shardings),
+                                 platforms=platforms)(*avals)
     return exported, out_trees[-1]
 
 
-def _read(path: str):
-  """(the Exported, its output tree) kept at `path`, or (None, None) if there is none or it is
-  unreadable (then written anew)."""
+def _read(path: str, avals):
+  """(the Exported, its output tree) kept at `path` if it takes `avals` on their devices, else
+  (None, None): there is none, or it is unreadable or unexpected (then lowered and written anew)."""
   if not os.path.exists(path):
     return None, None
   try:
     with open(path, 'rb') as f:
       record = pickle.load(f)
-    return jax.export.deserialize(bytearray(record['exported'])), record['out_tree']
+    exported = jax.export.deserialize(bytearray(record['exported']))
+    out_tree = record['out_tree']
+    devices = len({d for a in avals for d in a.sharding.device_set})
+    expected = [(a.shape, a.dtype) for a in avals]
+    if ([(a.shape, a.dtype) for a in exported.in_avals] != expected or
+        exported.nr_devices != devices or out_tree.num_leaves != len(exported.out_avals)):
+      raise ValueError('it takes other arguments or devices than these')
+    return exported, out_tree
   except Exception as e:  # pylint: disable=broad-except  # a partial or foreign file: lower again
     logging.warning('lowered program %s unreadable (%s: %s); lowering it again', path,
                     type(e).__name__, e)
@@ -143,17 +210,23 @@ def _read(path: str):
 
 
 def _write(path: str, exported, out_tree) -> None:
-  """Writes the program atomically; a store that cannot be written is reported, not fatal."""
-  record = dict(exported=exported.serialize(), out_tree=out_tree)
+  """Writes the program atomically, unless this package's sources changed since the process read
+  them (it would be keyed as the new code). A store that cannot be written is reported, not fatal."""
+  if _digest is not None and code_digest() != _digest:
+    logging.warning('%s not kept: the sources of lnl_jax changed while this process ran', path)
+    return
+  data = pickle.dumps(dict(exported=exported.serialize(), out_tree=out_tree))
+  tmp = None
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tempfile.NamedTemporaryFile('wb', dir=os.path.dirname(path), suffix='.tmp',
                                      delete=False) as f:
-      try:
-        pickle.dump(record, f)
-      except BaseException:
-        os.remove(f.name)
-        raise
-    os.replace(f.name, path)
+      tmp = f.name
+      f.write(data)
+    os.replace(tmp, path)
+    tmp = None
   except OSError as e:
     logging.warning('could not keep the lowered program in %s: %s', path, e)
+  finally:
+    if tmp is not None and os.path.exists(tmp):
+      os.remove(tmp)

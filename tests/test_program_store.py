@@ -62,39 +62,94 @@ def test_an_unreadable_stored_program_is_lowered_again(tmp_path):
   assert path.stat().st_size > 1000  # written anew
 
 
-def test_the_key_changes_with_whatever_shapes_the_program():
+class _Keyed(BaseException):
+  """Raised by a stand-in for the store's read, to end a call once its program's key is known."""
+
+
+def _keys_of_train_steps(monkeypatch, tmp_path, variants):
+  """The stored file each (devices, config changes, steps per epoch) variant's train step would
+  read: the real `jit_train_step` and key, stopped before anything is traced."""
+  paths = []
+  def keyed(path, avals):
+    paths.append(path)
+    raise _Keyed()
+  monkeypatch.setattr(program_store, '_read', keyed)
+  for devices, changes, steps_per_epoch in variants:
+    config = copy.deepcopy(CONFIG)
+    for field, value in changes.items():
+      section, name = field.split('.')
+      config[section][name] = value
+    parallel = steps.Parallel(jax.devices()[:devices])
+    model = create_model(config.model, config.data.image_size, 7)
+    batch = steps.random_batch(np.random.default_rng(1), config.train.batch_size,
+                               config.data.image_size, 7)
+    state = steps.abstract_state(model, config.data.image_size,
+                                 steps.create_optimizer(config.train, steps_per_epoch))
+    state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                        sharding=parallel.replicated), state)
+    step = parallel.jit_train_step(model, config.train, steps_per_epoch, str(tmp_path))
+    with pytest.raises(_Keyed):
+      step(state, parallel.put_batch(batch))
+  return paths
+
+
+def test_the_train_step_key_changes_with_every_setting_shape_and_device_count(tmp_path,
+                                                                               monkeypatch):
+  variants = [(1, {}, 6), (1, {}, 6), (2, {}, 6), (1, {}, 7), (1, {'train.learning_rate': 1e-3}, 6),
+              (1, {'train.lr_decay': 0.9}, 6), (1, {'train.weight_decay': 0.0}, 6),
+              (1, {'train.label_smoothing': 0.1}, 6), (1, {'model.dtype': 'bfloat16'}, 6),
+              (1, {'model.width': 1 / 8}, 6), (1, {'model.attention': 'none'}, 6),
+              (1, {'model.ensemble': 'vmap'}, 6), (1, {'train.batch_size': 8}, 6)]
+  paths = _keys_of_train_steps(monkeypatch, tmp_path, variants)
+  assert paths[0] == paths[1]  # equal settings, built afresh: the same program
+  assert len(set(paths)) == len(paths) - 1, list(zip(variants, paths))
+
+
+def test_the_key_changes_with_jax_configuration_and_output_sharding():
   mesh = steps.Parallel(jax.devices()[:2]).mesh
   replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   tree = jax.tree.structure(({'w': 0}, {'image': 0}))
-  aval = lambda shape, dtype=np.float32, sharding=replicated: jax.ShapeDtypeStruct(
-      shape, dtype, sharding=sharding)
-  model = create_model(CONFIG.model, CONFIG.data.image_size, 7)
-  wider_config = copy.deepcopy(CONFIG.model)
-  wider_config.width *= 2
-  wider = create_model(wider_config, CONFIG.data.image_size, 7)
-
-  def key(name='train_step', settings=(model, 1e-3), tree=tree,
-          avals=(aval((3, 3)), aval((4, 8), np.uint8, split)), out=replicated):
-    return program_store.program_key(name, settings, tree, avals, out)
-
+  avals = (jax.ShapeDtypeStruct((3, 3), np.float32, sharding=replicated),
+           jax.ShapeDtypeStruct((4, 8), np.uint8, sharding=split))
+  key = lambda out=replicated: program_store.program_key('f', (1,), tree, avals, out)
   base = key()
-  assert key() == base
-  changed = [key(name='eval_step'), key(settings=(model, 2e-3)), key(settings=(wider, 1e-3)),
-             key(tree=jax.tree.structure(({'v': 0}, {'image': 0}))),
-             key(avals=(aval((3, 4)), aval((4, 8), np.uint8, split))),
-             key(avals=(aval((3, 3), np.float16), aval((4, 8), np.uint8, split))),
-             key(avals=(aval((3, 3)), aval((4, 8), np.uint8, replicated))),
-             key(out=split)]
   with jax.default_matmul_precision('highest'):
-    changed.append(key())
-  assert len(set(changed) | {base}) == len(changed) + 1
+    assert key() != base
+  assert key(out=split) != base and key() == base
+
+
+def test_settings_without_a_canonical_text_or_an_unexportable_function_run_unstored(tmp_path):
+  """A setting whose text would not tell values apart (a callable) is not keyed; a function that
+  jax.export refuses (a host callback) is not stored: both run as plain jax.jit."""
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  x = jax.device_put(np.arange(4.0, dtype=np.float32), sharding)
+  def with_callback(x):
+    jax.debug.callback(lambda v: None, x)
+    return x * 3
+  for fn, settings in ((lambda x: x * 3, (lambda: 0,)), (with_callback, ())):
+    stored = program_store.StoredFunction(fn, 'f', settings, str(tmp_path),
+                                          in_shardings=(sharding,), out_shardings=sharding)
+    np.testing.assert_array_equal(stored(x), np.arange(4.0) * 3)
+  assert not list(tmp_path.iterdir())
 
 
 def test_the_code_digest_changes_with_any_source_of_the_package(tmp_path):
   root = tmp_path / 'lnl_jax'
   shutil.copytree(program_store.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns('__pycache__'))
   before = program_store.code_digest(str(root))
-  assert before == program_store.code_digest.__wrapped__(str(root))
+  assert program_store.code_digest(str(root)) == before
   with open(root / 'models' / 'conv.py', 'a') as f:
     f.write('\n# an edit\n')
-  assert program_store.code_digest.__wrapped__(str(root)) != before
+  assert program_store.code_digest(str(root)) != before
+
+
+def test_a_stored_program_is_read_back_only_for_the_arguments_it_takes(tmp_path):
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  stored = program_store.StoredFunction(lambda x: x * 3, 'f', (), str(tmp_path),
+                                        in_shardings=(sharding,), out_shardings=sharding)
+  stored(jax.device_put(np.arange(4.0, dtype=np.float32), sharding))
+  (path,) = tmp_path.iterdir()
+  aval = lambda shape, dtype=np.float32: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+  assert program_store._read(str(path), [aval((4,))])[0] is not None  # pylint: disable=protected-access
+  for other in ([aval((5,))], [aval((4,), np.int32)], [aval((4,)), aval((4,))]):
+    assert program_store._read(str(path), other) == (None, None)  # pylint: disable=protected-access
