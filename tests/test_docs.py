@@ -184,3 +184,32 @@ def test_the_initialisation_study_quotes_its_records():
            f"{end['cross_entropy']:.3f} | {end['train_accuracy']:.1f} % (chance {r['chance']:.1f} %) |")
     assert row in text, row
     assert f"python -m launch.init_study --inits=xavier,he --steps={r['steps']}" in text
+
+
+def _span(values) -> str:
+  digits = 3 if max(values) < 0.1 else 2
+  return f'{min(values):.{digits}f}–{max(values):.{digits}f}'
+
+
+def startup_rows() -> list[str]:
+  """The rows of docs/benchmarks.md's import table (docs/import_time.jsonl, per ml_dtypes version)
+  and of its table of the first step with the lowered steps kept (the records that name their
+  revision in docs/first_step.jsonl), recomputed from the records."""
+  rows = []
+  imports = bench_lines('import_time.jsonl')
+  for version in dict.fromkeys(r['ml_dtypes'] for r in imports):
+    runs = [r['seconds'] for r in imports if r['ml_dtypes'] == version]
+    rows.append(f'| {version} | ' + ' | '.join(_span([s[m] for s in runs]) for m in runs[0]) + ' |')
+  runs = [r for r in bench_lines('first_step.jsonl') if 'revision' in r]
+  for revision in dict.fromkeys(r['revision'] for r in runs):
+    seconds = lambda cache: ', '.join(f"{r['seconds']:.1f}" for r in runs
+                                      if r['revision'] == revision and r['cache'] == cache)
+    rows.append(f'| {revision} | {seconds("cold")} | {seconds("warm")} |')
+  return rows
+
+
+def test_the_startup_tables_are_those_of_their_records():
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
+    text = f.read()
+  for row in startup_rows():
+    assert row in text, row
