@@ -5,8 +5,8 @@ Errors the user can fix end the process with one line on stderr, never a traceba
   143  SIGTERM (130: SIGINT) arrived; a checkpoint of the current step was written, rerun to resume
 
 Commands that run the model keep XLA's compiled programs in JAX's persistent compilation cache, so
-that a rerun (a resumed run, an evaluation, a prediction) skips most of the compilation; training
-keeps its lowered steps there too, so that a rerun skips tracing them (`program_store`).
+that a rerun (a resumed run, an evaluation, a prediction) skips most of the compilation; they keep
+their lowered steps there too, so that a rerun skips tracing them (`program_store`).
 """
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ def compilation_cache_dir(flag_value: str | None) -> str:
 
 
 def enable_compilation_cache(directory: str) -> None:
-  """JAX's persistent compilation cache in `directory` ('' = none), and the training loop's lowered
-  steps in its folder `lowered` (`program_store`)."""
+  """JAX's persistent compilation cache in `directory` ('' = none), and the lowered steps in its
+  folder `lowered` (`program_store`)."""
   program_store.enable(os.path.join(directory, 'lowered') if directory else None)
   if not directory:
     jax.config.update('jax_enable_compilation_cache', False)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from lnl_jax import steps
+from lnl_jax import program_store, steps
 from lnl_jax.data import decode, readers_common
 
 
@@ -33,12 +33,13 @@ def run_padded(eval_step, params, parallel: steps.Parallel, images: np.ndarray,
 
 class Predictor:
   """A model with its parameters on the devices of `parallel` (default: the first local device):
-  uint8 faces (N, S, S, 3) in, `eval_step`'s outputs out, in batches of `batch_size`."""
+  uint8 faces (N, S, S, 3) in, `eval_step`'s outputs out, in batches of `batch_size`. In a command,
+  the eval step's lowered program is kept for later ones (`program_store`)."""
 
   def __init__(self, model, params, batch_size: int, parallel: steps.Parallel | None = None):
     self.parallel = parallel or steps.Parallel(jax.local_devices()[:1])
     self.params = jax.device_put(params, self.parallel.replicated)
-    self.eval_step = self.parallel.jit_eval_step(model)
+    self.eval_step = self.parallel.jit_eval_step(model, program_store.directory())
     self.batch_size = batch_size
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

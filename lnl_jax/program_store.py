@@ -13,7 +13,8 @@ function that cannot be exported (a host callback, a debug print) runs as plain 
 programs are read back as trusted data (the output's tree structure is pickled), like the
 compilation cache beside them.
 
-The commands keep the programs in `<compilation cache>/lowered` (`cli.enable_compilation_cache`);
+The commands keep the train step and the eval step (`train`, `inference.Predictor`) in
+`<compilation cache>/lowered` (`cli.enable_compilation_cache`);
 no directory (the cache disabled) or several processes (each would write) mean plain `jax.jit`.
 """
 from __future__ import annotations

@@ -65,7 +65,8 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert proc.returncode != 0 and 'model.width' in proc.stderr
 
   # evaluate re-scores the newest checkpoint exactly as the last epoch did.
-  run_module('lnl_jax.evaluate', f'--workdir={workdir}')
+  log = run_module('lnl_jax.evaluate', f'--workdir={workdir}').stderr
+  assert 'eval_step: lowered program read from' in log  # the one training kept
   evaluation = json.load(open(os.path.join(workdir, 'eval_18.json')))
   assert evaluation['accuracy'] == pytest.approx(resumed[-1]['test_accuracy'])
 
