@@ -277,8 +277,8 @@ def bench_steps(config, batch_size: int, num_steps: int, ceiling: dict, do_train
   train_img_per_s = None
   if do_train:
     # The state is donated: each call gets the state the previous one returned.
-    t = time_jitted(par.jit_train_step(model, config.train, steps_per_epoch), (state, batch), num_steps,
-                    feed=lambda args, out: (out[0],) + args[1:])
+    t = time_jitted(par.jit_train_step(model, config.train, steps_per_epoch), (state, batch),
+                    num_steps, feed=lambda args, out: (out[0],) + args[1:])
     train_img_per_s = batch_size / t.step_s
     emit_step('train_step', context, t, ceiling, raf_schedule_min=RAF_TRAIN_IMAGES * RAF_EPOCHS / train_img_per_s / 60)
   if do_eval:

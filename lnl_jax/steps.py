@@ -48,7 +48,8 @@ def create_learning_rate_fn(train: ml_collections.ConfigDict, steps_per_epoch: i
 
 def create_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int):
   """Adam (the paper names no optimiser; Adam is the usual choice for this recipe). Equal settings
-  give the same object, so that the compiled steps of one process are reused (`Parallel`)."""
+  give the same object, the one `Parallel.jit_train_step` steps with, so that the state's shapes
+  and the optimiser's compiled init are reused within a process."""
   return _adam(train.learning_rate, train.lr_decay, steps_per_epoch)
 
 
