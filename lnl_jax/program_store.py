@@ -131,7 +131,8 @@ class StoredFunction:
     if len(args) != len(self._in_shardings):
       raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
     leaves, tree = jax.tree.flatten(args)
-    signature = (tree, tuple((np.shape(x), jax.dtypes.result_type(x)) for x in leaves))
+    signature = (tree, tuple((np.shape(x), jax.dtypes.result_type(x)) for x in leaves),
+                 tuple(sorted(jax.config.values.items())))  # a config change traces anew, as jit
     if signature not in self._programs:
       self._programs[signature] = self._program(args, tree)
     call, out_tree = self._programs[signature]

@@ -153,3 +153,14 @@ def test_a_stored_program_is_read_back_only_for_the_arguments_it_takes(tmp_path)
   assert program_store._read(str(path), [aval((4,))])[0] is not None  # pylint: disable=protected-access
   for other in ([aval((5,))], [aval((4,), np.int32)], [aval((4,)), aval((4,))]):
     assert program_store._read(str(path), other) == (None, None)  # pylint: disable=protected-access
+
+
+def test_a_configuration_change_within_the_process_gets_its_own_program(tmp_path):
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  stored = program_store.StoredFunction(lambda x: x @ x, 'f', (), str(tmp_path),
+                                        in_shardings=(sharding,), out_shardings=sharding)
+  x = jax.device_put(np.eye(2, dtype=np.float32), sharding)
+  stored(x)
+  with jax.default_matmul_precision('highest'):
+    stored(x)
+  assert len(list(tmp_path.iterdir())) == 2
