@@ -13,7 +13,9 @@ function that cannot be exported (a host callback, a debug print) runs as plain 
 programs are read back as trusted data (the output's tree structure is pickled), like the
 compilation cache beside them.
 
-The commands keep the train step and the eval step (`train`, `inference.Predictor`) in
+`eval_shape` keeps the shapes a function of no arguments returns (the train state's, which take
+tracing `Module.init`), keyed alike. The commands keep the train step, the eval step and the train
+state's shapes (`train`, `inference.Predictor`) in
 `<compilation cache>/lowered` (`cli.enable_compilation_cache`);
 no directory (the cache disabled) or several processes (each would write) mean plain `jax.jit`.
 """
@@ -154,7 +156,7 @@ class StoredFunction:
       exported, out_tree = _read(path, avals)
       if exported is None:
         exported, out_tree = self._export(tree, shardings, avals)
-        _write(path, exported, out_tree)
+        _write(path, dict(exported=exported.serialize(), out_tree=out_tree))
       else:
         logging.info('%s: lowered program read from %s', self._name, path)
     except Exception as e:  # pylint: disable=broad-except  # storing is an optimisation only
@@ -189,6 +191,33 @@ class StoredFunction:
     return exported, out_trees[-1]
 
 
+def eval_shape(fn, name: str, settings: tuple, store: str | None):
+  """`jax.eval_shape(fn)` for a function of no arguments, read from the store directory when it is
+  kept there and written there when it is not. `settings` must hold everything `fn` computes from
+  (its model, the sizes, the optimiser's settings): with `name` and the code they make the key."""
+  if store is None:
+    return jax.eval_shape(fn)
+  try:
+    path = os.path.join(store, program_key(name, settings, None, [], None) + '.shapes')
+  except TypeError as e:
+    logging.warning('%s: not stored (%s); traced as usual', name, e)
+    return jax.eval_shape(fn)
+  if os.path.exists(path):
+    try:
+      with open(path, 'rb') as f:
+        record = pickle.load(f)
+      leaves = [jax.ShapeDtypeStruct(tuple(shape), jax.numpy.dtype(dtype), weak_type=weak)
+                for shape, dtype, weak in record['leaves']]
+      logging.info('%s: shapes read from %s', name, path)
+      return jax.tree.unflatten(record['tree'], leaves)
+    except Exception as e:  # pylint: disable=broad-except  # a partial or foreign file: trace again
+      logging.warning('shapes %s unreadable (%s: %s); tracing again', path, type(e).__name__, e)
+  out = jax.eval_shape(fn)
+  leaves, tree = jax.tree.flatten(out)
+  _write(path, dict(tree=tree, leaves=[(x.shape, x.dtype.name, x.weak_type) for x in leaves]))
+  return out
+
+
 def _read(path: str, avals):
   """(the Exported, its output tree) kept at `path` if it takes `avals` on their devices, else
   (None, None): there is none, or it is unreadable or unexpected (then lowered and written anew)."""
@@ -211,13 +240,13 @@ def _read(path: str, avals):
     return None, None
 
 
-def _write(path: str, exported, out_tree) -> None:
-  """Writes the program atomically, unless this package's sources changed since the process read
+def _write(path: str, record: dict) -> None:
+  """Writes the record atomically, unless this package's sources changed since the process read
   them (it would be keyed as the new code). A store that cannot be written is reported, not fatal."""
   if _digest is not None and code_digest() != _digest:
     logging.warning('%s not kept: the sources of lnl_jax changed while this process ran', path)
     return
-  data = pickle.dumps(dict(exported=exported.serialize(), out_tree=out_tree))
+  data = pickle.dumps(record)
   tmp = None
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)

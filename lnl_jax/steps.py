@@ -50,7 +50,12 @@ def create_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int):
   """Adam (the paper names no optimiser; Adam is the usual choice for this recipe). Equal settings
   give the same object, the one `Parallel.jit_train_step` steps with, so that the state's shapes
   and the optimiser's compiled init are reused within a process."""
-  return _adam(train.learning_rate, train.lr_decay, steps_per_epoch)
+  return _adam(*optimizer_settings(train, steps_per_epoch))
+
+
+def optimizer_settings(train: ml_collections.ConfigDict, steps_per_epoch: int) -> tuple:
+  """What `create_optimizer` builds Adam from: (learning rate, decay, steps per epoch)."""
+  return (train.learning_rate, train.lr_decay, steps_per_epoch)
 
 
 def _schedule(learning_rate: float, lr_decay: float, steps_per_epoch: int) -> optax.Schedule:
@@ -207,7 +212,7 @@ class Parallel:
     (cross-validation folds of equal epoch length, a run resumed in the same process) trace and
     compile it once. With a `store` directory its lowered programs are kept there for later
     processes (`program_store`)."""
-    optimizer = (train.learning_rate, train.lr_decay, steps_per_epoch)
+    optimizer = optimizer_settings(train, steps_per_epoch)
     return _jit_train_step(self.mesh, store, model, optimizer, train.weight_decay,
                            train.label_smoothing)
 

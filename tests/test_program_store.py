@@ -164,3 +164,21 @@ def test_a_configuration_change_within_the_process_gets_its_own_program(tmp_path
   with jax.default_matmul_precision('highest'):
     stored(x)
   assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_the_train_state_shapes_read_back_are_those_traced(tmp_path, monkeypatch):
+  model = create_model(CONFIG.model, CONFIG.data.image_size, 7)
+  tx = steps.create_optimizer(CONFIG.train, STEPS_PER_EPOCH)
+  shapes = lambda: steps.abstract_state.__wrapped__(model, CONFIG.data.image_size, tx)
+  want = jax.eval_shape(shapes)
+  settings = (model, CONFIG.data.image_size, steps.optimizer_settings(CONFIG.train, 6))
+  for written in (True, False):  # written, then read back without tracing
+    got = program_store.eval_shape(shapes, 'abstract_state', settings, str(tmp_path))
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(got)] == [
+        (x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(want)]
+    if written:
+      def no_trace(fn):
+        raise AssertionError('the stored shapes were traced again')
+      monkeypatch.setattr(jax, 'eval_shape', no_trace)
+  assert len(list(tmp_path.iterdir())) == 1

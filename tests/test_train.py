@@ -54,6 +54,7 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert cached.stat().st_mtime_ns == drawn and list(faces.iterdir()) == [cached]
   assert 'resuming at step 12' in log
   assert 'train_step: lowered program read from' in log and 'not stored' not in log
+  assert 'abstract_state: shapes read from' in log
   resumed = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['epoch'] for r in resumed] == [1, 2, 3]
   assert resumed[:2] == records
