@@ -34,12 +34,15 @@ def run_padded(eval_step, params, parallel: steps.Parallel, images: np.ndarray,
 class Predictor:
   """A model with its parameters on the devices of `parallel` (default: the first local device):
   uint8 faces (N, S, S, 3) in, `eval_step`'s outputs out, in batches of `batch_size`. In a command,
-  the eval step's lowered program is kept for later ones (`program_store`)."""
+  the eval step's lowered program is kept for later ones (`program_store`) unless `stored` is
+  False."""
 
-  def __init__(self, model, params, batch_size: int, parallel: steps.Parallel | None = None):
+  def __init__(self, model, params, batch_size: int, parallel: steps.Parallel | None = None,
+               stored: bool = True):
     self.parallel = parallel or steps.Parallel(jax.local_devices()[:1])
     self.params = jax.device_put(params, self.parallel.replicated)
-    self.eval_step = self.parallel.jit_eval_step(model, program_store.directory())
+    self.eval_step = self.parallel.jit_eval_step(
+        model, program_store.directory() if stored else None)
     self.batch_size = batch_size
 
   def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:

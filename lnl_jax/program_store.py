@@ -13,9 +13,9 @@ function that cannot be exported (a host callback, a debug print) runs as plain 
 programs are read back as trusted data (the output's tree structure is pickled), like the
 compilation cache beside them.
 
-`eval_shape` keeps the shapes a function of no arguments returns (the train state's, which take
-tracing `Module.init`), keyed alike. The commands keep the train step, the eval step and the train
-state's shapes (`train`, `inference.Predictor`) in
+`shapes` keeps the result shapes of a traced function of no arguments (the train state's, which
+take tracing `Module.init`), keyed alike. The commands keep the train step, the eval step and the train
+state's shapes (`train`, `steps.stored_abstract_state`, `inference.Predictor`) in
 `<compilation cache>/lowered` (`cli.enable_compilation_cache`);
 no directory (the cache disabled) or several processes (each would write) mean plain `jax.jit`.
 """
@@ -133,8 +133,9 @@ class StoredFunction:
     if len(args) != len(self._in_shardings):
       raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
     leaves, tree = jax.tree.flatten(args)
-    signature = (tree, tuple((np.shape(x), jax.dtypes.result_type(x)) for x in leaves),
-                 tuple(sorted(jax.config.values.items())))  # a config change traces anew, as jit
+    # JAX's configuration is part of the program's key: a change within the process looks it up.
+    signature = (tree, tuple((x.shape, x.dtype) for x in leaves),
+                 repr(sorted(jax.config.values.items())))
     if signature not in self._programs:
       self._programs[signature] = self._program(args, tree)
     call, out_tree = self._programs[signature]
@@ -148,7 +149,7 @@ class StoredFunction:
       for _ in jax.tree.leaves(arg):
         donated.append(i in self._donate_argnums)
         shardings.append(sharding)
-    avals = [jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.result_type(x), sharding=s)
+    avals = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
              for x, s in zip(jax.tree.leaves(args), shardings)]
     try:
       path = os.path.join(self._store, program_key(self._name, self._settings, tree, avals,
@@ -191,30 +192,32 @@ class StoredFunction:
     return exported, out_trees[-1]
 
 
-def eval_shape(fn, name: str, settings: tuple, store: str | None):
-  """`jax.eval_shape(fn)` for a function of no arguments, read from the store directory when it is
-  kept there and written there when it is not. `settings` must hold everything `fn` computes from
-  (its model, the sizes, the optimiser's settings): with `name` and the code they make the key."""
+def shapes(fn, name: str, settings: tuple, store: str | None):
+  """`fn()`, a pytree of `jax.ShapeDtypeStruct` (a traced function's result shapes), read from the
+  store directory when it is kept there and written there when it is not. `settings` must hold
+  everything `fn` computes from (its model, the sizes, the optimiser's settings): with `name` and
+  the code they make the key. Any failure to key, read or write computes `fn()` as usual."""
   if store is None:
-    return jax.eval_shape(fn)
+    return fn()
   try:
     path = os.path.join(store, program_key(name, settings, None, [], None) + '.shapes')
-  except TypeError as e:
-    logging.warning('%s: not stored (%s); traced as usual', name, e)
-    return jax.eval_shape(fn)
-  if os.path.exists(path):
-    try:
+    if os.path.exists(path):
       with open(path, 'rb') as f:
         record = pickle.load(f)
       leaves = [jax.ShapeDtypeStruct(tuple(shape), jax.numpy.dtype(dtype), weak_type=weak)
                 for shape, dtype, weak in record['leaves']]
+      out = jax.tree.unflatten(record['tree'], leaves)
       logging.info('%s: shapes read from %s', name, path)
-      return jax.tree.unflatten(record['tree'], leaves)
-    except Exception as e:  # pylint: disable=broad-except  # a partial or foreign file: trace again
-      logging.warning('shapes %s unreadable (%s: %s); tracing again', path, type(e).__name__, e)
-  out = jax.eval_shape(fn)
-  leaves, tree = jax.tree.flatten(out)
-  _write(path, dict(tree=tree, leaves=[(x.shape, x.dtype.name, x.weak_type) for x in leaves]))
+      return out
+  except Exception as e:  # pylint: disable=broad-except  # storing is an optimisation only
+    logging.warning('%s: shapes not read (%s: %s); traced as usual', name, type(e).__name__, e)
+    return fn()
+  out = fn()
+  try:
+    leaves, tree = jax.tree.flatten(out)
+    _write(path, dict(tree=tree, leaves=[(x.shape, x.dtype.name, x.weak_type) for x in leaves]))
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('%s: shapes not kept (%s: %s)', name, type(e).__name__, e)
   return out
 
 
@@ -257,7 +260,7 @@ def _write(path: str, record: dict) -> None:
     os.replace(tmp, path)
     tmp = None
   except OSError as e:
-    logging.warning('could not keep the lowered program in %s: %s', path, e)
+    logging.warning('could not write %s: %s', path, e)
   finally:
     if tmp is not None and os.path.exists(tmp):
       os.remove(tmp)

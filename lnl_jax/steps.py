@@ -78,6 +78,15 @@ def abstract_state(model: nn.Module, image_size: int, tx) -> TrainState:
   return jax.eval_shape(build)
 
 
+def stored_abstract_state(model: nn.Module, image_size: int, train: ml_collections.ConfigDict,
+                          steps_per_epoch: int, store: str | None) -> TrainState:
+  """`abstract_state` with the optimiser of `create_optimizer(train, steps_per_epoch)`, kept in the
+  `store` directory for later processes (`program_store.shapes`)."""
+  optimizer = optimizer_settings(train, steps_per_epoch)
+  return program_store.shapes(lambda: abstract_state(model, image_size, _adam(*optimizer)),
+                              'abstract_state', (model, image_size, optimizer), store)
+
+
 def l2_penalty(params) -> jax.Array:
   """‖W‖² of Eq. (3) over every kernel (biases are not weights and are left out)."""
   leaves = jax.tree_util.tree_leaves_with_path(params)

@@ -21,8 +21,8 @@ from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError
 from lnl_jax.models import create_model, num_params
 from lnl_jax.preemption import StopSignal
-from lnl_jax.steps import (Parallel, abstract_state, create_learning_rate_fn, create_optimizer,
-                           optimizer_settings)
+from lnl_jax.steps import (Parallel, create_learning_rate_fn, create_optimizer,
+                           stored_abstract_state)
 
 
 def evaluate(params, records: Records, *, eval_step, parallel: Parallel, config,
@@ -160,10 +160,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
     total_steps = min(total_steps, train.max_steps)
   tx = create_optimizer(train, steps_per_epoch)
   lr_fn = create_learning_rate_fn(train, steps_per_epoch)
-  abstract = program_store.eval_shape(  # kept for a rerun: its trace takes seconds
-      lambda: abstract_state(model, config.data.image_size, tx), 'abstract_state',
-      (model, config.data.image_size, optimizer_settings(train, steps_per_epoch)),
-      program_store.directory())
+  abstract = stored_abstract_state(model, config.data.image_size, train, steps_per_epoch,
+                                   program_store.directory())
   ckpt = checkpoints.Checkpoints(workdir, train.keep_checkpoints)
   closing.callback(ckpt.close)
   state, meta = ckpt.restore(abstract)

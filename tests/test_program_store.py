@@ -167,18 +167,28 @@ def test_a_configuration_change_within_the_process_gets_its_own_program(tmp_path
 
 
 def test_the_train_state_shapes_read_back_are_those_traced(tmp_path, monkeypatch):
-  model = create_model(CONFIG.model, CONFIG.data.image_size, 7)
+  """The stored state's shapes equal `abstract_state`'s for the same optimiser; another model or
+  image size misses them and traces its own."""
   tx = steps.create_optimizer(CONFIG.train, STEPS_PER_EPOCH)
-  shapes = lambda: steps.abstract_state.__wrapped__(model, CONFIG.data.image_size, tx)
-  want = jax.eval_shape(shapes)
-  settings = (model, CONFIG.data.image_size, steps.optimizer_settings(CONFIG.train, 6))
-  for written in (True, False):  # written, then read back without tracing
-    got = program_store.eval_shape(shapes, 'abstract_state', settings, str(tmp_path))
+  stored = lambda model, size: steps.stored_abstract_state(model, size, CONFIG.train,
+                                                           STEPS_PER_EPOCH, str(tmp_path))
+  def check(got, want):
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(got)] == [
         (x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(want)]
-    if written:
-      def no_trace(fn):
-        raise AssertionError('the stored shapes were traced again')
-      monkeypatch.setattr(jax, 'eval_shape', no_trace)
-  assert len(list(tmp_path.iterdir())) == 1
+
+  model = create_model(CONFIG.model, CONFIG.data.image_size, 7)
+  want = steps.abstract_state(model, CONFIG.data.image_size, tx)
+  check(stored(model, CONFIG.data.image_size), want)  # traced and written
+  wider_config = copy.deepcopy(CONFIG.model)
+  wider_config.width *= 2
+  wider = create_model(wider_config, CONFIG.data.image_size, 7)
+  check(stored(wider, CONFIG.data.image_size), steps.abstract_state(wider, CONFIG.data.image_size, tx))
+  larger = create_model(CONFIG.model, 96, 7)
+  check(stored(larger, 96), steps.abstract_state(larger, 96, tx))
+  assert len(list(tmp_path.iterdir())) == 3
+
+  def no_trace(*args, **kwargs):
+    raise AssertionError('the stored shapes were traced again')
+  monkeypatch.setattr(steps, 'abstract_state', no_trace)
+  check(stored(model, CONFIG.data.image_size), want)  # read back
