@@ -14,10 +14,10 @@ programs are read back as trusted data (the output's tree structure is pickled),
 compilation cache beside them.
 
 `shapes` keeps the result shapes of a traced function of no arguments (the train state's, which
-take tracing `Module.init`), keyed alike. The commands keep the train step, the eval step and the train
-state's shapes (`train`, `steps.stored_abstract_state`, `inference.Predictor`) in
-`<compilation cache>/lowered` (`cli.enable_compilation_cache`);
-no directory (the cache disabled) or several processes (each would write) mean plain `jax.jit`.
+take tracing `Module.init`), keyed alike. The commands keep the train step, the eval step and the
+train state's shapes (`train`, `steps.stored_abstract_state`, `inference.Predictor`) in
+`<compilation cache>/lowered` (`cli.enable_compilation_cache`); no directory (the cache disabled)
+or several processes (each would write) mean plain `jax.jit`.
 """
 from __future__ import annotations
 
