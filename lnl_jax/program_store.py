@@ -245,7 +245,8 @@ def _read(path: str, avals):
 
 def _write(path: str, record: dict) -> None:
   """Writes the record atomically, unless this package's sources changed since the process read
-  them (it would be keyed as the new code). A store that cannot be written is reported, not fatal."""
+  them (it would be keyed as the new code). A store that cannot be written is reported, not
+  fatal."""
   if _digest is not None and code_digest() != _digest:
     logging.warning('%s not kept: the sources of lnl_jax changed while this process ran', path)
     return

@@ -150,9 +150,10 @@ def test_a_stored_program_is_read_back_only_for_the_arguments_it_takes(tmp_path)
   stored(jax.device_put(np.arange(4.0, dtype=np.float32), sharding))
   (path,) = tmp_path.iterdir()
   aval = lambda shape, dtype=np.float32: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-  assert program_store._read(str(path), [aval((4,))])[0] is not None  # pylint: disable=protected-access
+  read = program_store._read  # pylint: disable=protected-access
+  assert read(str(path), [aval((4,))])[0] is not None
   for other in ([aval((5,))], [aval((4,), np.int32)], [aval((4,)), aval((4,))]):
-    assert program_store._read(str(path), other) == (None, None)  # pylint: disable=protected-access
+    assert read(str(path), other) == (None, None)
 
 
 def test_a_configuration_change_within_the_process_gets_its_own_program(tmp_path):
@@ -183,7 +184,8 @@ def test_the_train_state_shapes_read_back_are_those_traced(tmp_path, monkeypatch
   wider_config = copy.deepcopy(CONFIG.model)
   wider_config.width *= 2
   wider = create_model(wider_config, CONFIG.data.image_size, 7)
-  check(stored(wider, CONFIG.data.image_size), steps.abstract_state(wider, CONFIG.data.image_size, tx))
+  check(stored(wider, CONFIG.data.image_size),
+        steps.abstract_state(wider, CONFIG.data.image_size, tx))
   larger = create_model(CONFIG.model, 96, 7)
   check(stored(larger, 96), steps.abstract_state(larger, 96, tx))
   assert len(list(tmp_path.iterdir())) == 3
