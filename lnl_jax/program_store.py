@@ -137,20 +137,20 @@ class StoredFunction:
     signature = (tree, tuple((x.shape, x.dtype) for x in leaves),
                  repr(sorted(jax.config.values.items())))
     if signature not in self._programs:
-      self._programs[signature] = self._program(args, tree)
+      self._programs[signature] = self._program(args, leaves, tree)
     call, out_tree = self._programs[signature]
     if out_tree is None:
       return call(*args)
     return jax.tree.unflatten(out_tree, call(*leaves))
 
-  def _program(self, args, tree):
+  def _program(self, args, leaves, tree):
     shardings, donated = [], []
     for i, (arg, sharding) in enumerate(zip(args, self._in_shardings)):
       for _ in jax.tree.leaves(arg):
         donated.append(i in self._donate_argnums)
         shardings.append(sharding)
     avals = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
-             for x, s in zip(jax.tree.leaves(args), shardings)]
+             for x, s in zip(leaves, shardings)]
     try:
       path = os.path.join(self._store, program_key(self._name, self._settings, tree, avals,
                                                    self._out_shardings) + '.exported')
@@ -201,9 +201,8 @@ def shapes(fn, name: str, settings: tuple, store: str | None):
     return fn()
   try:
     path = os.path.join(store, program_key(name, settings, None, [], None) + '.shapes')
-    if os.path.exists(path):
-      with open(path, 'rb') as f:
-        record = pickle.load(f)
+    record = _load(path)
+    if record is not None:
       leaves = [jax.ShapeDtypeStruct(tuple(shape), jax.numpy.dtype(dtype), weak_type=weak)
                 for shape, dtype, weak in record['leaves']]
       out = jax.tree.unflatten(record['tree'], leaves)
@@ -224,11 +223,10 @@ def shapes(fn, name: str, settings: tuple, store: str | None):
 def _read(path: str, avals):
   """(the Exported, its output tree) kept at `path` if it takes `avals` on their devices, else
   (None, None): there is none, or it is unreadable or unexpected (then lowered and written anew)."""
-  if not os.path.exists(path):
-    return None, None
   try:
-    with open(path, 'rb') as f:
-      record = pickle.load(f)
+    record = _load(path)
+    if record is None:
+      return None, None
     exported = jax.export.deserialize(bytearray(record['exported']))
     out_tree = record['out_tree']
     devices = len({d for a in avals for d in a.sharding.device_set})
@@ -241,6 +239,14 @@ def _read(path: str, avals):
     logging.warning('lowered program %s unreadable (%s: %s); lowering it again', path,
                     type(e).__name__, e)
     return None, None
+
+
+def _load(path: str) -> dict | None:
+  """The record kept at `path`, or None if there is none."""
+  if not os.path.exists(path):
+    return None
+  with open(path, 'rb') as f:
+    return pickle.load(f)
 
 
 def _write(path: str, record: dict) -> None:
