@@ -112,6 +112,16 @@ def program_key(name: str, settings: tuple, tree, avals, out_shardings) -> str:
   return f'{name}-{h.hexdigest()[:32]}'
 
 
+def _config_state():
+  """JAX's configuration values, cheaply comparable (every step looks its program up with them)."""
+  values = tuple(jax.config.values.values())  # in the fixed order the options were defined
+  try:
+    hash(values)
+    return values
+  except TypeError:  # an option whose value is unhashable
+    return repr(values)
+
+
 class StoredFunction:
   """`jax.jit(fn, ...)` whose lowered program for each argument signature is read from the store
   directory when it is there and written there when it is not.
@@ -134,8 +144,7 @@ class StoredFunction:
       raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
     leaves, tree = jax.tree.flatten(args)
     # JAX's configuration is part of the program's key: a change within the process looks it up.
-    signature = (tree, tuple((x.shape, x.dtype) for x in leaves),
-                 repr(sorted(jax.config.values.items())))
+    signature = (tree, tuple((x.shape, x.dtype) for x in leaves), _config_state())
     if signature not in self._programs:
       self._programs[signature] = self._program(args, leaves, tree)
     call, out_tree = self._programs[signature]
