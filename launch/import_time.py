@@ -3,10 +3,12 @@
   python -m launch.import_time [--rounds=3] [--out=FILE.jsonl]
 
 Every command starts by importing these; their time is part of the time to the first step. Each
-round starts one process per module, in the order of `MODULES`, and times `import module` after
-the modules before it in the list were imported (so each figure is that module's own share). Prints
-one JSON line per round with the versions of numpy and ml_dtypes (ml_dtypes registers its NumPy
-types at import, which is slow in some releases), and appends it to --out.
+round starts one process per entry of `STEPS`, which times one import after importing the modules
+it names first, so that each figure is that module's own share: TensorFlow both as a plain
+`import tensorflow` and as the package imports it (`host.import_tensorflow`, without Keras), then
+the rest of `lnl_jax.main`. Prints one JSON line per round with the revision and the versions of
+numpy and ml_dtypes (ml_dtypes registers its NumPy types at import, which is slow in some
+releases), and appends it to --out.
 """
 from __future__ import annotations
 
@@ -22,23 +24,36 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer('rounds', 3, 'Processes per module.')
 flags.DEFINE_string('out', '', 'Append the JSON lines to this file too.')
 
-MODULES = ('numpy', 'ml_dtypes', 'jax', 'tensorflow', 'lnl_jax.main')
+WITHOUT_KERAS = 'tensorflow without Keras'  # `host.import_tensorflow()`, as the commands import it
+_BASE = ('numpy', 'ml_dtypes', 'jax')
+STEPS = (('numpy', ()), ('ml_dtypes', ('numpy',)), ('jax', ('numpy', 'ml_dtypes')),
+         ('tensorflow', _BASE), (WITHOUT_KERAS, _BASE), ('lnl_jax.main', _BASE + (WITHOUT_KERAS,)))
 
-_TIMER = """
+_TIMER = f"""
 import importlib, json, sys, time
+def load(name):
+  if name == {WITHOUT_KERAS!r}:
+    from lnl_jax import host
+    return host.import_tensorflow()
+  return importlib.import_module(name)
 for name in sys.argv[2:]:
-  importlib.import_module(name)
+  load(name)
 start = time.perf_counter()
-module = importlib.import_module(sys.argv[1])
+load(sys.argv[1])
 print(json.dumps(time.perf_counter() - start))
 """
 
 
 def import_seconds(module: str, before: tuple[str, ...]) -> float:
-  """Seconds `import module` takes in a fresh process that imported `before` first."""
+  """Seconds importing `module` takes in a fresh process that imported `before` first."""
   out = subprocess.run([sys.executable, '-c', _TIMER, module, *before], check=True,
                        capture_output=True, text=True).stdout
   return float(out.strip().splitlines()[-1])
+
+
+def revision() -> str:
+  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], check=True, capture_output=True,
+                        text=True).stdout.strip()
 
 
 def versions() -> dict:
@@ -50,9 +65,9 @@ def versions() -> dict:
 def main(argv):
   del argv
   for _ in range(FLAGS.rounds):
-    seconds = {m: round(import_seconds(m, MODULES[:i]), 3) for i, m in enumerate(MODULES)}
-    report(dict(what='import_time', seconds=seconds, **versions(), cpu_count=os.cpu_count()),
-           FLAGS.out)
+    seconds = {m: round(import_seconds(m, before), 3) for m, before in STEPS}
+    report(dict(what='import_time', seconds=seconds, **versions(), cpu_count=os.cpu_count(),
+                revision=revision()), FLAGS.out)
 
 
 if __name__ == '__main__':

@@ -16,17 +16,24 @@ class AttentionTracker:
   def __init__(self, workdir, records, config, parallel, eval_step, step):
     self.path = os.path.join(workdir, 'attention_track.npz')
     self.eval_step, self.parallel = eval_step, parallel
-    k = min(config.train.track_faces, len(records), config.train.batch_size)
-    # Padded to the train batch size so that the eval step compiled for evaluation is reused.
-    self.batch = next(iter(pipeline.eval_batches(records.subset(np.arange(k)),
-                                                 batch_size=config.train.batch_size,
-                                                 image_size=config.data.image_size)))
-    self.k = k
+    self.k = min(config.train.track_faces, len(records), config.train.batch_size)
+    self._faces = records.subset(np.arange(self.k))
+    self._batch_size, self._image_size = config.train.batch_size, config.data.image_size
+    self._batch = None
     self.steps, self.weights = [], []
     if os.path.exists(self.path):
       with np.load(self.path) as saved:
         keep = saved['steps'] <= step
         self.steps, self.weights = list(saved['steps'][keep]), list(saved['w_global'][keep])
+
+  @property
+  def batch(self) -> dict:
+    """The tracked faces' batch, read when first recorded (not before the first train step). Padded
+    to the train batch size so that the eval step compiled for evaluation is reused."""
+    if self._batch is None:
+      self._batch = next(iter(pipeline.eval_batches(self._faces, batch_size=self._batch_size,
+                                                    image_size=self._image_size)))
+    return self._batch
 
   def record(self, params, step):
     out = inference.run_padded(self.eval_step, params, self.parallel, self.batch['image'])

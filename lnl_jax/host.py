@@ -1,10 +1,11 @@
 """Host-side facts and settings for the processes that run steps: the cores they may use, the C
-allocator's reuse of freed memory."""
+allocator's reuse of freed memory, and how TensorFlow is imported."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
+import sys
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
@@ -33,3 +34,27 @@ def keep_freed_memory() -> bool:
   except (OSError, AttributeError):
     return False
   return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+
+
+def import_tensorflow():
+  """The `tensorflow` module, for tf.data and TensorBoard's event files, imported without the Keras
+  that its `__init__` loads eagerly. The commands import TensorFlow through here.
+
+  TensorFlow imports Keras at once (to register Keras optimizers with SavedModel, which this package
+  never loads), and Keras imports matplotlib's pyplot: over a second of every command's start on a
+  small host, for nothing used here. While TensorFlow is imported, `keras` (and the legacy
+  `tf_keras`) are marked missing, which TensorFlow's `__init__` tolerates; `tf.keras` still
+  imports Keras on first use.
+  """
+  if 'tensorflow' in sys.modules:
+    return sys.modules['tensorflow']
+  hidden = [name for name in ('keras', 'tf_keras') if name not in sys.modules]
+  for name in hidden:
+    sys.modules[name] = None  # an import of it raises ImportError
+  try:
+    import tensorflow  # pylint: disable=import-outside-toplevel
+  finally:
+    for name in hidden:
+      if sys.modules.get(name, 0) is None:
+        del sys.modules[name]
+  return tensorflow

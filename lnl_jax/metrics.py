@@ -1,12 +1,14 @@
-"""Accuracy figures and the workdir's metric files (metrics.jsonl, summary.json)."""
+"""Accuracy figures and the workdir's metric files (metrics.jsonl, summary.json, TensorBoard's
+event files)."""
 from __future__ import annotations
 
 import json
 import os
 
 import numpy as np
+from absl import logging
 
-from lnl_jax import io
+from lnl_jax import host, io
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -47,6 +49,31 @@ class History:
     if not self.write:
       return
     io.write_text(self.path, ''.join(json.dumps(r) + '\n' for r in self.records))
+
+
+class ScalarWriter:
+  """Scalars to the log, one line per step (`[step] name=value, ...`), and, given a `logdir`, to
+  TensorBoard event files there. Flushed on `flush` and `close`."""
+
+  def __init__(self, logdir: str | None):
+    self._tf = host.import_tensorflow() if logdir is not None else None
+    self._events = self._tf.summary.create_file_writer(logdir) if logdir is not None else None
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    logging.info('[%d] %s', step, ', '.join(
+        f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}' for k, v in sorted(scalars.items())))
+    if self._events is not None:
+      with self._events.as_default():
+        for k, v in scalars.items():
+          self._tf.summary.scalar(k, v, step=step)
+
+  def flush(self) -> None:
+    if self._events is not None:
+      self._events.flush()
+
+  def close(self) -> None:
+    if self._events is not None:
+      self._events.close()
 
 
 def summarize(history: list[dict], cm: np.ndarray, class_names, mean_of_last: int, **extra) -> dict:

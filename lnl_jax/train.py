@@ -10,11 +10,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from lnl_jax import checkpoints, host, inference, io, metrics, plots, program_store
+from lnl_jax import checkpoints, host, inference, io, metrics, program_store
 from lnl_jax.attention_track import AttentionTracker
 from lnl_jax.data import datasets, pipeline
 from lnl_jax.data.records import Records
@@ -181,7 +180,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   # and written again when the epoch ends. Otherwise the epochs recorded when it was saved are kept.
   continued = step < total_steps and step % steps_per_epoch != 0
   history.truncate(step // steps_per_epoch if continued else meta['epoch'] if meta else 0)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=False)
+  writer = metrics.ScalarWriter(workdir if is_main else None)
   closing.callback(writer.close)
   train_step = parallel.jit_train_step(model, train, steps_per_epoch, program_store.directory())
   eval_step = parallel.jit_eval_step(model, program_store.directory())
@@ -268,6 +267,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
       bad_test_images=result['bad_images'])
   if is_main:
     io.write_json(os.path.join(workdir, 'summary.json'), summary)
+    # matplotlib is imported here, when the figures are drawn, not at every start.
+    from lnl_jax import plots  # pylint: disable=import-outside-toplevel
     plots.run_figures(os.path.join(workdir, 'plots'), history.records, result,
                       test_records.class_names, tracker, model.geometry.boxes())
   logging.info('done: mean test accuracy of the last %d epochs %.2f%% (workdir %s)',
@@ -285,6 +286,7 @@ def _record_epoch(history, writer, epoch, step, learning_rate, train_stats, resu
                 test_per_class_accuracy=result['per_class'], **train_stats)
   history.append(record)
   writer.write_scalars(step, {k: v for k, v in record.items() if np.isscalar(v)})
+  writer.flush()  # the epoch's scalars reach TensorBoard's files now, not minutes later
   logging.info('epoch %d: test accuracy %.2f%% (balanced %.2f%%), train loss %.4f', epoch,
                result['accuracy'], result['balanced_accuracy'], train_stats['train_loss'])
 

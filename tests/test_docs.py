@@ -192,14 +192,16 @@ def _span(values) -> str:
 
 
 def startup_rows() -> list[str]:
-  """The rows of docs/benchmarks.md's import table (docs/import_time.jsonl, per ml_dtypes version)
-  and of its table of the first step with the lowered steps kept (the records that name their
-  revision in docs/first_step.jsonl), recomputed from the records."""
+  """The rows of docs/benchmarks.md's import tables (docs/import_time.jsonl, per ml_dtypes version
+  or revision) and of its tables of the first step (the records that name their revision in
+  docs/first_step.jsonl), recomputed from the records."""
   rows = []
   imports = bench_lines('import_time.jsonl')
-  for version in dict.fromkeys(r['ml_dtypes'] for r in imports):
-    runs = [r['seconds'] for r in imports if r['ml_dtypes'] == version]
-    rows.append(f'| {version} | ' + ' | '.join(_span([s[m] for s in runs]) for m in runs[0]) + ' |')
+  # The records of one revision make one row; those without one, one row per ml_dtypes version.
+  label = lambda r: r.get('revision') or r['ml_dtypes']
+  for name in dict.fromkeys(label(r) for r in imports):
+    runs = [r['seconds'] for r in imports if label(r) == name]
+    rows.append(f'| {name} | ' + ' | '.join(_span([s[m] for s in runs]) for m in runs[0]) + ' |')
   runs = [r for r in bench_lines('first_step.jsonl') if 'revision' in r]
   for revision in dict.fromkeys(r['revision'] for r in runs):
     seconds = lambda cache: ', '.join(f"{r['seconds']:.1f}" for r in runs

@@ -211,6 +211,7 @@ def test_load_or_generate_caches(tmp_path, monkeypatch):
   cached, parts = synthetic.load_or_generate(5, image_size=64, seed=2, num_patches=4,
                                              cache_dir=str(tmp_path), with_parts=True)
   np.testing.assert_array_equal(cached.images, fresh.images)
+  assert isinstance(cached.images, np.memmap) and not cached.images.flags.writeable  # not copied
   np.testing.assert_array_equal(cached.labels, fresh.labels)
   assert cached.crucial.shape == (5, 4)  # recomputed for the grid asked for
   np.testing.assert_array_equal(
@@ -218,6 +219,14 @@ def test_load_or_generate_caches(tmp_path, monkeypatch):
   monkeypatch.undo()
 
   files[0].write_bytes(b'not an npz')
+  again = synthetic.load_or_generate(5, image_size=64, seed=2, cache_dir=str(tmp_path))
+  np.testing.assert_array_equal(again.images, fresh.images)
+  (images_file,) = tmp_path.glob('*.images.npy')
+  np.save(images_file, fresh.images[:4])  # fewer images than labels: drawn again
+  again = synthetic.load_or_generate(5, image_size=64, seed=2, cache_dir=str(tmp_path))
+  np.testing.assert_array_equal(again.images, fresh.images)
+  assert np.load(images_file).shape == fresh.images.shape  # and kept again
+  images_file.unlink()  # the images alone lost: drawn again
   again = synthetic.load_or_generate(5, image_size=64, seed=2, cache_dir=str(tmp_path))
   np.testing.assert_array_equal(again.images, fresh.images)
   other = synthetic.load_or_generate(5, image_size=64, seed=3, cache_dir=str(tmp_path))

@@ -4,6 +4,9 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 
 import chex
 import jax
@@ -18,7 +21,7 @@ from lnl_jax.data import pipeline
 from lnl_jax.errors import Preempted
 from lnl_jax.models import create_model
 from lnl_jax.steps import Parallel, create_optimizer
-from fixtures import run_module
+from fixtures import ROOT, run_module
 from processes import (assert_trees_identical, finalized_steps, load_state, read_metrics,
                        run_main)
 
@@ -29,9 +32,9 @@ def test_main_writes_everything_and_resumes(tmp_path):
   log = run_main(workdir, f'--data_cache={faces}')
   assert 'starting from scratch' in log
   (cached,) = faces.glob('synthetic_faces_*.npz')  # drawn once; the resumed run below reads it
+  (cached_images,) = faces.glob('synthetic_faces_*.images.npy')
   drawn = cached.stat().st_mtime_ns
-  with np.load(cached) as f:
-    assert f['images'].shape == (96 + 48, 64, 64, 3)  # the smoke variant's faces
+  assert np.load(cached_images).shape == (96 + 48, 64, 64, 3)  # the smoke variant's faces
   records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['epoch'] for r in records] == [1, 2]
   assert all(0 <= r['test_accuracy'] <= 100 and np.isfinite(r['train_loss']) for r in records)
@@ -44,14 +47,18 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '6']
   for name in ('confusion_matrix', 'training_curves', 'global_weights', 'global_weights_over_training'):
     assert os.path.getsize(os.path.join(workdir, 'plots', name + '.png')) > 1000
-  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  events = tensorboard_scalars(workdir)  # TensorBoard's files hold each epoch's record
+  for r in records:
+    assert events[('test_accuracy', r['step'])] == pytest.approx(r['test_accuracy'])
+    assert events[('train_loss', r['step'])] == pytest.approx(r['train_loss'])
   # Its lowered steps are kept beside the compiled ones, for the rerun below (program_store).
   lowered = os.listdir(os.path.join(os.environ['JAX_COMPILATION_CACHE_DIR'], 'lowered'))
   assert {name.split('-')[0] for name in lowered} >= {'train_step', 'eval_step'}
 
   # Same command, one more epoch: resumes from step 12 and keeps the first two epochs as they were.
   log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
-  assert cached.stat().st_mtime_ns == drawn and list(faces.iterdir()) == [cached]
+  assert cached.stat().st_mtime_ns == drawn
+  assert sorted(faces.iterdir()) == sorted([cached, cached_images])
   assert 'resuming at step 12' in log
   assert 'train_step: lowered program read from' in log and 'not stored' not in log
   assert 'abstract_state: shapes read from' in log
@@ -70,6 +77,45 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert 'eval_step: lowered program read from' in log  # the one training kept
   evaluation = json.load(open(os.path.join(workdir, 'eval_18.json')))
   assert evaluation['accuracy'] == pytest.approx(resumed[-1]['test_accuracy'])
+
+
+def tensorboard_scalars(workdir) -> dict:
+  """{(tag, step): value} of the scalars in the workdir's TensorBoard event files."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  scalars = {}
+  for name in os.listdir(workdir):
+    if name.startswith('events.out.tfevents'):
+      for record in tf.data.TFRecordDataset(os.path.join(workdir, name)):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+          scalars[value.tag, event.step] = float(tf.make_ndarray(value.tensor))
+  return scalars
+
+
+def test_training_imports_tensorflow_without_keras(tmp_path):
+  """TensorFlow's import loads Keras and matplotlib's pyplot (over a second of every command's
+  start) unless `host.import_tensorflow` hides them: training, its TensorBoard writer and its input
+  pipeline run without either (matplotlib only comes to draw the figures at the end), and Keras
+  still loads when asked for."""
+  code = textwrap.dedent(f"""
+      import sys
+      from lnl_jax import metrics, train
+      from lnl_jax.data import pipeline, synthetic
+      writer = metrics.ScalarWriter({str(tmp_path)!r})
+      writer.write_scalars(1, dict(loss=0.5))
+      writer.close()
+      faces = synthetic.generate(4, image_size=64)
+      for batch in pipeline.train_batches(faces, batch_size=2, image_size=64, epoch=0, seed=0):
+        pass
+      loaded = [m for m in ('keras', 'tf_keras', 'matplotlib') if m in sys.modules]
+      assert not loaded, loaded
+      import tensorflow as tf
+      assert tf.keras.layers.Dense(2) and 'keras' in sys.modules
+      """)
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
 
 
 def one_step(devices, config, batch):

@@ -48,8 +48,7 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
         data.num_train + data.num_test, image_size=data.image_size, seed=seed,
         num_patches=num_patches, overlap=overlap, occlusion_prob=data.occlusion_prob,
         cache_dir=cache_dir)
-    train, test = (faces.subset(np.arange(data.num_train)),
-                   faces.subset(np.arange(data.num_train, len(faces))))
+    train, test = faces.subset(slice(data.num_train)), faces.subset(slice(data.num_train, None))
   elif data.name in DATASETS:
     if not data.root:
       raise ConfigError(f'data.root is empty: point --config.data.root at your copy of {data.name!r} '

@@ -31,12 +31,13 @@ from typing import Iterator
 from absl import logging
 import jax
 import numpy as np
-import tensorflow as tf
 
 from lnl_jax import host
 from lnl_jax.data import decode
 from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError, DataError
+
+tf = host.import_tensorflow()
 
 Batch = dict[str, np.ndarray]
 # Random erasing's rectangle (Zhong et al., 2020): area 2–40% of the image, aspect ratio 0.3–3.3.
@@ -192,7 +193,9 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
     return index, image, ok
 
   ds = tf.data.Dataset.from_tensor_slices(rows.reshape(-1))
-  ds = ds.map(example, num_parallel_calls=host.usable_cores(), deterministic=True)
+  # Traced as written: AutoGraph's conversion (no control flow here depends on a tensor) costs a
+  # second at the first pipeline of a process.
+  ds = ds.map(tf.autograph.experimental.do_not_convert(example), num_parallel_calls=host.usable_cores(), deterministic=True)
   ds = ds.batch(rows.shape[1], drop_remainder=True).prefetch(PREFETCH_BATCHES)
   # Fixed parallelism instead of tf.data's autotuner: with the cores busy in the train step, an
   # autotuned pipeline held the end of an epoch (finishing or dropping its iterator) for seconds

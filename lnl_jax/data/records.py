@@ -35,8 +35,9 @@ class Records:
   def num_classes(self) -> int:
     return len(self.class_names)
 
-  def subset(self, index: np.ndarray) -> 'Records':
-    """The records at `index` (an int array), every per-example field sliced alike."""
+  def subset(self, index: np.ndarray | slice) -> 'Records':
+    """The records at `index` (an int array, or a slice: then views, not copies), every
+    per-example field sliced alike."""
     take = lambda a: None if a is None else a[index]
     return dataclasses.replace(
         self, labels=self.labels[index], paths=take(self.paths), images=take(self.images),

@@ -472,12 +472,14 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
                      num_patches: int = 16, overlap: int = 16, occlusion_prob: float = 0.0,
                      class_balance: bool = True, cache_dir: str | None = None,
                      with_parts: bool = False):
-  """`generate` (or `generate_with_parts` when `with_parts`), cached as an .npz in `cache_dir`.
+  """`generate` (or `generate_with_parts` when `with_parts`), cached in `cache_dir`: the labels and
+  boxes in an .npz, the images beside it in an .npy that is memory-mapped read-only when read back
+  (a run reads only the pages it uses, instead of copying every image at start).
 
-  The file is keyed by every argument that changes the pixels and by this module's source; the
+  The files are keyed by every argument that changes the pixels and by this module's source; the
   patch grid is not part of the key, since `crucial` is recomputed from the stored part boxes. A
-  missing or unreadable file is (re)generated and written atomically; one that cannot be written
-  is only warned about.
+  missing, unreadable or mismatched pair is (re)generated and written atomically, the images
+  first; one that cannot be written is only warned about.
   """
   if cache_dir is None:
     records, parts = generate_with_parts(num_images, image_size, seed, num_patches, overlap,
@@ -488,26 +490,41 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
          f'-bal{int(class_balance)}')
   digest = hashlib.sha1(key.encode()).hexdigest()[:12]
   path = os.path.join(cache_dir, f'synthetic_faces_{digest}.npz')
-  parts = None
-  try:
-    with np.load(path) as cached:
-      if str(cached['key']) == key:
-        images, labels = cached['images'], cached['labels']
-        parts = SyntheticParts(cached['part_boxes'], cached['occluder_boxes'])
-  except FileNotFoundError:
-    pass
-  except (OSError, ValueError, KeyError) as e:
-    logging.warning('Regenerating unreadable synthetic-face cache %s (%s)', path, e)
-  if parts is None:
+  images_path = path[:-len('.npz')] + '.images.npy'
+  cached = _read_cached(path, images_path, key, image_size)
+  if cached is not None:
+    images, labels, parts = cached
+  else:
     records, parts = generate_with_parts(num_images, image_size, seed, num_patches, overlap,
                                          occlusion_prob, class_balance)
     images, labels = records.images, records.labels
     try:
+      io.write_atomic(images_path, lambda f: np.save(f, images))
       io.write_atomic(path, lambda f: np.savez(
-          f, key=key, images=images, labels=labels, part_boxes=parts.part_boxes,
+          f, key=key, labels=labels, part_boxes=parts.part_boxes,
           occluder_boxes=parts.occluder_boxes))
     except OSError as e:  # a full disk or an unwritable folder costs the next run the drawing only
       logging.warning('Could not keep the synthetic faces in %s (%s); continuing without the cache '
                       '(--data_cache chooses another folder).', path, e)
   records = _records(images, labels, parts, seed, num_patches, overlap, occlusion_prob)
   return (records, parts) if with_parts else records
+
+
+def _read_cached(path: str, images_path: str, key: str, image_size: int):
+  """(the images, memory-mapped read-only; the labels; the parts) kept at `path` and `images_path`
+  for `key`, or None if there are none, or they are unreadable or mismatched (drawn again)."""
+  try:
+    with np.load(path) as cached:
+      if str(cached['key']) != key:
+        return None
+      labels = cached['labels']
+      parts = SyntheticParts(cached['part_boxes'], cached['occluder_boxes'])
+    images = np.load(images_path, mmap_mode='r')
+    if images.shape != (len(labels), image_size, image_size, 3) or images.dtype != np.uint8:
+      raise ValueError(f'{images_path} holds {images.shape} {images.dtype} images')
+    return images, labels, parts
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError, KeyError) as e:
+    logging.warning('Regenerating unreadable synthetic-face cache %s (%s)', path, e)
+    return None
