@@ -215,3 +215,44 @@ def test_the_startup_tables_are_those_of_their_records():
     text = f.read()
   for row in startup_rows():
     assert row in text, row
+
+
+def test_the_first_step_comparisons_prose_is_that_of_its_records():
+  """The evening's before/after of the first step (248dbc5 against 96c684b): the differences
+  and ranges its prose and the targets table state, recomputed from docs/first_step.jsonl."""
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
+    text = f.read()
+  runs = [r for r in bench_lines('first_step.jsonl') if r.get('revision') in ('248dbc5', '96c684b')]
+  seconds = lambda revision, cache: [r['seconds'] for r in runs
+                                     if r['revision'] == revision and r['cache'] == cache]
+  old, new = seconds('248dbc5', 'warm'), seconds('96c684b', 'warm')
+  (old_cold,), (new_cold,) = seconds('248dbc5', 'cold'), seconds('96c684b', 'cold')
+  for figure in (f'took {min(old) - max(new):.1f}–{max(old) - min(new):.1f} s less',
+                 f'The cold run was {old_cold - new_cold:.1f} s shorter',
+                 f'{min(new):.1f}–{max(new):.1f} s at 96c684b',
+                 f'against {min(old):.1f}–{max(old):.1f} s at 248dbc5',
+                 f'{new_cold:.1f} s at 96c684b against {old_cold:.1f} s at 248dbc5'):
+    assert figure in text, figure
+  assert max(new) <= 10 and new_cold > 30  # the targets table's verdicts
+
+
+def test_the_loop_table_is_that_of_its_records():
+  """Every run of docs/loop_efficiency.jsonl is a row of the loop's table: the benches before and
+  after, the loop's second and third epochs (the first compiles), the ratio."""
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
+    text = f.read()
+  for r in bench_lines('loop_efficiency.jsonl'):
+    before, after = r['bench_img_per_s']
+    row = (f"| {before:.2f} / {after:.2f} | {r['loop_img_per_s'][1]:.2f} / "
+           f"{r['loop_img_per_s'][2]:.2f} | **{r['ratio']:.3f}** |")
+    assert row in text, row
+
+
+def test_the_readmes_saving_on_tensorflows_import_is_that_of_its_records():
+  """'over a second of every command's start': TensorFlow's import with Keras against without,
+  in every round of docs/import_time.jsonl that times both."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    assert "over a second of every command's start" in ' '.join(f.read().split())
+  rounds = [r['seconds'] for r in bench_lines('import_time.jsonl')
+            if 'tensorflow without Keras' in r['seconds']]
+  assert rounds and all(r['tensorflow'] - r['tensorflow without Keras'] > 1 for r in rounds)
