@@ -76,6 +76,8 @@ def main_flags(config: str, overrides: dict, workdir: str, cache: str, data_cach
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS.checkout:
+    raise app.UsageError('--checkout names no checkout; `.` is this one.')
   config, overrides = FLAGS['config'].config_filename, FLAGS['config'].override_values
   checkouts = [os.path.abspath(c) for c in FLAGS.checkout]
   revisions = [subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=c, check=True,

@@ -28,7 +28,7 @@ class AttentionTracker:
 
   @property
   def batch(self) -> dict:
-    """The tracked faces' batch, read when first recorded (not before the first train step). Padded
+    """The tracked faces' batch, read when first needed (not before the first train step). Padded
     to the train batch size so that the eval step compiled for evaluation is reused."""
     if self._batch is None:
       self._batch = next(iter(pipeline.eval_batches(self._faces, batch_size=self._batch_size,

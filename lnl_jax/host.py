@@ -41,10 +41,11 @@ def import_tensorflow():
   that its `__init__` loads eagerly. The commands import TensorFlow through here.
 
   TensorFlow imports Keras at once (to register Keras optimizers with SavedModel, which this package
-  never loads), and Keras imports matplotlib's pyplot: over a second of every command's start on a
-  small host, for nothing used here. While TensorFlow is imported, `keras` (and the legacy
-  `tf_keras`) are marked missing, which TensorFlow's `__init__` tolerates; `tf.keras` still
-  imports Keras on first use.
+  never loads), and Keras imports matplotlib's pyplot: a large part of a command's start on a small
+  host (docs/benchmarks.md). While TensorFlow is imported, `keras` (and the legacy `tf_keras`) are
+  marked missing, which its `__init__` tolerates; it then lists no Keras folders on its `__path__`,
+  so they are put there afterwards, as it would have. `tf.keras` and `import tensorflow.keras` load
+  Keras on first use.
   """
   if 'tensorflow' in sys.modules:
     return sys.modules['tensorflow']
@@ -57,4 +58,10 @@ def import_tensorflow():
     for name in hidden:
       if sys.modules.get(name, 0) is None:
         del sys.modules[name]
+  from tensorflow.python.tools import module_util  # pylint: disable=import-outside-toplevel
+  legacy = os.environ.get('TF_USE_LEGACY_KERAS') in ('true', 'True', '1')  # as TensorFlow reads it
+  folders = [module_util.get_parent_dir_for_name(name) for name in (
+      'tf_keras.api._v2.keras' if legacy else 'keras.api._v2.keras', 'keras._tf_keras.keras')]
+  tensorflow.__path__ = ([f for f in folders if f is not None] +
+                         [p for p in tensorflow.__path__ if p is not None])
   return tensorflow

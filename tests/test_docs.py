@@ -218,8 +218,9 @@ def test_the_startup_tables_are_those_of_their_records():
 
 
 def test_the_first_step_comparisons_prose_is_that_of_its_records():
-  """The evening's before/after of the first step (248dbc5 against 96c684b): the differences
-  and ranges its prose and the targets table state, recomputed from docs/first_step.jsonl."""
+  """The evening's before/after of the first step (the two revisions named below): the
+  differences and ranges its prose and the targets table state, recomputed from
+  docs/first_step.jsonl."""
   with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
     text = f.read()
   runs = [r for r in bench_lines('first_step.jsonl') if r.get('revision') in ('248dbc5', '96c684b')]
@@ -249,10 +250,12 @@ def test_the_loop_table_is_that_of_its_records():
 
 
 def test_the_readmes_saving_on_tensorflows_import_is_that_of_its_records():
-  """'over a second of every command's start': TensorFlow's import with Keras against without,
+  """'over a second of the start of every command that reads images': TensorFlow's import with
+  Keras against without,
   in every round of docs/import_time.jsonl that times both."""
   with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
-    assert "over a second of every command's start" in ' '.join(f.read().split())
+    assert 'over a second of the start of every command that reads images' in ' '.join(
+        f.read().split())
   rounds = [r['seconds'] for r in bench_lines('import_time.jsonl')
             if 'tensorflow without Keras' in r['seconds']]
   assert rounds and all(r['tensorflow'] - r['tensorflow without Keras'] > 1 for r in rounds)

@@ -93,10 +93,10 @@ def tensorboard_scalars(workdir) -> dict:
 
 
 def test_training_imports_tensorflow_without_keras(tmp_path):
-  """TensorFlow's import loads Keras and matplotlib's pyplot (over a second of every command's
-  start) unless `host.import_tensorflow` hides them: training, its TensorBoard writer and its input
+  """TensorFlow's import loads Keras and matplotlib's pyplot (a large part of a command's start)
+  unless `host.import_tensorflow` hides them: training, its TensorBoard writer and its input
   pipeline run without either (matplotlib only comes to draw the figures at the end), and Keras
-  still loads when asked for."""
+  still loads when asked for, as an attribute or an import."""
   code = textwrap.dedent(f"""
       import sys
       from lnl_jax import metrics, train
@@ -111,6 +111,8 @@ def test_training_imports_tensorflow_without_keras(tmp_path):
       assert not loaded, loaded
       import tensorflow as tf
       assert tf.keras.layers.Dense(2) and 'keras' in sys.modules
+      from tensorflow.keras import layers
+      assert layers.Dense is tf.keras.layers.Dense
       """)
   proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)

@@ -193,9 +193,10 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
     return index, image, ok
 
   ds = tf.data.Dataset.from_tensor_slices(rows.reshape(-1))
-  # Traced as written: AutoGraph's conversion (no control flow here depends on a tensor) costs a
-  # second at the first pipeline of a process.
-  ds = ds.map(tf.autograph.experimental.do_not_convert(example), num_parallel_calls=host.usable_cores(), deterministic=True)
+  # Traced as written: no control flow here depends on a tensor, and AutoGraph's conversion is a
+  # large part of building the first pipeline of a process (docs/benchmarks.md).
+  ds = ds.map(tf.autograph.experimental.do_not_convert(example),
+              num_parallel_calls=host.usable_cores(), deterministic=True)
   ds = ds.batch(rows.shape[1], drop_remainder=True).prefetch(PREFETCH_BATCHES)
   # Fixed parallelism instead of tf.data's autotuner: with the cores busy in the train step, an
   # autotuned pipeline held the end of an epoch (finishing or dropping its iterator) for seconds

@@ -35,6 +35,7 @@ import hashlib
 import logging
 import math
 import os
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -525,6 +526,7 @@ def _read_cached(path: str, images_path: str, key: str, image_size: int):
     return images, labels, parts
   except FileNotFoundError:
     return None
-  except (OSError, ValueError, KeyError) as e:
-    logging.warning('Regenerating unreadable synthetic-face cache %s (%s)', path, e)
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # cut short, foreign
+    logging.warning('Regenerating unreadable synthetic-face cache %s with %s (%s: %s)', path,
+                    os.path.basename(images_path), type(e).__name__, e)
     return None
