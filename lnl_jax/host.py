@@ -58,7 +58,10 @@ def import_tensorflow():
     for name in hidden:
       if sys.modules.get(name, 0) is None:
         del sys.modules[name]
-  from tensorflow.python.tools import module_util  # pylint: disable=import-outside-toplevel
+  try:
+    from tensorflow.python.tools import module_util  # pylint: disable=import-outside-toplevel
+  except ImportError:  # another TensorFlow layout: only `import tensorflow.keras` is then missing
+    return tensorflow
   legacy = os.environ.get('TF_USE_LEGACY_KERAS') in ('true', 'True', '1')  # as TensorFlow reads it
   folders = [module_util.get_parent_dir_for_name(name) for name in (
       'tf_keras.api._v2.keras' if legacy else 'keras.api._v2.keras', 'keras._tf_keras.keras')]

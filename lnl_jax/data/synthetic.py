@@ -475,7 +475,7 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
                      with_parts: bool = False):
   """`generate` (or `generate_with_parts` when `with_parts`), cached in `cache_dir`: the labels and
   boxes in an .npz, the images beside it in an .npy that is memory-mapped read-only when read back
-  (a run reads only the pages it uses, instead of copying every image at start).
+  (nothing is copied at start: the input pipeline reads the pages as it reaches them).
 
   The files are keyed by every argument that changes the pixels and by this module's source; the
   patch grid is not part of the key, since `crucial` is recomputed from the stored part boxes. A
