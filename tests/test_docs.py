@@ -218,12 +218,13 @@ def test_the_startup_tables_are_those_of_their_records():
 
 
 def test_the_first_step_comparisons_prose_is_that_of_its_records():
-  """The evening's before/after of the first step (the two revisions named below): the
-  differences and ranges its prose and the targets table state, recomputed from
-  docs/first_step.jsonl."""
+  """The evening's before/after of the first step (the two revisions named first below) and the
+  later command on the final code: the differences, ranges and counts its prose and the targets
+  table state, recomputed from docs/first_step.jsonl."""
   with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
     text = f.read()
-  runs = [r for r in bench_lines('first_step.jsonl') if r.get('revision') in ('248dbc5', '96c684b')]
+  runs = [r for r in bench_lines('first_step.jsonl')
+          if r.get('revision') in ('248dbc5', '96c684b', '3a2804f')]
   seconds = lambda revision, cache: [r['seconds'] for r in runs
                                      if r['revision'] == revision and r['cache'] == cache]
   old, new = seconds('248dbc5', 'warm'), seconds('96c684b', 'warm')
@@ -234,6 +235,9 @@ def test_the_first_step_comparisons_prose_is_that_of_its_records():
                  f'against {min(old):.1f}–{max(old):.1f} s at 248dbc5',
                  f'{new_cold:.1f} s at 96c684b against {old_cold:.1f} s at 248dbc5'):
     assert figure in text, figure
+  later = seconds('3a2804f', 'warm')  # the final code alone, a later command
+  assert f'in two of five of a later command ({min(later):.1f}–{max(later):.1f} s)' in text
+  assert sum(s <= 10 for s in later) == 2 and len(later) == 5
   assert max(new) <= 10 and new_cold > 30  # the targets table's verdicts
 
 
