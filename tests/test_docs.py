@@ -236,6 +236,8 @@ def test_the_first_step_comparisons_prose_is_that_of_its_records():
                  f'{new_cold:.1f} s at 96c684b against {old_cold:.1f} s at 248dbc5'):
     assert figure in text, figure
   later = seconds('3a2804f', 'warm')  # the final code alone, a later command
+  (later_cold,) = seconds('3a2804f', 'cold')
+  assert f'its cold run took {later_cold:.1f} s' in text
   assert f'in two of five of a later command ({min(later):.1f}–{max(later):.1f} s)' in text
   assert sum(s <= 10 for s in later) == 2 and len(later) == 5
   assert max(new) <= 10 and new_cold > 30  # the targets table's verdicts
