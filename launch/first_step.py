@@ -27,7 +27,7 @@ import time
 
 from absl import app, flags
 
-from launch.runs import flag_value, report
+from launch.runs import flag_value, report, revision
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -80,8 +80,7 @@ def main(argv):
     raise app.UsageError('--checkout names no checkout; `.` is this one.')
   config, overrides = FLAGS['config'].config_filename, FLAGS['config'].override_values
   checkouts = [os.path.abspath(c) for c in FLAGS.checkout]
-  revisions = [subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=c, check=True,
-                              capture_output=True, text=True).stdout.strip() for c in checkouts]
+  revisions = [revision(c) for c in checkouts]
   with tempfile.TemporaryDirectory() as tmp:
     folder = lambda j, name: os.path.join(tmp, f'checkout{j}', name)
     if FLAGS.faces_kept:  # each checkout's own code draws them, in its own format
@@ -91,13 +90,13 @@ def main(argv):
         if drawn['seconds'] is None:
           raise RuntimeError(f'{checkout} did not read its faces:\n' + '\n'.join(drawn['log_tail']))
     for i in range(FLAGS.runs):
-      for j, (checkout, revision) in enumerate(zip(checkouts, revisions)):
+      for j, (checkout, commit) in enumerate(zip(checkouts, revisions)):
         result = run_until(FIRST_STEP, main_flags(config, overrides, folder(j, f'run{i}'),
                                                   folder(j, 'jax_cache'), folder(j, 'faces')),
                            checkout, FLAGS.timeout)
         line = dict(what='first_step', config=config, cache='cold' if i == 0 else 'warm',
                     faces='kept' if FLAGS.faces_kept or i else 'drawn',
-                    seconds=result['seconds'], cpu_count=os.cpu_count(), revision=revision)
+                    seconds=result['seconds'], cpu_count=os.cpu_count(), revision=commit)
         if overrides:
           line['overrides'] = dict(overrides)
         if result['log_tail']:

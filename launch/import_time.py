@@ -18,7 +18,7 @@ import sys
 
 from absl import app, flags
 
-from launch.runs import report
+from launch.runs import report, revision
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('rounds', 3, 'Processes per module.')
@@ -49,11 +49,6 @@ def import_seconds(module: str, before: tuple[str, ...]) -> float:
   out = subprocess.run([sys.executable, '-c', _TIMER, module, *before], check=True,
                        capture_output=True, text=True).stdout
   return float(out.strip().splitlines()[-1])
-
-
-def revision() -> str:
-  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], check=True, capture_output=True,
-                        text=True).stdout.strip()
 
 
 def versions() -> dict:

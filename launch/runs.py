@@ -118,6 +118,12 @@ def bench_train_step(config: str, batch_size: int, num_steps: int, overrides: di
   return record
 
 
+def revision(checkout: str = '.') -> str:
+  """The short commit id of the git checkout at `checkout`, which a benchmark record names."""
+  return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=checkout, check=True,
+                        capture_output=True, text=True).stdout.strip()
+
+
 def report(line: dict, out: str) -> None:
   """Prints `line` as one JSON line, and appends it to the file `out` too unless it is ''."""
   text = json.dumps(line)

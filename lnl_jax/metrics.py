@@ -56,16 +56,18 @@ class ScalarWriter:
   TensorBoard event files there. Flushed on `flush` and `close`."""
 
   def __init__(self, logdir: str | None):
-    self._tf = host.import_tensorflow() if logdir is not None else None
-    self._events = self._tf.summary.create_file_writer(logdir) if logdir is not None else None
+    self._events = None
+    if logdir is not None:
+      self._events = host.import_tensorflow().summary.create_file_writer(logdir)
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     logging.info('[%d] %s', step, ', '.join(
         f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}' for k, v in sorted(scalars.items())))
     if self._events is not None:
+      summary = host.import_tensorflow().summary  # imported when the writer was made
       with self._events.as_default():
         for k, v in scalars.items():
-          self._tf.summary.scalar(k, v, step=step)
+          summary.scalar(k, v, step=step)
 
   def flush(self) -> None:
     if self._events is not None:

@@ -229,8 +229,9 @@ def test_load_or_generate_caches(tmp_path, monkeypatch):
   images_file.unlink()  # the images alone lost: drawn again
   again = synthetic.load_or_generate(5, image_size=64, seed=2, cache_dir=str(tmp_path))
   np.testing.assert_array_equal(again.images, fresh.images)
-  for cut_short in (images_file, files[0]):  # an empty images file, a zip cut short: drawn again
-    cut_short.write_bytes(cut_short.read_bytes()[:0 if cut_short == images_file else 40])
+  # An empty images file, then a zip cut short: drawn again.
+  for cut_short, size in ((images_file, 0), (files[0], 40)):
+    cut_short.write_bytes(cut_short.read_bytes()[:size])
     again = synthetic.load_or_generate(5, image_size=64, seed=2, cache_dir=str(tmp_path))
     np.testing.assert_array_equal(again.images, fresh.images)
   other = synthetic.load_or_generate(5, image_size=64, seed=3, cache_dir=str(tmp_path))

@@ -491,7 +491,7 @@ def load_or_generate(num_images: int, image_size: int = 144, seed: int = 0,
          f'-bal{int(class_balance)}')
   digest = hashlib.sha1(key.encode()).hexdigest()[:12]
   path = os.path.join(cache_dir, f'synthetic_faces_{digest}.npz')
-  images_path = path[:-len('.npz')] + '.images.npy'
+  images_path = os.path.join(cache_dir, f'synthetic_faces_{digest}.images.npy')
   cached = _read_cached(path, images_path, key, image_size)
   if cached is not None:
     images, labels, parts = cached
