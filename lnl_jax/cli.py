@@ -104,9 +104,6 @@ def setup_process() -> None:
   """What every command that runs the model does first."""
   logging.get_absl_handler().python_handler.addFilter(  # Orbax logs every file it writes at INFO
       lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
-  if 'tensorflow' in sys.modules:  # the tool reads data with tf.data: keep the accelerator for JAX
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    tf.config.set_visible_devices([], 'GPU')
   enable_compilation_cache(compilation_cache_dir(FLAGS.compilation_cache))
 
 

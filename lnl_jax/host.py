@@ -45,7 +45,7 @@ def import_tensorflow():
   host (docs/benchmarks.md). While TensorFlow is imported, `keras` (and the legacy `tf_keras`) are
   marked missing, which its `__init__` tolerates; it then lists no Keras folders on its `__path__`,
   so they are put there afterwards, as it would have. `tf.keras` and `import tensorflow.keras` load
-  Keras on first use.
+  Keras on first use. TensorFlow is given no GPU: the accelerators are JAX's.
   """
   if 'tensorflow' in sys.modules:
     return sys.modules['tensorflow']
@@ -58,6 +58,7 @@ def import_tensorflow():
     for name in hidden:
       if sys.modules.get(name, 0) is None:
         del sys.modules[name]
+  tensorflow.config.set_visible_devices([], 'GPU')
   try:
     from tensorflow.python.tools import module_util  # pylint: disable=import-outside-toplevel
   except ImportError:  # another TensorFlow layout: only `import tensorflow.keras` is then missing

@@ -18,9 +18,14 @@ take tracing `Module.init`), keyed alike. The commands keep the train step, the 
 train state's shapes (`train`, `steps.stored_abstract_state`, `inference.Predictor`) in
 `<compilation cache>/lowered` (`cli.enable_compilation_cache`); no directory (the cache disabled)
 or several processes (each would write) mean plain `jax.jit`.
+
+`StoredFunction.compile_ahead` compiles a program in a background thread, stored or not: the
+training loop starts its train step's compilation as soon as the state's shapes are known, and
+imports TensorFlow and loads its state and first batch while XLA compiles.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import glob
 import hashlib
@@ -28,6 +33,7 @@ import os
 import pickle
 import sys
 import tempfile
+import threading
 
 import flax
 import jax
@@ -112,6 +118,13 @@ def program_key(name: str, settings: tuple, tree, avals, out_shardings) -> str:
   return f'{name}-{h.hexdigest()[:32]}'
 
 
+def _signature(tree, leaves) -> tuple:
+  """What selects a `StoredFunction`'s program: the arguments' tree, shapes, dtypes and weak types,
+  and JAX's configuration (a change within the process looks the program up again)."""
+  return (tree, tuple((x.shape, x.dtype, getattr(x, 'weak_type', False)) for x in leaves),
+          _config_state())
+
+
 def _config_state():
   """JAX's configuration values, cheaply comparable (every step looks its program up with them)."""
   values = tuple(jax.config.values.values())  # in the fixed order the options were defined
@@ -124,33 +137,68 @@ def _config_state():
 
 class StoredFunction:
   """`jax.jit(fn, ...)` whose lowered program for each argument signature is read from the store
-  directory when it is there and written there when it is not.
+  directory when it is there and written there when it is not (no directory: `jax.jit`'s own
+  programs). `compile_ahead` compiles a signature's program in the background.
 
   `settings` must hold everything `fn` is bound to (its model, its hyper-parameters): with its
   `name`, the arguments' signature and the code they make the program's key. `in_shardings` is one
   sharding per positional argument, `out_shardings` one for every output.
   """
 
-  def __init__(self, fn, name: str, settings: tuple, store: str, *, in_shardings: tuple,
+  def __init__(self, fn, name: str, settings: tuple, store: str | None, *, in_shardings: tuple,
                out_shardings, donate_argnums: tuple[int, ...] = (), compiler_options=None):
     self._fn, self._name, self._settings, self._store = fn, name, settings, store
     self._in_shardings, self._out_shardings = in_shardings, out_shardings
     self._donate_argnums, self._compiler_options = donate_argnums, compiler_options
     self._programs = {}  # argument signature -> (jitted call of the flat program, output tree)
+    self._ahead = {}  # argument signature -> Future of its compiled program (`compile_ahead`)
     self._plain = None  # jax.jit(fn), for arguments whose program cannot be stored
 
   def __call__(self, *args):
     if len(args) != len(self._in_shardings):
       raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
     leaves, tree = jax.tree.flatten(args)
-    # JAX's configuration is part of the program's key: a change within the process looks it up.
-    signature = (tree, tuple((x.shape, x.dtype) for x in leaves), _config_state())
+    signature = _signature(tree, leaves)
     if signature not in self._programs:
-      self._programs[signature] = self._program(args, leaves, tree)
+      ahead = self._ahead.pop(signature, None)
+      if ahead is None and self._ahead:
+        logging.warning('%s: called with arguments other than those it is compiling ahead for; '
+                        'compiling a program for these too', self._name)
+      # An error of the background compilation is raised here, in the caller's thread.
+      self._programs[signature] = (ahead.result() if ahead is not None else
+                                   self._program(args, leaves, tree))
     call, out_tree = self._programs[signature]
     if out_tree is None:
       return call(*args)
     return jax.tree.unflatten(out_tree, call(*leaves))
+
+  def compile_ahead(self, *args) -> None:
+    """Starts looking up (or tracing and lowering) and compiling the program for arguments shaped
+    like `args` (pytrees of `jax.ShapeDtypeStruct`, or arrays) in a background thread, unless it
+    is compiled or started already. The first call with such arguments waits for it instead of
+    compiling its own. XLA releases the GIL while it compiles, so the caller meanwhile does the
+    rest of its start (imports, data, parameters) on the other cores."""
+    leaves, tree = jax.tree.flatten(args)
+    signature = _signature(tree, leaves)
+    if signature in self._programs or signature in self._ahead:
+      return
+    future = concurrent.futures.Future()
+
+    def compile_program():
+      try:
+        call, out_tree = self._program(args, leaves, tree)
+        compiled = call.lower(*(args if out_tree is None else leaves)).compile()
+        future.set_result((compiled, out_tree))
+      except BaseException as e:  # pylint: disable=broad-except  # the caller's call raises it
+        future.set_exception(e)
+
+    self._ahead[signature] = future
+    # A daemon: a process ending early (an error, a stop signal) does not wait for the compiler.
+    threading.Thread(target=compile_program, name=f'compile {self._name}', daemon=True).start()
+
+  def trace(self, *args):
+    """`jax.jit(fn, ...).trace(*args)`: the program as traced here, never stored (for benchmarks)."""
+    return self._plain_jit().trace(*args)
 
   def _program(self, args, leaves, tree):
     shardings, donated = [], []
@@ -158,6 +206,8 @@ class StoredFunction:
       for _ in jax.tree.leaves(arg):
         donated.append(i in self._donate_argnums)
         shardings.append(sharding)
+    if self._store is None:
+      return self._plain_jit(), None
     avals = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
              for x, s in zip(leaves, shardings)]
     try:

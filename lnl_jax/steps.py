@@ -34,6 +34,12 @@ def random_batch(rng: np.random.Generator, batch_size: int, image_size: int,
               mask=np.ones(batch_size, bool))
 
 
+def batch_shapes(batch_size: int, image_size: int, num_classes: int) -> dict:
+  """The shapes and dtypes of a step's global batch (`random_batch`'s, the input pipeline's)."""
+  batch = random_batch(np.random.default_rng(0), batch_size, image_size, num_classes)
+  return {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
@@ -161,10 +167,8 @@ def compiler_options(mesh: Mesh) -> dict | None:
 
 
 def _jit(fn, name: str, settings: tuple, store: str | None, **jit_args):
-  """`jax.jit(fn, **jit_args)`, or with a store directory the same function whose lowered programs
-  are kept there (`program_store`): `settings` is everything `fn` is bound to."""
-  if store is None:
-    return jax.jit(fn, **jit_args)
+  """`jax.jit(fn, **jit_args)` that can compile ahead (`program_store.StoredFunction`), and with a
+  store directory keeps its lowered programs there: `settings` is everything `fn` is bound to."""
   return program_store.StoredFunction(fn, name, settings, store, **jit_args)
 
 

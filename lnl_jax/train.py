@@ -20,7 +20,7 @@ from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError
 from lnl_jax.models import create_model, num_params
 from lnl_jax.preemption import StopSignal
-from lnl_jax.steps import (Parallel, create_learning_rate_fn, create_optimizer,
+from lnl_jax.steps import (Parallel, batch_shapes, create_learning_rate_fn, create_optimizer,
                            stored_abstract_state)
 
 
@@ -161,6 +161,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   lr_fn = create_learning_rate_fn(train, steps_per_epoch)
   abstract = stored_abstract_state(model, config.data.image_size, train, steps_per_epoch,
                                    program_store.directory())
+  train_step = parallel.jit_train_step(model, train, steps_per_epoch, program_store.directory())
+  # Compiled in a background thread while the state, TensorFlow and the first batch load below.
+  train_step.compile_ahead(abstract, batch_shapes(train.batch_size, config.data.image_size,
+                                                  train_records.num_classes))
   ckpt = checkpoints.Checkpoints(workdir, train.keep_checkpoints)
   closing.callback(ckpt.close)
   state, meta = ckpt.restore(abstract)
@@ -182,7 +186,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   history.truncate(step // steps_per_epoch if continued else meta['epoch'] if meta else 0)
   writer = metrics.ScalarWriter(workdir if is_main else None)
   closing.callback(writer.close)
-  train_step = parallel.jit_train_step(model, train, steps_per_epoch, program_store.directory())
   eval_step = parallel.jit_eval_step(model, program_store.directory())
   tracker = AttentionTracker(workdir, test_records, config, parallel, eval_step, step)
   class_names = list(test_records.class_names)

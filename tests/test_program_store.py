@@ -3,6 +3,7 @@ step traced afresh computes, and the program's key changes with everything that 
 import copy
 import os
 import shutil
+import threading
 
 import jax
 import numpy as np
@@ -194,3 +195,66 @@ def test_the_train_state_shapes_read_back_are_those_traced(tmp_path, monkeypatch
     raise AssertionError('the stored shapes were traced again')
   monkeypatch.setattr(steps, 'abstract_state', no_trace)
   check(stored(model, CONFIG.data.image_size), want)  # read back
+
+
+class _Compiles:
+  """The names of the XLA compilations run in this process while it is entered, those of the
+  compilations started ahead in the background included (their threads are waited for)."""
+
+  def __enter__(self):
+    self.names = []
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def _listen(self, event, duration, **kwargs):
+    if event == '/jax/core/compile/backend_compile_duration':
+      self.names.append(kwargs.get('fun_name'))
+
+  def __exit__(self, *exc):
+    for thread in threading.enumerate():
+      if thread.name.startswith('compile '):
+        thread.join()
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+@pytest.mark.parametrize('stored', [False, True])
+def test_the_first_call_runs_the_program_compiled_ahead(tmp_path, stored):
+  """`compile_ahead` compiles in the background what the first call with arguments of those
+  shapes runs: the call computes the function and compiles nothing more; other shapes get their
+  own program, with a warning."""
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  fn = program_store.StoredFunction(lambda x, y: {'sum': x['a'] @ x['a'] + y}, 'f', (),
+                                    str(tmp_path) if stored else None,
+                                    in_shardings=(sharding, sharding), out_shardings=sharding)
+  a = jax.device_put(np.arange(9, dtype=np.float32).reshape(3, 3), sharding)
+  y = jax.device_put(np.float32(2), sharding)
+  with _Compiles() as compiles:
+    fn.compile_ahead({'a': jax.ShapeDtypeStruct((3, 3), np.float32)},
+                     jax.ShapeDtypeStruct((), np.float32))
+    got = fn({'a': a}, y)
+  np.testing.assert_allclose(got['sum'], np.arange(9.0).reshape(3, 3) @ np.arange(9.0).reshape(3, 3) + 2)
+  assert len(compiles.names) == 1, compiles.names
+  assert len(list(tmp_path.iterdir())) == (1 if stored else 0)
+  with _Compiles() as compiles:
+    fn({'a': a}, y)
+  assert not compiles.names
+
+
+def test_a_call_with_other_shapes_than_those_compiled_ahead_warns_and_runs(caplog):
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  fn = program_store.StoredFunction(lambda x: x * 2, 'f', (), None, in_shardings=(sharding,),
+                                    out_shardings=sharding)
+  fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32))
+  with caplog.at_level('WARNING'):
+    got = fn(jax.device_put(np.ones(4, np.int32), sharding))  # int32: not the program compiled
+  np.testing.assert_array_equal(got, np.full(4, 2))
+  assert 'other than those it is compiling ahead for' in caplog.text
+
+
+def test_an_error_of_the_compilation_ahead_is_raised_by_the_call():
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  fn = program_store.StoredFunction(lambda x: x.reshape(7), 'f', (), None,
+                                    in_shardings=(sharding,), out_shardings=sharding)
+  fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32))  # returns; the thread fails
+  with pytest.raises(TypeError, match='reshape'):
+    fn(jax.device_put(np.zeros(4, np.float32), sharding))

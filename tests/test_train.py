@@ -31,6 +31,7 @@ def test_main_writes_everything_and_resumes(tmp_path):
   workdir, faces = str(tmp_path / 'run'), tmp_path / 'faces'
   log = run_main(workdir, f'--data_cache={faces}')
   assert 'starting from scratch' in log
+  assert 'compiling ahead' not in log  # the first step runs the program compiled in the background
   (cached,) = faces.glob('synthetic_faces_*.npz')  # drawn once; the resumed run below reads it
   (cached_images,) = faces.glob('synthetic_faces_*.images.npy')
   drawn = cached.stat().st_mtime_ns
@@ -59,7 +60,7 @@ def test_main_writes_everything_and_resumes(tmp_path):
   log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
   assert cached.stat().st_mtime_ns == drawn
   assert sorted(faces.iterdir()) == sorted([cached, cached_images])
-  assert 'resuming at step 12' in log
+  assert 'resuming at step 12' in log and 'compiling ahead' not in log
   assert 'train_step: lowered program read from' in log and 'not stored' not in log
   assert 'abstract_state: shapes read from' in log
   resumed = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]

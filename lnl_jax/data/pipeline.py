@@ -19,6 +19,9 @@ Bad image files (zero bytes, not an image, truncated, a face box off the image) 
 faces: with on_bad_image='skip' they come out as zero images with mask False (the batch keeps its
 size, so every process runs the same number of steps), are counted in a `BadImageCounter`, and the
 first few are logged by name; with 'fail' the iterator raises `DataError` naming the file.
+
+TensorFlow is imported when the first pipeline is built (`host.import_tensorflow`), not with this
+module: a command compiles its train step meanwhile (`StoredFunction.compile_ahead`).
 """
 from __future__ import annotations
 
@@ -36,8 +39,6 @@ from lnl_jax import host
 from lnl_jax.data import decode
 from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError, DataError
-
-tf = host.import_tensorflow()
 
 Batch = dict[str, np.ndarray]
 # Random erasing's rectangle (Zhong et al., 2020): area 2–40% of the image, aspect ratio 0.3–3.3.
@@ -177,6 +178,7 @@ def _local_rows(order: np.ndarray, batch_size: int, process_index: int | None,
 
 def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, augment,
              on_bad_image, bad_images, process_index, process_count) -> Iterator[Batch]:
+  tf = host.import_tensorflow()
   if on_bad_image not in ('skip', 'fail'):
     raise ConfigError(f"on_bad_image={on_bad_image!r} must be 'skip' or 'fail'")
   _check_records(records)
@@ -207,8 +209,9 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
   return _to_batches(ds.with_options(options), records, failure)
 
 
-def _to_batches(ds: tf.data.Dataset, records: Records, failure: list) -> Iterator[Batch]:
-  """Adds the label fields from `records` (numpy gathers) and surfaces DataError from inside TF."""
+def _to_batches(ds, records: Records, failure: list) -> Iterator[Batch]:
+  """Batches of the tf.data.Dataset `ds` of (index, image, ok): adds the label fields from `records` (numpy gathers) and surfaces DataError from inside TF."""
+  tf = host.import_tensorflow()
   iterator = ds.as_numpy_iterator()
   num_classes = records.num_classes
   while True:
@@ -237,6 +240,7 @@ def _to_batches(ds: tf.data.Dataset, records: Records, failure: list) -> Iterato
 def _loader(records: Records, image_size: int, on_bad_image: str, bad_images: BadImageCounter,
             failure: list):
   """index (int64 scalar tensor, -1 = padding) → ((S, S, 3) uint8 image, ok bool)."""
+  tf = host.import_tensorflow()
   blank = np.zeros((image_size, image_size, 3), np.uint8)
 
   if records.images is not None:
@@ -285,6 +289,7 @@ def _augment(image, index, *, seed, epoch, image_size, crop_padding, flip, erase
   Flip and crop are one row gather and one column gather: output pixel (y, x) is source pixel
   (reflect(y + dy − p), reflect(x + dx − p)), mirrored in x when flipped; no padded copy is made.
   """
+  tf = host.import_tensorflow()
   key = tf.random.experimental.stateless_fold_in(tf.constant([seed, epoch], tf.int64), index)
   flip_key, crop_key, erase_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
   p, last = crop_padding, image_size - 1
@@ -302,6 +307,7 @@ def _augment(image, index, *, seed, epoch, image_size, crop_padding, flip, erase
 
 def _random_erase(image, key, size, prob):
   """With probability `prob`, fills a random rectangle with uniform noise (Zhong et al., 2020)."""
+  tf = host.import_tensorflow()
   u = tf.random.stateless_uniform([5], key)
   area = size * size * (ERASE_AREA[0] + u[1] * (ERASE_AREA[1] - ERASE_AREA[0]))
   log_lo, log_hi = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
