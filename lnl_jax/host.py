@@ -7,6 +7,8 @@ import ctypes.util
 import os
 import sys
 
+from absl import logging
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
@@ -47,8 +49,8 @@ def import_tensorflow():
   so they are put there afterwards, as it would have. `tf.keras` and `import tensorflow.keras` load
   Keras on first use. TensorFlow is given no GPU: the accelerators are JAX's.
   """
-  if 'tensorflow' in sys.modules:
-    return sys.modules['tensorflow']
+  if 'tensorflow' in sys.modules:  # imported already, here or by other code (TFDS)
+    return _without_gpus(sys.modules['tensorflow'])
   hidden = [name for name in ('keras', 'tf_keras') if name not in sys.modules]
   for name in hidden:
     sys.modules[name] = None  # an import of it raises ImportError
@@ -58,14 +60,29 @@ def import_tensorflow():
     for name in hidden:
       if sys.modules.get(name, 0) is None:
         del sys.modules[name]
-  tensorflow.config.set_visible_devices([], 'GPU')
   try:
     from tensorflow.python.tools import module_util  # pylint: disable=import-outside-toplevel
   except ImportError:  # another TensorFlow layout: only `import tensorflow.keras` is then missing
-    return tensorflow
+    return _without_gpus(tensorflow)
   legacy = os.environ.get('TF_USE_LEGACY_KERAS') in ('true', 'True', '1')  # as TensorFlow reads it
   folders = [module_util.get_parent_dir_for_name(name) for name in (
       'tf_keras.api._v2.keras' if legacy else 'keras.api._v2.keras', 'keras._tf_keras.keras')]
   tensorflow.__path__ = ([f for f in folders if f is not None] +
                          [p for p in tensorflow.__path__ if p is not None])
+  return _without_gpus(tensorflow)
+
+
+_gpus_hidden = False
+
+
+def _without_gpus(tensorflow):
+  """`tensorflow`, once it has been told to use no GPU (once per process): the accelerators are
+  JAX's, and TensorFlow would otherwise reserve their memory when its runtime starts."""
+  global _gpus_hidden
+  if not _gpus_hidden:
+    _gpus_hidden = True
+    try:
+      tensorflow.config.set_visible_devices([], 'GPU')
+    except RuntimeError as e:  # its runtime started already (other code used TensorFlow first)
+      logging.warning('TensorFlow may hold GPU memory: %s', e)
   return tensorflow

@@ -34,6 +34,7 @@ import pickle
 import sys
 import tempfile
 import threading
+import time
 
 import flax
 import jax
@@ -152,18 +153,19 @@ class StoredFunction:
     self._donate_argnums, self._compiler_options = donate_argnums, compiler_options
     self._programs = {}  # argument signature -> (jitted call of the flat program, output tree)
     self._ahead = {}  # argument signature -> Future of its compiled program (`compile_ahead`)
-    self._plain = None  # jax.jit(fn), for arguments whose program cannot be stored
+    # jax.jit(fn), for arguments whose program is not stored; made here, not on first use, so
+    # that the caller's thread and a background compilation share it.
+    self._plain = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                          donate_argnums=donate_argnums, compiler_options=compiler_options)
 
   def __call__(self, *args):
-    if len(args) != len(self._in_shardings):
-      raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
-    leaves, tree = jax.tree.flatten(args)
-    signature = _signature(tree, leaves)
+    leaves, tree, signature = self._signature(args)
     if signature not in self._programs:
       ahead = self._ahead.pop(signature, None)
       if ahead is None and self._ahead:
         logging.warning('%s: called with arguments other than those it is compiling ahead for; '
                         'compiling a program for these too', self._name)
+        self._ahead.clear()  # warned once; a later call with those arguments compiles them
       # An error of the background compilation is raised here, in the caller's thread.
       self._programs[signature] = (ahead.result() if ahead is not None else
                                    self._program(args, leaves, tree))
@@ -177,28 +179,46 @@ class StoredFunction:
     like `args` (pytrees of `jax.ShapeDtypeStruct`, or arrays) in a background thread, unless it
     is compiled or started already. The first call with such arguments waits for it instead of
     compiling its own. XLA releases the GIL while it compiles, so the caller meanwhile does the
-    rest of its start (imports, data, parameters) on the other cores."""
-    leaves, tree = jax.tree.flatten(args)
-    signature = _signature(tree, leaves)
+    rest of its start (imports, data, parameters) on the other cores.
+
+    The program is traced with JAX's global configuration: call it outside any `with jax...`
+    context that changes the configuration in the caller's thread alone. A process that ends
+    before the compilation does waits for it (see `wait_ahead`)."""
+    leaves, tree, signature = self._signature(args)
     if signature in self._programs or signature in self._ahead:
       return
     future = concurrent.futures.Future()
 
     def compile_program():
       try:
+        start = time.perf_counter()
         call, out_tree = self._program(args, leaves, tree)
         compiled = call.lower(*(args if out_tree is None else leaves)).compile()
+        logging.info('%s: compiled ahead in %.1f s', self._name, time.perf_counter() - start)
         future.set_result((compiled, out_tree))
       except BaseException as e:  # pylint: disable=broad-except  # the caller's call raises it
         future.set_exception(e)
 
     self._ahead[signature] = future
-    # A daemon: a process ending early (an error, a stop signal) does not wait for the compiler.
-    threading.Thread(target=compile_program, name=f'compile {self._name}', daemon=True).start()
+    # Not a daemon: Python waits for the thread before it finalizes, since finalizing while XLA
+    # compiles in another thread aborts the process (a command ending on an error meanwhile).
+    threading.Thread(target=compile_program, name=f'compile {self._name}').start()
+
+  def wait_ahead(self) -> None:
+    """Waits until no compilation started by `compile_ahead` is running (their errors are left to
+    the calls). A command that ends early calls it while its stop-signal handler is installed,
+    so that a signal still ends it at once rather than when Python finalizes."""
+    concurrent.futures.wait(list(self._ahead.values()))
+
+  def _signature(self, args):
+    if len(args) != len(self._in_shardings):
+      raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
+    leaves, tree = jax.tree.flatten(args)
+    return leaves, tree, _signature(tree, leaves)
 
   def trace(self, *args):
     """`jax.jit(fn, ...).trace(*args)`: the program as traced here, never stored (for benchmarks)."""
-    return self._plain_jit().trace(*args)
+    return self._plain.trace(*args)
 
   def _program(self, args, leaves, tree):
     shardings, donated = [], []
@@ -207,7 +227,7 @@ class StoredFunction:
         donated.append(i in self._donate_argnums)
         shardings.append(sharding)
     if self._store is None:
-      return self._plain_jit(), None
+      return self._plain, None
     avals = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
              for x, s in zip(leaves, shardings)]
     try:
@@ -221,20 +241,12 @@ class StoredFunction:
         logging.info('%s: lowered program read from %s', self._name, path)
     except Exception as e:  # pylint: disable=broad-except  # storing is an optimisation only
       logging.warning('%s: not stored (%s: %s); traced as usual', self._name, type(e).__name__, e)
-      return self._plain_jit(), None
+      return self._plain, None
     call = jax.jit(exported.call, in_shardings=tuple(shardings),
                    out_shardings=self._out_shardings,
                    donate_argnums=tuple(i for i, d in enumerate(donated) if d),
                    compiler_options=self._compiler_options)
     return call, out_tree
-
-  def _plain_jit(self):
-    if self._plain is None:
-      self._plain = jax.jit(self._fn, in_shardings=self._in_shardings,
-                            out_shardings=self._out_shardings,
-                            donate_argnums=self._donate_argnums,
-                            compiler_options=self._compiler_options)
-    return self._plain
 
   def _export(self, tree, shardings, avals):
     out_trees = []

@@ -35,9 +35,12 @@ def random_batch(rng: np.random.Generator, batch_size: int, image_size: int,
 
 
 def batch_shapes(batch_size: int, image_size: int, num_classes: int) -> dict:
-  """The shapes and dtypes of a step's global batch (`random_batch`'s, the input pipeline's)."""
-  batch = random_batch(np.random.default_rng(0), batch_size, image_size, num_classes)
-  return {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}
+  """The shapes and dtypes of a step's global batch: those of `random_batch` and of the input
+  pipeline's fields that `Parallel.put_batch` sends."""
+  return dict(image=jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), np.uint8),
+              label=jax.ShapeDtypeStruct((batch_size,), np.int32),
+              soft_label=jax.ShapeDtypeStruct((batch_size, num_classes), np.float32),
+              mask=jax.ShapeDtypeStruct((batch_size,), np.bool_))
 
 
 @flax.struct.dataclass

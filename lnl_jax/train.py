@@ -145,6 +145,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   parallel.check_batch_size(train.batch_size)
   if train.on_nonfinite not in ('stop', 'skip'):
     raise ConfigError(f"train.on_nonfinite={train.on_nonfinite!r} must be 'stop' or 'skip'.")
+  pipeline.check_train_settings(image_size=config.data.image_size,
+                                crop_padding=config.data.crop_padding,
+                                erase_prob=config.data.erase_prob,
+                                on_bad_image=config.data.on_bad_image)
   train_records, test_records = datasets.load_splits(
       config.data, config.seed, config.model.num_patches, config.model.overlap, data_cache)
   model = create_model(config.model, config.data.image_size, train_records.num_classes)
@@ -161,12 +165,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   lr_fn = create_learning_rate_fn(train, steps_per_epoch)
   abstract = stored_abstract_state(model, config.data.image_size, train, steps_per_epoch,
                                    program_store.directory())
-  train_step = parallel.jit_train_step(model, train, steps_per_epoch, program_store.directory())
-  # Compiled in a background thread while the state, TensorFlow and the first batch load below.
-  train_step.compile_ahead(abstract, batch_shapes(train.batch_size, config.data.image_size,
-                                                  train_records.num_classes))
   ckpt = checkpoints.Checkpoints(workdir, train.keep_checkpoints)
   closing.callback(ckpt.close)
+  train_step = parallel.jit_train_step(model, train, steps_per_epoch, program_store.directory())
+  if max(ckpt.all_steps(), default=0) < total_steps:  # steps are left to run
+    # Compiled in a background thread while the state, TensorFlow and the first batch load below.
+    # A run that ends before it is compiled (an error) waits for it here, while the stop signal's
+    # handler is still installed (`StoredFunction.wait_ahead`).
+    train_step.compile_ahead(abstract, batch_shapes(train.batch_size, config.data.image_size,
+                                                    train_records.num_classes))
+    closing.callback(train_step.wait_ahead)
   state, meta = ckpt.restore(abstract)
   if state is None:
     state = parallel.init_state(model, config.data.image_size, tx, config.seed, abstract)

@@ -315,6 +315,10 @@ def case_read_only_workdir(c):
   return 'error', c.main_errors('read_only_workdir')
 
 
+def case_crop_padding_too_large(c):
+  return 'error', c.main_errors('crop_padding_too_large')
+
+
 def case_workdir_is_a_file(c):
   (c.tmp / 'file').write_text('x')
   config = dataset_config('synthetic', 'smoke')
@@ -380,6 +384,8 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                                 ["train.on_nonfinite='ignore' must be 'stop' or 'skip'"]),
     'unknown dataset name': (case_unknown_dataset, 'error', ["data.name='rafdb2' is unknown"]),
     'read-only workdir (main)': (case_read_only_workdir, 'error', ['is not writable', '/run']),
+    'crop padding ≥ the image size (main)': (case_crop_padding_too_large, 'error',
+                                             ['crop_padding=999 must be in [0, image_size=64)']),
     'workdir under a file': (case_workdir_is_a_file, 'error',
                              ['is not writable', 'Not a directory', 'file/run']),
 }
@@ -422,6 +428,8 @@ def main_errors(tmp_path_factory):
       'num_patches_15': dict(args=main_command(tmp / 'w3', '--config.model.num_patches=15')),
       'batch_not_divisible': dict(args=main_command(tmp / 'w4'), devices=3),
       'read_only_workdir': dict(args=main_command(os.path.join(read_only, 'run'))),
+      'crop_padding_too_large': dict(args=main_command(tmp / 'w5',
+                                                       '--config.data.crop_padding=999')),
   }
   procs = {name: Main(tmp / f'{name}.log', *r['args'], devices=r.get('devices', 1))
            for name, r in runs.items()}
@@ -437,6 +445,8 @@ def main_errors(tmp_path_factory):
     assert 'Traceback' not in log, log[-3000:]
     last = log.strip().splitlines()[-1]
     assert last.startswith('error: '), log[-3000:]
+    # Found before the train step starts compiling (else the command would wait for it).
+    assert 'compiled ahead' not in log, log[-3000:]
     return last
   return error_of
 

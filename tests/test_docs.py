@@ -265,7 +265,8 @@ def test_the_compile_ahead_comparisons_prose_is_that_of_its_records():
                  f'{min(new):.1f}–{max(new):.1f} s at c14dab2 against '
                  f'{min(old):.1f}–{max(old):.1f} s at f10620c',
                  f'at c14dab2 in all four (at most {max(new):.1f} s)',
-                 f'({old_cold - new_cold:.1f} s under the revision before it in the same command)'):
+                 f'({old_cold - new_cold:.1f} s under the revision before it in the same command, '
+                 'which met it too on this host)'):
     assert figure in text, figure
   # 'On this host both revisions met both targets'.
   assert max(old + new) <= 10 and max(old_cold, new_cold) <= 30

@@ -3,6 +3,9 @@ step traced afresh computes, and the program's key changes with everything that 
 import copy
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 import threading
 
 import jax
@@ -13,6 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from lnl_jax import program_store, steps
 from lnl_jax.config_base import dataset_config
 from lnl_jax.models import create_model
+from fixtures import ROOT, command_env
 
 CONFIG = dataset_config('synthetic', 'smoke')
 STEPS_PER_EPOCH = 6
@@ -198,17 +202,17 @@ def test_the_train_state_shapes_read_back_are_those_traced(tmp_path, monkeypatch
 
 
 class _Compiles:
-  """The names of the XLA compilations run in this process while it is entered, those of the
+  """The threads of the XLA compilations run in this process while it is entered, those of the
   compilations started ahead in the background included (their threads are waited for)."""
 
   def __enter__(self):
-    self.names = []
+    self.threads = []
     jax.monitoring.register_event_duration_secs_listener(self._listen)
     return self
 
   def _listen(self, event, duration, **kwargs):
     if event == '/jax/core/compile/backend_compile_duration':
-      self.names.append(kwargs.get('fun_name'))
+      self.threads.append(threading.current_thread().name)
 
   def __exit__(self, *exc):
     for thread in threading.enumerate():
@@ -220,8 +224,7 @@ class _Compiles:
 @pytest.mark.parametrize('stored', [False, True])
 def test_the_first_call_runs_the_program_compiled_ahead(tmp_path, stored):
   """`compile_ahead` compiles in the background what the first call with arguments of those
-  shapes runs: the call computes the function and compiles nothing more; other shapes get their
-  own program, with a warning."""
+  shapes runs: the call computes the function and compiles nothing more."""
   sharding = steps.Parallel(jax.devices()[:1]).replicated
   fn = program_store.StoredFunction(lambda x, y: {'sum': x['a'] @ x['a'] + y}, 'f', (),
                                     str(tmp_path) if stored else None,
@@ -232,12 +235,13 @@ def test_the_first_call_runs_the_program_compiled_ahead(tmp_path, stored):
     fn.compile_ahead({'a': jax.ShapeDtypeStruct((3, 3), np.float32)},
                      jax.ShapeDtypeStruct((), np.float32))
     got = fn({'a': a}, y)
-  np.testing.assert_allclose(got['sum'], np.arange(9.0).reshape(3, 3) @ np.arange(9.0).reshape(3, 3) + 2)
-  assert len(compiles.names) == 1, compiles.names
+  want = np.arange(9.0).reshape(3, 3)
+  np.testing.assert_allclose(got['sum'], want @ want + 2)
+  assert compiles.threads == ['compile f']
   assert len(list(tmp_path.iterdir())) == (1 if stored else 0)
   with _Compiles() as compiles:
     fn({'a': a}, y)
-  assert not compiles.names
+  assert not compiles.threads
 
 
 def test_a_call_with_other_shapes_than_those_compiled_ahead_warns_and_runs(caplog):
@@ -252,9 +256,46 @@ def test_a_call_with_other_shapes_than_those_compiled_ahead_warns_and_runs(caplo
 
 
 def test_an_error_of_the_compilation_ahead_is_raised_by_the_call():
+  def fails(x):
+    raise ValueError(f'traced in {threading.current_thread().name}')
   sharding = steps.Parallel(jax.devices()[:1]).replicated
-  fn = program_store.StoredFunction(lambda x: x.reshape(7), 'f', (), None,
-                                    in_shardings=(sharding,), out_shardings=sharding)
+  fn = program_store.StoredFunction(fails, 'f', (), None, in_shardings=(sharding,),
+                                    out_shardings=sharding)
   fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32))  # returns; the thread fails
-  with pytest.raises(TypeError, match='reshape'):
+  with pytest.raises(ValueError, match='traced in compile f'):
     fn(jax.device_put(np.zeros(4, np.float32), sharding))
+  with pytest.raises(TypeError, match='takes 1 arguments, got 2'):
+    fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32), jax.ShapeDtypeStruct((4,), np.float32))
+
+
+EXIT_WHILE_COMPILING = textwrap.dedent('''
+    import sys, threading
+    import jax, jax.numpy as jnp, numpy as np
+    from lnl_jax import program_store, steps
+    jax.config.update('jax_enable_compilation_cache', False)
+    compiling = threading.Event()
+    def started(event, value, **kwargs):  # reported as XLA's compilation begins
+      if event == '/jax/core/compile/backend_compile_duration':
+        compiling.set()
+    jax.monitoring.register_scalar_listener(started)
+    def slow_to_compile(x):
+      for _ in range(600):
+        x = jnp.sin(x @ x)
+      return x
+    sharding = steps.Parallel(jax.devices()[:1]).replicated
+    fn = program_store.StoredFunction(slow_to_compile, 'f', (), None, in_shardings=(sharding,),
+                                      out_shardings=sharding)
+    fn.compile_ahead(jax.ShapeDtypeStruct((64, 64), np.float32))
+    if not compiling.wait(timeout=120):
+      sys.exit(4)  # no compilation was reported: the test cannot tell
+    sys.exit(3)  # as an error of the command ends it, while the compilation runs
+''')
+
+
+def test_a_process_that_ends_while_compiling_ahead_exits_with_its_own_status():
+  """Python finalizing while XLA compiles in a daemon thread aborts the process (status 134,
+  'terminate called'), which would hide the command's own error status."""
+  proc = subprocess.run([sys.executable, '-c', EXIT_WHILE_COMPILING], cwd=ROOT, env=command_env(),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  assert 'terminate' not in proc.stderr

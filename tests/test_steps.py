@@ -64,3 +64,11 @@ def test_cpu_compiler_options_leave_an_option_named_in_xla_flags_to_it(monkeypat
   assert steps.compiler_options(mesh) is None
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level_x=0')  # another flag
   assert steps.compiler_options(mesh) == steps.CPU_COMPILER_OPTIONS
+
+
+def test_the_batch_shapes_are_those_of_a_batch():
+  """`batch_shapes` (what the loop compiles the train step for before any batch exists) names the
+  fields, shapes and dtypes of `random_batch`'s batch (the pipeline's: tests/test_train.py)."""
+  batch = steps.random_batch(np.random.default_rng(0), 6, 32, 5)
+  assert {k: (s.shape, s.dtype) for k, s in steps.batch_shapes(6, 32, 5).items()} == {
+      k: (v.shape, v.dtype) for k, v in batch.items()}

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from lnl_jax import checkpoints, train
+from lnl_jax import checkpoints, host, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import pipeline
 from lnl_jax.errors import Preempted
@@ -31,7 +31,8 @@ def test_main_writes_everything_and_resumes(tmp_path):
   workdir, faces = str(tmp_path / 'run'), tmp_path / 'faces'
   log = run_main(workdir, f'--data_cache={faces}')
   assert 'starting from scratch' in log
-  assert 'compiling ahead' not in log  # the first step runs the program compiled in the background
+  # The first step runs the program compiled in the background.
+  assert 'train_step: compiled ahead' in log and 'compiling ahead' not in log
   (cached,) = faces.glob('synthetic_faces_*.npz')  # drawn once; the resumed run below reads it
   (cached_images,) = faces.glob('synthetic_faces_*.images.npy')
   drawn = cached.stat().st_mtime_ns
@@ -60,13 +61,19 @@ def test_main_writes_everything_and_resumes(tmp_path):
   log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
   assert cached.stat().st_mtime_ns == drawn
   assert sorted(faces.iterdir()) == sorted([cached, cached_images])
-  assert 'resuming at step 12' in log and 'compiling ahead' not in log
+  assert 'resuming at step 12' in log
+  assert 'train_step: compiled ahead' in log and 'compiling ahead' not in log
   assert 'train_step: lowered program read from' in log and 'not stored' not in log
   assert 'abstract_state: shapes read from' in log
   resumed = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['epoch'] for r in resumed] == [1, 2, 3]
   assert resumed[:2] == records
   assert resumed[2]['learning_rate'] == pytest.approx(3e-4 * 0.95 ** 2)  # schedule continues
+
+  # Run again once finished: nothing is trained, so the train step is not compiled.
+  log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
+  assert 'resuming at step 18' in log and 'compiled ahead' not in log
+  assert [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))] == resumed
 
   # A config that changes the model's shape is refused, naming the field.
   proc = run_module('lnl_jax.main', '--config=configs/synthetic.py:smoke', f'--workdir={workdir}',
@@ -119,6 +126,27 @@ def test_training_imports_tensorflow_without_keras(tmp_path):
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+
+
+def test_the_commands_import_tensorflow_only_to_build_a_pipeline():
+  """Importing the entry points and the training loop leaves TensorFlow out: it is imported with
+  the first pipeline, while the train step compiles in the background."""
+  code = ('import sys, lnl_jax.main, lnl_jax.train, lnl_jax.evaluate, lnl_jax.predict; '
+          'assert "tensorflow" not in sys.modules')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_tensorflow_is_given_no_gpu_however_it_was_imported(monkeypatch):
+  """`host.import_tensorflow` hides the GPUs from TensorFlow once, also when other code (TFDS)
+  imported it first."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  # as other code would
+  calls = []
+  monkeypatch.setattr(tf.config, 'set_visible_devices', lambda *args: calls.append(args))
+  monkeypatch.setattr(host, '_gpus_hidden', False)
+  assert host.import_tensorflow() is tf and host.import_tensorflow() is tf
+  assert calls == [([], 'GPU')]
 
 
 def one_step(devices, config, batch):

@@ -90,10 +90,8 @@ def train_batches(records: Records, *, batch_size: int, image_size: int, epoch: 
   rectangle of uniform noise (random erasing, off by default: the paper does not use it).
   """
   _check_seed(seed=seed, epoch=epoch)
-  if not 0 <= crop_padding < image_size:
-    raise ConfigError(f'crop_padding={crop_padding} must be in [0, image_size={image_size})')
-  if not 0.0 <= erase_prob <= 1.0:
-    raise ConfigError(f'erase_prob={erase_prob} must be a probability in [0, 1]')
+  check_train_settings(image_size=image_size, crop_padding=crop_padding, erase_prob=erase_prob,
+                       on_bad_image=on_bad_image)
   steps = steps_per_epoch(len(records), batch_size)
   if steps == 0:
     raise ConfigError(f'batch_size={batch_size} exceeds the {len(records)} training examples of '
@@ -106,6 +104,22 @@ def train_batches(records: Records, *, batch_size: int, image_size: int, epoch: 
   return _batches(records, order, batch_size=batch_size, image_size=image_size, augment=augment,
                   on_bad_image=on_bad_image, bad_images=bad_images,
                   process_index=process_index, process_count=process_count)
+
+
+def check_train_settings(*, image_size: int, crop_padding: int, erase_prob: float,
+                         on_bad_image: str) -> None:
+  """ConfigError for augmentation or bad-image settings that `train_batches` refuses (the training
+  loop checks them before it starts compiling)."""
+  if not 0 <= crop_padding < image_size:
+    raise ConfigError(f'crop_padding={crop_padding} must be in [0, image_size={image_size})')
+  if not 0.0 <= erase_prob <= 1.0:
+    raise ConfigError(f'erase_prob={erase_prob} must be a probability in [0, 1]')
+  _check_on_bad_image(on_bad_image)
+
+
+def _check_on_bad_image(on_bad_image: str) -> None:
+  if on_bad_image not in ('skip', 'fail'):
+    raise ConfigError(f"on_bad_image={on_bad_image!r} must be 'skip' or 'fail'")
 
 
 def eval_batches(records: Records, *, batch_size: int, image_size: int, on_bad_image: str = 'skip',
@@ -178,10 +192,9 @@ def _local_rows(order: np.ndarray, batch_size: int, process_index: int | None,
 
 def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, augment,
              on_bad_image, bad_images, process_index, process_count) -> Iterator[Batch]:
-  tf = host.import_tensorflow()
-  if on_bad_image not in ('skip', 'fail'):
-    raise ConfigError(f"on_bad_image={on_bad_image!r} must be 'skip' or 'fail'")
+  _check_on_bad_image(on_bad_image)
   _check_records(records)
+  tf = host.import_tensorflow()
   rows = _local_rows(order, batch_size, process_index, process_count)
   bad_images = BadImageCounter() if bad_images is None else bad_images
   failure = []  # the DataError of on_bad_image='fail', re-raised outside TF
@@ -210,7 +223,8 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
 
 
 def _to_batches(ds, records: Records, failure: list) -> Iterator[Batch]:
-  """Batches of the tf.data.Dataset `ds` of (index, image, ok): adds the label fields from `records` (numpy gathers) and surfaces DataError from inside TF."""
+  """The batches of `ds` (a tf.data.Dataset of index, image, ok) with the label fields from
+  `records` (numpy gathers); surfaces DataError from inside TF."""
   tf = host.import_tensorflow()
   iterator = ds.as_numpy_iterator()
   num_classes = records.num_classes
