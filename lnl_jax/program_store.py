@@ -175,25 +175,24 @@ class StoredFunction:
     return jax.tree.unflatten(out_tree, call(*leaves))
 
   def compile_ahead(self, *args) -> None:
-    """Starts looking up (or tracing and lowering) and compiling the program for arguments shaped
-    like `args` (pytrees of `jax.ShapeDtypeStruct`, or arrays) in a background thread, unless it
-    is compiled or started already. The first call with such arguments waits for it instead of
-    compiling its own. XLA releases the GIL while it compiles, so the caller meanwhile does the
-    rest of its start (imports, data, parameters) on the other cores.
-
-    The program is traced with JAX's global configuration: call it outside any `with jax...`
-    context that changes the configuration in the caller's thread alone. A process that ends
-    before the compilation does waits for it (see `wait_ahead`)."""
+    """Looks up (or traces and lowers) the program for arguments shaped like `args` (pytrees of
+    `jax.ShapeDtypeStruct`, or arrays) now, and starts compiling it in a background thread,
+    unless it is compiled or started already. The first call with such arguments waits for it
+    instead of compiling its own. XLA releases the GIL while it compiles, so the caller meanwhile
+    does the rest of its start (imports, data, parameters) on the other cores; tracing stays in
+    the caller's thread, where it would only share the GIL. A process that ends before the
+    compilation does waits for it (see `wait_ahead`)."""
     leaves, tree, signature = self._signature(args)
     if signature in self._programs or signature in self._ahead:
       return
+    call, out_tree = self._program(args, leaves, tree)
+    lowered = call.lower(*(args if out_tree is None else leaves))
     future = concurrent.futures.Future()
 
     def compile_program():
       try:
         start = time.perf_counter()
-        call, out_tree = self._program(args, leaves, tree)
-        compiled = call.lower(*(args if out_tree is None else leaves)).compile()
+        compiled = lowered.compile()
         logging.info('%s: compiled ahead in %.1f s', self._name, time.perf_counter() - start)
         future.set_result((compiled, out_tree))
       except BaseException as e:  # pylint: disable=broad-except  # the caller's call raises it

@@ -255,17 +255,25 @@ def test_a_call_with_other_shapes_than_those_compiled_ahead_warns_and_runs(caplo
   assert 'other than those it is compiling ahead for' in caplog.text
 
 
-def test_an_error_of_the_compilation_ahead_is_raised_by_the_call():
-  def fails(x):
-    raise ValueError(f'traced in {threading.current_thread().name}')
+def test_an_error_of_the_compilation_ahead_is_raised_by_the_call(monkeypatch):
+  """A failing trace raises at once; a failing compilation (XLA out of memory, say) in the
+  background thread is raised by the first call."""
   sharding = steps.Parallel(jax.devices()[:1]).replicated
-  fn = program_store.StoredFunction(fails, 'f', (), None, in_shardings=(sharding,),
-                                    out_shardings=sharding)
-  fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32))  # returns; the thread fails
-  with pytest.raises(ValueError, match='traced in compile f'):
-    fn(jax.device_put(np.zeros(4, np.float32), sharding))
+  fn = program_store.StoredFunction(lambda x: x.reshape(7), 'f', (), None,
+                                    in_shardings=(sharding,), out_shardings=sharding)
+  with pytest.raises(TypeError, match='reshape'):
+    fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32))
   with pytest.raises(TypeError, match='takes 1 arguments, got 2'):
     fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32), jax.ShapeDtypeStruct((4,), np.float32))
+
+  def compile_fails(self, *args, **kwargs):
+    raise RuntimeError(f'compiled in {threading.current_thread().name}')
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', compile_fails)
+  fn = program_store.StoredFunction(lambda x: x * 2, 'f', (), None, in_shardings=(sharding,),
+                                    out_shardings=sharding)
+  fn.compile_ahead(jax.ShapeDtypeStruct((4,), np.float32))  # returns; the thread fails
+  with pytest.raises(RuntimeError, match='compiled in compile f'):
+    fn(jax.device_put(np.zeros(4, np.float32), sharding))
 
 
 EXIT_WHILE_COMPILING = textwrap.dedent('''
