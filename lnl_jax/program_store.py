@@ -179,9 +179,9 @@ class StoredFunction:
     `jax.ShapeDtypeStruct`, or arrays) now, and starts compiling it in a background thread,
     unless it is compiled or started already. The first call with such arguments waits for it
     instead of compiling its own. XLA releases the GIL while it compiles, so the caller meanwhile
-    does the rest of its start (imports, data, parameters) on the other cores; tracing stays in
-    the caller's thread, where it would only share the GIL. A process that ends before the
-    compilation does waits for it (see `wait_ahead`)."""
+    does the rest of its start (imports, data, parameters) on the other cores. Tracing stays in
+    the caller's thread: in the background it would only share the GIL with the caller's Python.
+    A process that ends before the compilation does waits for it (see `wait_ahead`)."""
     leaves, tree, signature = self._signature(args)
     if signature in self._programs or signature in self._ahead:
       return

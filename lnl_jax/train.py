@@ -170,8 +170,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   train_step = parallel.jit_train_step(model, train, steps_per_epoch, program_store.directory())
   if max(ckpt.all_steps(), default=0) < total_steps:  # steps are left to run
     # Compiled in a background thread while the state, TensorFlow and the first batch load below.
-    # A run that ends before it is compiled (an error) waits for it here, while the stop signal's
-    # handler is still installed (`StoredFunction.wait_ahead`).
+    # A run that ends before it is compiled (an error) waits for it as it closes, while the stop
+    # signal's handler is still installed (`StoredFunction.wait_ahead`).
     train_step.compile_ahead(abstract, batch_shapes(train.batch_size, config.data.image_size,
                                                     train_records.num_classes))
     closing.callback(train_step.wait_ahead)
