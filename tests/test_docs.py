@@ -291,6 +291,11 @@ def test_the_loop_table_is_that_of_its_records():
     row = (f"| {before:.2f} / {after:.2f} | {r['loop_img_per_s'][1]:.2f} / "
            f"{r['loop_img_per_s'][2]:.2f} | **{r['ratio']:.3f}** |")
     assert row in text, row
+  # The prose's count of the runs and of those that reach the target.
+  ratios = [r['ratio'] for r in bench_lines('loop_efficiency.jsonl')]
+  words = {4: 'four', 7: 'Seven'}
+  assert (f'{words[len(ratios)]} recorded runs: {words[sum(x >= 0.95 for x in ratios)]} at or '
+          'above 0.95') in ' '.join(text.split())
 
 
 def test_the_readmes_saving_on_tensorflows_import_is_that_of_its_records():
