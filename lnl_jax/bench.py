@@ -423,7 +423,7 @@ def write_rafdb_fixture(root: str, faces: np.ndarray) -> None:
 def bench_pipeline(config, num_images: int, num_batches: int, train_img_per_s: float | None):
   """Train-mode tf.data images/s alone: RAF-DB-format JPEGs on disk, then synthetic faces in
   memory."""
-  # Imported only here: the accelerator machines have no TensorFlow, which the pipeline imports.
+  # Only here is a pipeline built, which imports TensorFlow: the accelerator machines have none.
   from lnl_jax.data import pipeline, readers_wild, synthetic
 
   image_size, batch_size = config.data.image_size, config.train.batch_size

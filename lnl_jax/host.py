@@ -47,10 +47,24 @@ def import_tensorflow():
   host (docs/benchmarks.md). While TensorFlow is imported, `keras` (and the legacy `tf_keras`) are
   marked missing, which its `__init__` tolerates; it then lists no Keras folders on its `__path__`,
   so they are put there afterwards, as it would have. `tf.keras` and `import tensorflow.keras` load
-  Keras on first use. TensorFlow is given no GPU: the accelerators are JAX's.
+  Keras on first use. TensorFlow is given no GPU, however it was imported (here or by other code,
+  such as TFDS): the accelerators are JAX's.
   """
-  if 'tensorflow' in sys.modules:  # imported already, here or by other code (TFDS)
-    return _without_gpus(sys.modules['tensorflow'])
+  return _without_gpus(sys.modules.get('tensorflow') or _import_without_keras())
+
+
+class _TensorFlowOnFirstUse:
+  """Stands for the `tensorflow` module, which `import_tensorflow` imports when an attribute is
+  first read: a module can name `tf` at its top and still leave the import to its first use."""
+
+  def __getattr__(self, name):
+    return getattr(import_tensorflow(), name)
+
+
+lazy_tensorflow = _TensorFlowOnFirstUse()
+
+
+def _import_without_keras():
   hidden = [name for name in ('keras', 'tf_keras') if name not in sys.modules]
   for name in hidden:
     sys.modules[name] = None  # an import of it raises ImportError
@@ -63,13 +77,13 @@ def import_tensorflow():
   try:
     from tensorflow.python.tools import module_util  # pylint: disable=import-outside-toplevel
   except ImportError:  # another TensorFlow layout: only `import tensorflow.keras` is then missing
-    return _without_gpus(tensorflow)
+    return tensorflow
   legacy = os.environ.get('TF_USE_LEGACY_KERAS') in ('true', 'True', '1')  # as TensorFlow reads it
   folders = [module_util.get_parent_dir_for_name(name) for name in (
       'tf_keras.api._v2.keras' if legacy else 'keras.api._v2.keras', 'keras._tf_keras.keras')]
   tensorflow.__path__ = ([f for f in folders if f is not None] +
                          [p for p in tensorflow.__path__ if p is not None])
-  return _without_gpus(tensorflow)
+  return tensorflow
 
 
 _gpus_hidden = False

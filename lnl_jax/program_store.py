@@ -159,7 +159,7 @@ class StoredFunction:
                           donate_argnums=donate_argnums, compiler_options=compiler_options)
 
   def __call__(self, *args):
-    leaves, tree, signature = self._signature(args)
+    leaves, tree, signature = self._flatten(args)
     if signature not in self._programs:
       ahead = self._ahead.pop(signature, None)
       if ahead is None and self._ahead:
@@ -182,7 +182,7 @@ class StoredFunction:
     does the rest of its start (imports, data, parameters) on the other cores. Tracing stays in
     the caller's thread: in the background it would only share the GIL with the caller's Python.
     A process that ends before the compilation does waits for it (see `wait_ahead`)."""
-    leaves, tree, signature = self._signature(args)
+    leaves, tree, signature = self._flatten(args)
     if signature in self._programs or signature in self._ahead:
       return
     call, out_tree = self._program(args, leaves, tree)
@@ -209,7 +209,8 @@ class StoredFunction:
     so that a signal still ends it at once rather than when Python finalizes."""
     concurrent.futures.wait(list(self._ahead.values()))
 
-  def _signature(self, args):
+  def _flatten(self, args):
+    """(leaves, tree, signature) of the positional arguments `args`, whose count is checked."""
     if len(args) != len(self._in_shardings):
       raise TypeError(f'{self._name} takes {len(self._in_shardings)} arguments, got {len(args)}')
     leaves, tree = jax.tree.flatten(args)
@@ -220,13 +221,13 @@ class StoredFunction:
     return self._plain.trace(*args)
 
   def _program(self, args, leaves, tree):
+    if self._store is None:
+      return self._plain, None
     shardings, donated = [], []
     for i, (arg, sharding) in enumerate(zip(args, self._in_shardings)):
       for _ in jax.tree.leaves(arg):
         donated.append(i in self._donate_argnums)
         shardings.append(sharding)
-    if self._store is None:
-      return self._plain, None
     avals = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
              for x, s in zip(leaves, shardings)]
     try:

@@ -20,7 +20,7 @@ faces: with on_bad_image='skip' they come out as zero images with mask False (th
 size, so every process runs the same number of steps), are counted in a `BadImageCounter`, and the
 first few are logged by name; with 'fail' the iterator raises `DataError` naming the file.
 
-TensorFlow is imported when the first pipeline is built (`host.import_tensorflow`), not with this
+TensorFlow is imported when the first pipeline is built (`host.lazy_tensorflow`), not with this
 module: a command compiles its train step meanwhile (`StoredFunction.compile_ahead`).
 """
 from __future__ import annotations
@@ -39,6 +39,8 @@ from lnl_jax import host
 from lnl_jax.data import decode
 from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError, DataError
+
+tf = host.lazy_tensorflow
 
 Batch = dict[str, np.ndarray]
 # Random erasing's rectangle (Zhong et al., 2020): area 2–40% of the image, aspect ratio 0.3–3.3.
@@ -194,7 +196,6 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
              on_bad_image, bad_images, process_index, process_count) -> Iterator[Batch]:
   _check_on_bad_image(on_bad_image)
   _check_records(records)
-  tf = host.import_tensorflow()
   rows = _local_rows(order, batch_size, process_index, process_count)
   bad_images = BadImageCounter() if bad_images is None else bad_images
   failure = []  # the DataError of on_bad_image='fail', re-raised outside TF
@@ -222,10 +223,8 @@ def _batches(records: Records, order: np.ndarray, *, batch_size, image_size, aug
   return _to_batches(ds.with_options(options), records, failure)
 
 
-def _to_batches(ds, records: Records, failure: list) -> Iterator[Batch]:
-  """The batches of `ds` (a tf.data.Dataset of index, image, ok) with the label fields from
-  `records` (numpy gathers); surfaces DataError from inside TF."""
-  tf = host.import_tensorflow()
+def _to_batches(ds: tf.data.Dataset, records: Records, failure: list) -> Iterator[Batch]:
+  """Adds the label fields from `records` (numpy gathers) and surfaces DataError from inside TF."""
   iterator = ds.as_numpy_iterator()
   num_classes = records.num_classes
   while True:
@@ -254,7 +253,6 @@ def _to_batches(ds, records: Records, failure: list) -> Iterator[Batch]:
 def _loader(records: Records, image_size: int, on_bad_image: str, bad_images: BadImageCounter,
             failure: list):
   """index (int64 scalar tensor, -1 = padding) → ((S, S, 3) uint8 image, ok bool)."""
-  tf = host.import_tensorflow()
   blank = np.zeros((image_size, image_size, 3), np.uint8)
 
   if records.images is not None:
@@ -303,7 +301,6 @@ def _augment(image, index, *, seed, epoch, image_size, crop_padding, flip, erase
   Flip and crop are one row gather and one column gather: output pixel (y, x) is source pixel
   (reflect(y + dy − p), reflect(x + dx − p)), mirrored in x when flipped; no padded copy is made.
   """
-  tf = host.import_tensorflow()
   key = tf.random.experimental.stateless_fold_in(tf.constant([seed, epoch], tf.int64), index)
   flip_key, crop_key, erase_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
   p, last = crop_padding, image_size - 1
@@ -321,7 +318,6 @@ def _augment(image, index, *, seed, epoch, image_size, crop_padding, flip, erase
 
 def _random_erase(image, key, size, prob):
   """With probability `prob`, fills a random rectangle with uniform noise (Zhong et al., 2020)."""
-  tf = host.import_tensorflow()
   u = tf.random.stateless_uniform([5], key)
   area = size * size * (ERASE_AREA[0] + u[1] * (ERASE_AREA[1] - ERASE_AREA[0]))
   log_lo, log_hi = math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])
