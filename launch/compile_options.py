@@ -5,7 +5,7 @@
 
 Traces and lowers the config's train step, then compiles that program under each set of options
 in `CHOICES` ('default' is XLA's own defaults; 'product' is what `steps.compiler_options`
-gives the steps on CPU), once each, then times their steps on the same batch of random faces,
+gives the steps on CPU; 'only_<option>' is one of the product's options alone), once each, then times their steps on the same batch of random faces,
 interleaved (one step of each choice per round): a machine that gets busier or quieter during the
 run slows every choice in the same rounds. Prints one JSON line per choice (its compile seconds,
 the median step seconds, the median over rounds of its step ÷ the 'default' step of the same
@@ -31,7 +31,8 @@ flags.DEFINE_integer('batch', 32, 'Global batch size of the timed step.')
 flags.DEFINE_integer('rounds', 10, 'Timed steps of each choice, interleaved.')
 cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 
-CHOICES = {'default': {}, 'product': steps.CPU_COMPILER_OPTIONS}
+CHOICES = {'default': {}, 'product': steps.CPU_COMPILER_OPTIONS,
+           **{f'only_{name}': {name: value} for name, value in steps.CPU_COMPILER_OPTIONS.items()}}
 
 
 def main(argv):
