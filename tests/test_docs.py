@@ -108,6 +108,28 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
     assert row in table, row
 
 
+def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
+  """Every record of a `launch.compile_options` run that timed the options one by one is a row of
+  benchmarks.md's "Each option alone" table."""
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
+    text = f.read()
+  lines = bench_lines('compile_options.jsonl')
+  # A run is its lines in a row, 'default' first; those with 'only_…' lines timed one by one.
+  starts = [i for i, r in enumerate(lines) if r['choice'] == 'default'] + [len(lines)]
+  runs = [lines[a:b] for a, b in zip(starts, starts[1:])]
+  records = [r for run in runs if any(o['choice'].startswith('only_') for o in run) for r in run]
+  assert len(records) == 8  # two configs, four choices each
+  for r in records:
+    if r['choice'].startswith('only_'):
+      ((name, value),) = r['options'].items()
+      label = f'only `{name}={value}`'
+    else:
+      label = {'default': 'XLA defaults', 'product': 'these options'}[r['choice']]
+    row = (f"| {label} | {r['compile_s']:.2f} | {r['step_s']:.3f} | "
+           f"{r['step_vs_default']:.3f} |")
+    assert row in text, row
+
+
 def bench_run(lines: list[dict], argv_end: str) -> list[dict]:
   """The lines of the first bench run whose command line ends in `argv_end`."""
   starts = [i for i, r in enumerate(lines) if r['what'] == 'machine'] + [len(lines)]
