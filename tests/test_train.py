@@ -198,13 +198,16 @@ def test_one_step_on_one_and_four_devices_agree():
   chex.assert_trees_all_close(p1, p4, rtol=1e-4, atol=1e-5)
   # The gradients themselves, scale included: the 4-device step averages the shards' gradients
   # (a sum would be 4× larger), and both equal the gradient of the mean loss over the whole batch.
-  # float32 sums in another order move a leaf far less than the tolerance; a sum over shards
-  # would be off by three times the gradient itself.
+  # A sum over shards would be off by three times the gradient itself, a shard left out by a
+  # quarter of it. float32 sums in another order move most leaves by ~1e-6, but the U-Net's lowest
+  # layers, whose gradients are sums over every pixel that nearly cancel, by up to ~5e-4 (on an
+  # AVX-512 host, against the reference here in both the 1- and the 4-device step): 2e-3 allows
+  # that and stays a hundred times below a quarter.
   chex.assert_trees_all_equal(init1, init4)
   reference = mean_loss_gradient(config, init1, batch)
   for name, grads in (('1 device', g1), ('4 devices', g4)):
     errors = relative_errors(grads, reference)
-    assert max(errors.values()) < 1e-4, (name, sorted(errors.items(), key=lambda e: -e[1])[:3])
+    assert max(errors.values()) < 2e-3, (name, sorted(errors.items(), key=lambda e: -e[1])[:3])
   with pytest.raises(Exception, match='train.batch_size=18 is not divisible by the 4'):
     Parallel().check_batch_size(18)
 
