@@ -4,13 +4,14 @@
       [--out=FILE.jsonl]
 
 Traces and lowers the config's train step, then compiles that program under each set of options
-in `CHOICES` ('default' is XLA's own defaults; 'product' is what `steps.compiler_options`
-gives the steps on CPU; 'only_<option>' is one of the product's options alone), once each, then times their steps on the same batch of random faces,
-interleaved (one step of each choice per round): a machine that gets busier or quieter during the
-run slows every choice in the same rounds. Prints one JSON line per choice (its compile seconds,
-the median step seconds, the median over rounds of its step ÷ the 'default' step of the same
-round), and appends them to --out. XLA_FLAGS must not name the options compared (they would
-apply to every choice); the persistent compilation cache is off.
+in `CHOICES` ('default' is XLA's own defaults; 'product' is what `steps.compiler_options` gives
+the steps on CPU; 'only_<option>' is one of the product's options alone), once each, then times
+their steps on the same batch of random faces, interleaved (one step of each choice per round): a
+machine that gets busier or quieter during the run slows every choice in the same rounds. Prints
+one JSON line per choice (its compile seconds, the median step seconds, the median over rounds of
+its step ÷ the 'default' step of the same round), and appends them to --out. XLA_FLAGS must not
+name the options compared (they would apply to every choice); the persistent compilation cache is
+off.
 """
 from __future__ import annotations
 
