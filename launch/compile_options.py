@@ -1,20 +1,22 @@
-"""XLA's CPU compile options for the train step: compile time and step time, measured in one process.
+"""XLA's CPU compile options for the gradient step: compile time and train-step time, in one process.
 
   python -m launch.compile_options [--config=configs/synthetic.py:cpu] [--batch=32] [--rounds=10]
       [--out=FILE.jsonl]
 
-Traces and lowers the config's train step, then compiles that program under each set of options
-in `CHOICES` ('default' is XLA's own defaults; 'product' is what `steps.compiler_options` gives
-the steps on CPU; 'only_<option>' is one of the product's options alone), once each, then times
-their steps on the same batch of random faces, interleaved (one step of each choice per round): a
-machine that gets busier or quieter during the run slows every choice in the same rounds. Prints
-one JSON line per choice (its compile seconds, the median step seconds, the median over rounds of
-its step ÷ the 'default' step of the same round), and appends them to --out. XLA_FLAGS must not
-name the options compared (they would apply to every choice); the persistent compilation cache is
-off.
+Traces and lowers the config's gradient step (the train step's first program), then compiles it
+under each set of options in `CHOICES` ('default' is XLA's own defaults; 'product' is what
+`steps.compiler_options` gives the network's programs on CPU; 'only_<option>' is one of the
+product's options alone), once each, then times the train steps they make with the update step
+(compiled once, with XLA's defaults, as the train step has it) on the same batch of random faces,
+interleaved (one step of each choice per round): a machine that gets busier or quieter during the
+run slows every choice in the same rounds. Prints one JSON line per choice (its compile seconds,
+the median step seconds, the median over rounds of its step ÷ the 'default' step of the same
+round), and appends them to --out. XLA_FLAGS must not name the options compared (they would apply
+to every choice); the persistent compilation cache is off.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -52,14 +54,20 @@ def main(argv):
   batch = parallel.put_batch(steps.random_batch(np.random.default_rng(0), FLAGS.batch, size,
                                                 config.data.num_classes))
   abstract = steps.abstract_state(model, size, tx)
-  # A jit without the steps' own options: each choice below is the whole set its program gets.
-  step = steps.bind_train_step(model, tx, config.train.weight_decay, config.train.label_smoothing)
+  # Plain jits: each choice below is the whole set of options its gradient program gets; the update
+  # program is compiled once, as the train step compiles it (XLA's defaults), and shared.
+  gradient = jax.jit(functools.partial(steps.gradient_step, model=model,
+                                       weight_decay=config.train.weight_decay,
+                                       label_smoothing=config.train.label_smoothing))
+  update = jax.jit(functools.partial(steps.update_step, tx=tx), donate_argnums=0)
+  update = update.trace(abstract, abstract.params, jax.ShapeDtypeStruct((), bool)).lower().compile()
   # Each choice lowered afresh, so that nothing of the other's compilation is reused.
   compiled, compile_s = {}, {}
   for name, options in CHOICES.items():
-    lowered = jax.jit(step, donate_argnums=0).trace(abstract, batch).lower()
+    lowered = gradient.trace(abstract.params, batch).lower()
     start = time.perf_counter()
-    compiled[name] = lowered.compile(compiler_options=options)
+    compiled[name] = functools.partial(steps.TrainStep.run,
+                                       lowered.compile(compiler_options=options), update)
     compile_s[name] = time.perf_counter() - start
   states, times = {}, {name: [] for name in CHOICES}
   for name in CHOICES:

@@ -1,7 +1,7 @@
 """The full model's train step against a PyTorch implementation of the same network, side by side.
 
   python -m launch.peer_ratio --peer_python=PYTHON --peer_script=BENCH.py [--rounds=2]
-      [--batch=2] [--out=FILE.jsonl]
+      [--batch=2] [--checkout=DIR[,DIR...]] [--out=FILE.jsonl]
 
 The peer is not part of this repository: `--peer_script` is a PyTorch benchmark of LNLAttenNet
 (144 px, M = 16, width 1, float32) that takes `--width --size --batch --steps --mode loop --compile
@@ -10,8 +10,10 @@ backward, Adam), run by `--peer_python`. Each round runs `lnl_jax.bench` on conf
 train step alone, the default ensemble execution) and then the peer, one right after the other, so
 that all see the same machine; the figure is the JAX img/s ÷ the peer's img/s of the same round.
 The JAX step is measured twice a round: with the options the steps are compiled with on CPU
-(`product`) and with XLA's own defaults (`xla_defaults`, as `XLA_FLAGS` naming them gives). Prints
-one JSON line per round (and appends it to --out).
+(`product`) and with XLA's own defaults (`xla_defaults`, as `XLA_FLAGS` naming them gives), by
+each git checkout of `--checkout` in turn (default: this one; `.` is this one too), so that two
+versions of the code are compared in the same rounds. Prints one JSON line per round and checkout,
+with its revision (and appends it to --out).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import sys
 
 from absl import app, flags
 
-from launch.runs import bench_train_step, report
+from launch.runs import bench_train_step, report, revision
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -31,16 +33,18 @@ flags.DEFINE_string('peer_script', None, "The PyTorch benchmark script.")
 flags.DEFINE_integer('rounds', 2, 'Rounds of (JAX, peer).')
 flags.DEFINE_integer('batch', 2, 'Batch size of both train steps.')
 flags.DEFINE_integer('steps', 5, 'Timed steps of each (median).')
+flags.DEFINE_list('checkout', ['.'], 'The git checkouts whose lnl_jax.bench runs, in turn; `.` is '
+                  'this one.')
 cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 CONFIG = 'configs/raf.py'
 XLA_DEFAULTS = '--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true'
 
 
-def jax_step(batch: int, steps: int, xla_defaults: bool) -> dict:
-  """`lnl_jax.bench`'s train-step record; with `xla_defaults`, compiled with XLA's own CPU options
-  (XLA_FLAGS naming them) instead of `steps.CPU_COMPILER_OPTIONS`."""
+def jax_step(batch: int, steps: int, xla_defaults: bool, checkout: str) -> dict:
+  """`lnl_jax.bench`'s train-step record of the code in `checkout`; with `xla_defaults`, compiled
+  with XLA's own CPU options (XLA_FLAGS naming them) instead of `steps.CPU_COMPILER_OPTIONS`."""
   env = dict(os.environ, XLA_FLAGS=XLA_DEFAULTS if xla_defaults else '')
-  return bench_train_step(CONFIG, batch, steps, {}, env=env)
+  return bench_train_step(CONFIG, batch, steps, {}, env=env, checkout=checkout)
 
 
 def peer_step(batch: int, steps: int) -> dict:
@@ -55,18 +59,23 @@ def peer_step(batch: int, steps: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS.checkout:
+    raise app.UsageError('--checkout names no checkout; `.` is this one.')
+  checkouts = [os.path.abspath(c) for c in FLAGS.checkout]
+  revisions = [revision(c) for c in checkouts]
   for r in range(FLAGS.rounds):
-    ours = {name: jax_step(FLAGS.batch, FLAGS.steps, name == 'xla_defaults')
-            for name in ('product', 'xla_defaults')}
+    ours = [{name: jax_step(FLAGS.batch, FLAGS.steps, name == 'xla_defaults', checkout)
+             for name in ('product', 'xla_defaults')} for checkout in checkouts]
     peer = peer_step(FLAGS.batch, FLAGS.steps)
-    line = dict(what='peer_ratio', round=r, batch=FLAGS.batch, config=CONFIG,
-                ensemble=ours['product']['ensemble'], peer_step_s=peer['step_s_median'],
-                peer_img_per_s=peer['img_per_s'], peer_torch=peer.get('torch'),
-                cpu_count=os.cpu_count())
-    for name, o in ours.items():
-      line.update({f'jax_{name}_step_s': o['step_s'], f'jax_{name}_img_per_s': o['img_per_s'],
-                   f'ratio_{name}': round(o['img_per_s'] / peer['img_per_s'], 3)})
-    report(line, FLAGS.out)
+    for commit, mine in zip(revisions, ours):
+      line = dict(what='peer_ratio', round=r, revision=commit, batch=FLAGS.batch, config=CONFIG,
+                  ensemble=mine['product']['ensemble'], peer_step_s=peer['step_s_median'],
+                  peer_img_per_s=peer['img_per_s'], peer_torch=peer.get('torch'),
+                  cpu_count=os.cpu_count())
+      for name, o in mine.items():
+        line.update({f'jax_{name}_step_s': o['step_s'], f'jax_{name}_img_per_s': o['img_per_s'],
+                     f'ratio_{name}': round(o['img_per_s'] / peer['img_per_s'], 3)})
+      report(line, FLAGS.out)
 
 
 if __name__ == '__main__':

@@ -96,24 +96,26 @@ def print_commands(config_arg: str, base_dir: str, chosen: list[Member],
   return lines
 
 
-def run_tool(module_and_flags: list[str], overrides: dict, env: dict | None = None) -> str:
+def run_tool(module_and_flags: list[str], overrides: dict, env: dict | None = None,
+             checkout: str = '.') -> str:
   """stdout of `python -m module flags --config.field=value...` (`overrides`: the calling command's
-  own config overrides, passed on), in `env` (default: this process's environment); a failure ends
-  the calling process with the tool's stderr."""
+  own config overrides, passed on), run in the git checkout `checkout` (its code is imported), in
+  `env` (default: this process's environment); a failure ends the calling process with the tool's
+  stderr."""
   words = [f'--config.{k}={flag_value(v)}' for k, v in overrides.items()]
   done = subprocess.run([sys.executable, '-m', *module_and_flags, *words], capture_output=True,
-                        text=True, env=env)
+                        text=True, env=env, cwd=checkout)
   if done.returncode:
     sys.exit(f'{" ".join(module_and_flags)} failed ({done.returncode}):\n{done.stderr[-3000:]}')
   return done.stdout
 
 
 def bench_train_step(config: str, batch_size: int, num_steps: int, overrides: dict, *flags: str,
-                     env: dict | None = None) -> dict:
+                     env: dict | None = None, checkout: str = '.') -> dict:
   """The `train_step` record of `lnl_jax.bench` for `config` at `batch_size` (`num_steps` timed,
   eval not measured; `flags`: more of the bench's flags), run by `run_tool`."""
   out = run_tool(['lnl_jax.bench', f'--config={config}', f'--batch={batch_size}',
-                  f'--steps={num_steps}', '--noeval', *flags], overrides, env)
+                  f'--steps={num_steps}', '--noeval', *flags], overrides, env, checkout)
   (record,) = [r for r in map(json.loads, out.splitlines()) if r.get('what') == 'train_step']
   return record
 

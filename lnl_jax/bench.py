@@ -18,7 +18,7 @@ per measurement (`what` says which), in this order:
   part        with --parts: forward + backward of the 16 SimpleNets + local attention alone per
               execution, of one shared member network on the M× batch (the issue's reference:
               `vs_shared` ≤ 1.2 is the target), of the U-Net alone, and of the whole network's
-              loss without the optimiser (train_step − network_loss_grad = Adam + the finite check)
+              loss without the optimiser (train_step − network_loss_grad ≈ the update step)
   layer       with --layers: each distinct convolution of the network alone (input shape, kernel,
               features, `count` = how often it occurs), forward + both gradients, timed in every
               lowering of models/conv.py (`xla_ms`, `conv_ms`, `matmul_ms` and their FLOP/s);
@@ -34,8 +34,9 @@ analysis of the compiled program is reported beside it as `flops_xla`, but is no
 counts a while loop's body once (the 'scan' execution: ~M× too low) and, on GPU, nothing inside
 the cuDNN/cuBLAS custom calls the convolutions and matmuls become (~100× too low).
 Memory: `compiled_bytes` is the step's own arguments + outputs + temporaries (XLA's memory
-analysis); `peak_rss_bytes` (host) and `peak_device_bytes` (accelerators) are process-wide
-peaks so far, so only the first measurement of a process is its own peak.
+analysis; of the train step, the larger of its two programs'); `peak_rss_bytes` (host) and
+`peak_device_bytes` (accelerators) are process-wide peaks so far, so only the first measurement
+of a process is its own peak.
 """
 from __future__ import annotations
 
@@ -100,8 +101,10 @@ class Timing:
   compile_s: float  # trace + lower + XLA compile
   step_s: float  # median seconds per call after a warm-up call
   flops: float  # dense FLOPs of one call, from the jaxpr (`dense_flops`)
-  flops_xla: float | None  # XLA's cost analysis of the compiled program
-  compiled_bytes: int | None  # arguments + outputs + temporaries − aliased (donated) buffers
+  flops_xla: float | None  # XLA's cost analysis of the compiled program(s), summed
+  # arguments + outputs + temporaries − aliased (donated) buffers; of a `TrainStep`, the larger of
+  # its two programs'
+  compiled_bytes: int | None
 
 
 def _first(analysis) -> dict:
@@ -168,7 +171,8 @@ def compiled_bytes(compiled) -> int | None:
 
 def time_jitted(jitted, args: tuple, num_steps: int, *, feed: Callable | None = None,
                 inner: int = 1) -> Timing:
-  """Compiles `jitted` for `args`, runs it once, then times `num_steps` samples of `inner` calls.
+  """Compiles `jitted` (a jit-compiled function or a `steps.TrainStep`) for `args`, runs it once,
+  then times `num_steps` samples of `inner` calls.
 
   `feed(args, out)` gives the next call's arguments (the train step's donated state is replaced by
   the one it returns); by default the arguments are reused. Every sample ends in block_until_ready.
@@ -176,7 +180,12 @@ def time_jitted(jitted, args: tuple, num_steps: int, *, feed: Callable | None = 
   feed = feed or (lambda a, out: a)
   start = time.perf_counter()
   traced = jitted.trace(*args)
-  compiled = traced.lower().compile()
+  if isinstance(jitted, steps_lib.TrainStep):  # two programs
+    programs = [t.lower().compile() for t in traced]
+    compiled = functools.partial(steps_lib.TrainStep.run, *programs)
+  else:
+    traced, programs = [traced], [traced.lower().compile()]
+    compiled = programs[0]
   compile_s = time.perf_counter() - start
   out = compiled(*args)
   jax.block_until_ready(out)
@@ -189,8 +198,10 @@ def time_jitted(jitted, args: tuple, num_steps: int, *, feed: Callable | None = 
       args = feed(args, out)
     jax.block_until_ready(out)
     times.append((time.perf_counter() - start) / inner)
-  return Timing(compile_s, float(np.median(times)), float(dense_flops(traced.jaxpr)),
-                xla_flops(compiled), compiled_bytes(compiled))
+  flops_xla = [xla_flops(p) for p in programs]
+  sizes = [compiled_bytes(p) for p in programs]
+  return Timing(compile_s, float(np.median(times)), float(sum(dense_flops(t.jaxpr) for t in traced)),
+                None if None in flops_xla else sum(flops_xla), None if None in sizes else max(sizes))
 
 
 def memory_fields() -> dict:

@@ -115,16 +115,25 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def train_step(state: TrainState, batch, *, model, tx, weight_decay: float,
-               label_smoothing: float):
-  """One Adam step on the global batch (λ = `weight_decay` of Eq. 3). A non-finite loss or
-  gradient leaves the state unchanged (the update is skipped) and is reported in the metrics as
-  `nonfinite`, for the loop to act on."""
+def gradient_step(params, batch, *, model, weight_decay: float, label_smoothing: float):
+  """The first half of a train step: the loss's gradient on the global batch (λ = `weight_decay`
+  of Eq. 3), whether the loss and the gradient are finite, and the step's metrics (a non-finite
+  step is reported as `nonfinite`, for the loop to act on)."""
   grad_fn = jax.value_and_grad(
       functools.partial(loss_fn, model=model, weight_decay=weight_decay,
                         label_smoothing=label_smoothing), has_aux=True)
-  (loss, (ce, logits)), grads = grad_fn(state.params, batch)
+  (loss, (ce, logits)), grads = grad_fn(params, batch)
   finite = jnp.isfinite(loss) & all_finite(grads)
+  mask = batch['mask']
+  metrics = dict(loss=loss, cross_entropy=ce, nonfinite=~finite,
+                 correct=jnp.sum((jnp.argmax(logits, -1) == batch['label']) & mask),
+                 count=jnp.sum(mask))
+  return grads, finite, metrics
+
+
+def update_step(state: TrainState, grads, finite, *, tx) -> TrainState:
+  """The second half: one Adam step with `grads` when `finite`; otherwise the state is left
+  unchanged (the update is skipped) but for its step count."""
 
   def update(state):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -132,13 +141,8 @@ def train_step(state: TrainState, batch, *, model, tx, weight_decay: float,
                       opt_state=opt_state)
 
   # A cond, not a select per leaf: the update stays one fused pass over the state (a `where` on
-  # every leaf cost ~0.4 s per step of the full model on CPU and doubled its compile time).
-  new_state = jax.lax.cond(finite, update, lambda s: s.replace(step=s.step + 1), state)
-  mask = batch['mask']
-  metrics = dict(loss=loss, cross_entropy=ce, nonfinite=~finite,
-                 correct=jnp.sum((jnp.argmax(logits, -1) == batch['label']) & mask),
-                 count=jnp.sum(mask))
-  return new_state, metrics
+  # every leaf kept three copies of the state alive and doubled the full model's compile time).
+  return jax.lax.cond(finite, update, lambda s: s.replace(step=s.step + 1), state)
 
 
 def eval_step(params, batch, *, model):
@@ -148,21 +152,16 @@ def eval_step(params, batch, *, model):
               w_global=aux['w_global'], w_local=aux['w_local'])
 
 
-def bind_train_step(model, tx, weight_decay: float, label_smoothing: float):
-  """`train_step` with its model, optimiser and loss settings bound: (state, batch) -> (state,
-  metrics), to be jitted."""
-  return functools.partial(train_step, model=model, tx=tx, weight_decay=weight_decay,
-                           label_smoothing=label_smoothing)
-
-
-# XLA options of the steps' programs on CPU: LLVM's optimisation level 1 and XLA's older CPU
-# emitters compile them in less time than XLA's defaults (their effect on the step time is in
-# docs/benchmarks.md). An option named in $XLA_FLAGS is left to it.
+# XLA options of the network's programs on CPU (the gradient step, the eval step): LLVM's
+# optimisation level 1 and XLA's older CPU emitters compile them in less time than XLA's defaults
+# (their effect on the step time is in docs/benchmarks.md). The optimiser's programs (its init, the
+# update step), elementwise passes over the parameters, keep XLA's defaults: the older emitters
+# make slower code of them. An option named in $XLA_FLAGS is left to it.
 CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
 
 
 def compiler_options(mesh: Mesh) -> dict | None:
-  """The XLA options of programs on `mesh`'s devices: CPU_COMPILER_OPTIONS on CPU."""
+  """The XLA options of the network's programs on `mesh`'s devices: CPU_COMPILER_OPTIONS on CPU."""
   if mesh.devices.flat[0].platform != 'cpu':
     return None
   named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
@@ -175,16 +174,60 @@ def _jit(fn, name: str, settings: tuple, store: str | None, **jit_args):
   return program_store.StoredFunction(fn, name, settings, store, **jit_args)
 
 
+class TrainStep:
+  """One Adam step on the global batch, `(state, batch) -> (state, metrics)`: `gradient_step`
+  then `update_step`, each its own jit-compiled `program_store.StoredFunction`, so that each gets
+  the XLA options that suit it (`CPU_COMPILER_OPTIONS`). The state is donated."""
+
+  def __init__(self, gradient: program_store.StoredFunction,
+               update: program_store.StoredFunction):
+    self.gradient, self.update = gradient, update
+
+  def __call__(self, state: TrainState, batch):
+    return self.run(self.gradient, self.update, state, batch)
+
+  @staticmethod
+  def run(gradient, update, state: TrainState, batch):
+    """The step with these callables as its two programs (the compiled ones, in benchmarks)."""
+    grads, finite, metrics = gradient(state.params, batch)
+    return update(state, grads, finite), metrics
+
+  def update_arguments(self, state):
+    """The update step's arguments after the gradient step on `state`, as shapes."""
+    like = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+    return (jax.tree.map(like, state), jax.tree.map(like, state.params),
+            jax.ShapeDtypeStruct((), jnp.bool_))
+
+  def compile_ahead(self, state, batch) -> None:
+    """`StoredFunction.compile_ahead` of both programs, for a state and a batch shaped like these."""
+    self.gradient.compile_ahead(state.params, batch)
+    self.update.compile_ahead(*self.update_arguments(state))
+
+  def wait_ahead(self) -> None:
+    self.gradient.wait_ahead()
+    self.update.wait_ahead()
+
+  def trace(self, state, batch) -> tuple:
+    """Both programs as traced here (`StoredFunction.trace`), for benchmarks."""
+    return (self.gradient.trace(state.params, batch),
+            self.update.trace(*self.update_arguments(state)))
+
+
 # One jitted function per mesh and arguments (the newest few kept): a later run of the process with
 # the same ones reuses its traced and compiled programs.
 @functools.lru_cache(maxsize=4)
 def _jit_train_step(mesh: Mesh, store: str | None, model, optimizer: tuple, weight_decay: float,
-                    label_smoothing: float):
+                    label_smoothing: float) -> TrainStep:
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  step = bind_train_step(model, _adam(*optimizer), weight_decay, label_smoothing)
-  return _jit(step, 'train_step', (model, optimizer, weight_decay, label_smoothing), store,
-              in_shardings=(replicated, batch), out_shardings=replicated, donate_argnums=(0,),
-              compiler_options=compiler_options(mesh))
+  gradient = functools.partial(gradient_step, model=model, weight_decay=weight_decay,
+                               label_smoothing=label_smoothing)
+  update = functools.partial(update_step, tx=_adam(*optimizer))
+  return TrainStep(
+      _jit(gradient, 'gradient_step', (model, weight_decay, label_smoothing), store,
+           in_shardings=(replicated, batch), out_shardings=replicated,
+           compiler_options=compiler_options(mesh)),
+      _jit(update, 'update_step', (optimizer,), store,
+           in_shardings=(replicated,) * 3, out_shardings=replicated, donate_argnums=(0,)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -196,8 +239,7 @@ def _jit_eval_step(mesh: Mesh, store: str | None, model):
 
 @functools.lru_cache(maxsize=4)
 def _jit_optimizer_init(mesh: Mesh, tx):
-  return jax.jit(tx.init, out_shardings=NamedSharding(mesh, P()),
-                 compiler_options=compiler_options(mesh))
+  return jax.jit(tx.init, out_shardings=NamedSharding(mesh, P()))
 
 
 class Parallel:
@@ -222,7 +264,7 @@ class Parallel:
 
   def jit_train_step(self, model, train: ml_collections.ConfigDict, steps_per_epoch: int,
                      store: str | None = None):
-    """`train_step` jit-compiled over the mesh, with the optimiser of `create_optimizer(train,
+    """The `TrainStep` jit-compiled over the mesh, with the optimiser of `create_optimizer(train,
     steps_per_epoch)`. The same mesh, model, optimiser and loss settings give the same function,
     whose compiled programs are then reused: runs of one process with those settings
     (cross-validation folds of equal epoch length, a run resumed in the same process) trace and

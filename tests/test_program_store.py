@@ -46,7 +46,8 @@ def test_a_train_step_read_back_from_the_store_steps_like_the_traced_one(tmp_pat
   model = create_model(CONFIG.model, CONFIG.data.image_size, 7)
   want = _step_once(parallel, model, store=None)
   _assert_same(_step_once(parallel, model, str(tmp_path)), want)  # lowered and written
-  assert len(os.listdir(tmp_path)) == 1
+  assert sorted(name.split('-')[0] for name in os.listdir(tmp_path)) == ['gradient_step',
+                                                                          'update_step']
 
   steps._jit_train_step.cache_clear()  # pylint: disable=protected-access  # as a new process
   def no_export(*args):
@@ -60,7 +61,7 @@ def test_an_unreadable_stored_program_is_lowered_again(tmp_path):
   model = create_model(CONFIG.model, CONFIG.data.image_size, 7)
   want = _step_once(parallel, model, store=None)
   _step_once(parallel, model, str(tmp_path))
-  (path,) = tmp_path.iterdir()
+  (path,) = tmp_path.glob('gradient_step-*')
   path.write_bytes(path.read_bytes()[:1000])  # cut short, as by a full disk
   steps._jit_train_step.cache_clear()  # pylint: disable=protected-access
   _assert_same(_step_once(parallel, model, str(tmp_path)), want)
@@ -72,8 +73,9 @@ class _Keyed(BaseException):
 
 
 def _keys_of_train_steps(monkeypatch, tmp_path, variants):
-  """The stored file each (devices, config changes, steps per epoch) variant's train step would
-  read: the real `jit_train_step` and key, stopped before anything is traced."""
+  """The stored files each (devices, config changes, steps per epoch) variant's train step would
+  read, (its gradient step's, its update step's): the real `jit_train_step` and keys, stopped
+  before anything is traced."""
   paths = []
   def keyed(path, avals):
     paths.append(path)
@@ -95,7 +97,9 @@ def _keys_of_train_steps(monkeypatch, tmp_path, variants):
     step = parallel.jit_train_step(model, config.train, steps_per_epoch, str(tmp_path))
     with pytest.raises(_Keyed):
       step(state, parallel.put_batch(batch))
-  return paths
+    with pytest.raises(_Keyed):
+      step.update(*step.update_arguments(state))
+  return list(zip(paths[::2], paths[1::2]))
 
 
 def test_the_train_step_key_changes_with_every_setting_shape_and_device_count(tmp_path,
@@ -106,8 +110,17 @@ def test_the_train_step_key_changes_with_every_setting_shape_and_device_count(tm
               (1, {'model.width': 1 / 8}, 6), (1, {'model.attention': 'none'}, 6),
               (1, {'model.ensemble': 'vmap'}, 6), (1, {'train.batch_size': 8}, 6)]
   paths = _keys_of_train_steps(monkeypatch, tmp_path, variants)
-  assert paths[0] == paths[1]  # equal settings, built afresh: the same program
+  assert paths[0] == paths[1]  # equal settings, built afresh: the same programs
   assert len(set(paths)) == len(paths) - 1, list(zip(variants, paths))
+  # The optimiser's settings shape the update step only; the loss's, the batch's and the network's
+  # computation the gradient step only (the parameters' shapes and the devices shape both).
+  optimizer = {'7 steps per epoch': 3, 'learning_rate': 4, 'lr_decay': 5}
+  loss_or_network = {'weight_decay': 6, 'label_smoothing': 7, 'dtype': 8, 'ensemble': 11,
+                     'batch_size': 12}
+  for name, i in optimizer.items():
+    assert paths[i][0] == paths[0][0] and paths[i][1] != paths[0][1], name
+  for name, i in loss_or_network.items():
+    assert paths[i][0] != paths[0][0] and paths[i][1] == paths[0][1], name
 
 
 def test_the_key_changes_with_jax_configuration_and_output_sharding():

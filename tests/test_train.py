@@ -31,8 +31,9 @@ def test_main_writes_everything_and_resumes(tmp_path):
   workdir, faces = str(tmp_path / 'run'), tmp_path / 'faces'
   log = run_main(workdir, f'--data_cache={faces}')
   assert 'starting from scratch' in log
-  # The first step runs the program compiled in the background.
-  assert 'train_step: compiled ahead' in log and 'compiling ahead' not in log
+  # The first step runs the programs compiled in the background.
+  assert 'gradient_step: compiled ahead' in log and 'update_step: compiled ahead' in log
+  assert 'compiling ahead' not in log
   (cached,) = faces.glob('synthetic_faces_*.npz')  # drawn once; the resumed run below reads it
   (cached_images,) = faces.glob('synthetic_faces_*.images.npy')
   drawn = cached.stat().st_mtime_ns
@@ -55,15 +56,17 @@ def test_main_writes_everything_and_resumes(tmp_path):
     assert events[('train_loss', r['step'])] == pytest.approx(r['train_loss'])
   # Its lowered steps are kept beside the compiled ones, for the rerun below (program_store).
   lowered = os.listdir(os.path.join(os.environ['JAX_COMPILATION_CACHE_DIR'], 'lowered'))
-  assert {name.split('-')[0] for name in lowered} >= {'train_step', 'eval_step'}
+  assert {name.split('-')[0] for name in lowered} >= {'gradient_step', 'update_step', 'eval_step'}
 
   # Same command, one more epoch: resumes from step 12 and keeps the first two epochs as they were.
   log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
   assert cached.stat().st_mtime_ns == drawn
   assert sorted(faces.iterdir()) == sorted([cached, cached_images])
   assert 'resuming at step 12' in log
-  assert 'train_step: compiled ahead' in log and 'compiling ahead' not in log
-  assert 'train_step: lowered program read from' in log and 'not stored' not in log
+  assert 'gradient_step: compiled ahead' in log and 'update_step: compiled ahead' in log
+  assert 'compiling ahead' not in log
+  assert 'gradient_step: lowered program read from' in log and 'not stored' not in log
+  assert 'update_step: lowered program read from' in log
   assert 'abstract_state: shapes read from' in log
   resumed = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [r['epoch'] for r in resumed] == [1, 2, 3]
