@@ -92,7 +92,8 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
   assert "about halves the `cpu` network's compile time at the same step time" in readme
   product = last(options, config='configs/synthetic.py:cpu', choice='product')['step_vs_default']
   assert abs(product - 1) < 0.05  # the same within the host's noise (docs/benchmarks.md)
-  rounds = bench_lines('peer_ratio.jsonl')
+  records = bench_lines('peer_ratio.jsonl')
+  rounds = [r for r in records if 'revision' not in r]  # one revision, no other to compare with
   assert len(rounds) == 6  # three rounds on each of two days, in that order
   assert 'PyTorch 2.13' in readme and all(r['peer_torch'].startswith('2.13') for r in rounds)
   figures = []
@@ -112,6 +113,33 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
     row = (f"| {number} | {r['jax_product_step_s']:.3f} / {r['jax_xla_defaults_step_s']:.3f} | "
            f"{r['peer_step_s']:.3f} | {r['ratio_product']:.3f} / {r['ratio_xla_defaults']:.3f} |")
     assert row in table, row
+
+  # The rounds that timed the code before and after the update became its own program.
+  compared = [r for r in records if 'revision' in r]
+  before, after = ([r for r in compared if r['revision'] == rev] for rev in ('824504b', 'c3cc552'))
+  assert len(before) == len(after) == 3 and len(compared) == 6
+  figures = lambda rs, key: (f'{min(r[key] for r in rs):.2f}–{max(r[key] for r in rs):.2f}',
+                             f'{np.median([r[key] for r in rs]):.2f}')
+  (low, median), (old_low, old_median) = figures(after, 'ratio_product'), figures(before, 'ratio_product')
+  expected = (f'three more rounds gave {low} (median {median}), where the code before it gave '
+              f'{old_low} (median {old_median}) in the same rounds')
+  assert expected in readme, expected
+  defaults = figures(after, 'ratio_xla_defaults')[1]
+  assert f'{low} (median {median}; {defaults} with XLA\'s defaults)' in table
+  for number, (old, new) in enumerate(zip(before, after), 1):
+    assert old['round'] == new['round'] == number - 1 and old['peer_step_s'] == new['peer_step_s']
+    row = (f"| {number} | {old['jax_product_step_s']:.3f} / {old['jax_xla_defaults_step_s']:.3f} | "
+           f"{new['jax_product_step_s']:.3f} / {new['jax_xla_defaults_step_s']:.3f} | "
+           f"{old['peer_step_s']:.3f} | {old['ratio_product']:.3f} / {old['ratio_xla_defaults']:.3f} | "
+           f"{new['ratio_product']:.3f} / {new['ratio_xla_defaults']:.3f} |")
+    assert row in table, row
+  step = lambda rs: f"{np.median([r['jax_product_step_s'] for r in rs]):.3f} s"
+  ratio = lambda rs, key: f'{np.median([r[key] for r in rs]):.2f}'
+  expected = (f"the step's median over the rounds went from {step(before)} to {step(after)}, and "
+              f"JAX ÷ PyTorch from {ratio(before, 'ratio_product')} to {ratio(after, 'ratio_product')} "
+              f"(with XLA's defaults for every program, from {ratio(before, 'ratio_xla_defaults')} to "
+              f"{ratio(after, 'ratio_xla_defaults')})")
+  assert expected in ' '.join(table.split()), expected
 
 
 def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
@@ -319,6 +347,30 @@ def test_the_first_step_comparisons_prose_is_that_of_its_records():
   assert sum(s <= 10 for s in later) == 2 and len(later) == 5
   # The comparison's own verdicts: every warm run within 10 s, the cold one above 30 s.
   assert max(new) <= 10 and new_cold > 30
+
+
+def test_the_two_program_step_first_step_prose_is_that_of_its_records():
+  """The first step before and after the train step became two programs (824504b against
+  c3cc552): the prose's mean and range of the warm differences, the targets table's figures and
+  the verdict that both revisions met both targets, from docs/first_step.jsonl."""
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
+    text = ' '.join(f.read().split())
+  runs = bench_lines('first_step.jsonl')
+  seconds = lambda revision, cache: [r['seconds'] for r in runs
+                                     if r.get('revision') == revision and r['cache'] == cache]
+  old, new = seconds('824504b', 'warm'), seconds('c3cc552', 'warm')
+  (old_cold,), (new_cold,) = seconds('824504b', 'cold'), seconds('c3cc552', 'cold')
+  longer = [n - o for o, n in zip(old, new)]  # round by round: the old revision ran first in each
+  assert len(longer) == len(old) == len(new) == 4
+  for figure in (f'The warm runs took {np.mean(longer):.1f} s longer on average (from '
+                 f'{min(longer):.1f} to {max(longer):.1f} s, round by round)',
+                 f'{new_cold:.1f} s at c3cc552 (the train step as two programs) against '
+                 f'{old_cold:.1f} s at 824504b',
+                 f'{min(new):.1f}–{max(new):.1f} s at c3cc552 against '
+                 f'{min(old):.1f}–{max(old):.1f} s at 824504b'):
+    assert figure in text, figure
+  assert min(longer) > 0 and new_cold < old_cold  # 'longer', 'the shorter of the two'
+  assert max(old + new) <= 10 and max(old_cold, new_cold) <= 30  # both met both targets
 
 
 def test_the_compile_ahead_comparisons_prose_is_that_of_its_records():
