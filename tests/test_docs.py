@@ -150,7 +150,8 @@ def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
   # A run's lines come in a row, 'default' first; the runs with 'only_…' lines timed one by one.
   runs = split_runs(bench_lines('compile_options.jsonl'), lambda r: r['choice'] == 'default')
   records = [r for run in runs if any(o['choice'].startswith('only_') for o in run) for r in run]
-  assert len(records) == 8  # two configs, four choices each
+  assert len(records) == 16  # two commands (the whole step, then the gradient step), two configs
+  # each, four choices each
   for r in records:
     if r['choice'].startswith('only_'):
       ((name, value),) = r['options'].items()
@@ -160,6 +161,17 @@ def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
     row = (f"| {label} | {r['compile_s']:.2f} | {r['step_s']:.3f} | "
            f"{r['step_vs_default']:.3f} |")
     assert row in text, row
+  # The gradient step's run (the last eight): the prose's ratios and compile shares.
+  gradient = {(r['config'], r['choice']): r for r in records[8:]}
+  share = lambda config: round(100 * gradient[config, 'product']['compile_s'] /
+                               gradient[config, 'default']['compile_s'])
+  full, cpu = 'configs/raf.py', 'configs/synthetic.py:cpu'
+  prose = ' '.join(text.split())
+  for figure in (f"nothing measurable ({gradient[full, 'product']['step_vs_default']:.3f}, within",
+                 f"the `cpu` network's neither ({gradient[cpu, 'product']['step_vs_default']:.3f})",
+                 f'({share(full)} % and {share(cpu)} % of the defaults\')'):
+    assert figure in prose, figure
+  assert all(abs(r['step_vs_default'] - 1) < 0.05 for r in records[8:])  # 'within a few per cent'
 
 
 def bench_run(lines: list[dict], argv_end: str) -> list[dict]:
