@@ -1,18 +1,19 @@
-"""XLA's CPU compile options for the gradient step: compile time and train-step time, in one process.
+"""XLA's CPU compile options for the gradient step: compile and train-step times, in one process.
 
   python -m launch.compile_options [--config=configs/synthetic.py:cpu] [--batch=32] [--rounds=10]
       [--out=FILE.jsonl]
 
 Traces and lowers the config's gradient step (the train step's first program), then compiles it
 under each set of options in `CHOICES` ('default' is XLA's own defaults; 'product' is what
-`steps.compiler_options` gives the network's programs on CPU; 'only_<option>' is one of the
+`steps.compiler_options` gives the programs on CPU; 'only_<option>' is one of the
 product's options alone), once each, then times the train steps they make with the update step
 (compiled once, with XLA's defaults, as the train step has it) on the same batch of random faces,
 interleaved (one step of each choice per round): a machine that gets busier or quieter during the
-run slows every choice in the same rounds. Prints one JSON line per choice (its compile seconds,
-the median step seconds, the median over rounds of its step ÷ the 'default' step of the same
-round), and appends them to --out. XLA_FLAGS must not name the options compared (they would apply
-to every choice); the persistent compilation cache is off.
+run slows every choice in the same rounds. Prints one JSON line per choice (the program it
+compiled, this checkout's revision, its compile seconds, the median step seconds, the median over
+rounds of its step ÷ the 'default' step of the same round), and appends them to --out.
+XLA_FLAGS must not name the options compared (they would apply to every choice); the persistent
+compilation cache is off.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from launch.runs import report
+from launch.runs import report, revision
 from lnl_jax import cli, host, steps
 from lnl_jax.models import create_model
 
@@ -46,6 +47,7 @@ def main(argv):
   if named:
     raise app.UsageError(f'XLA_FLAGS names {sorted(named)}, which would apply to every choice; '
                          'run with XLA_FLAGS unset.')
+  commit = revision()
   cli.enable_compilation_cache('')  # every compilation timed is a real one
   host.keep_freed_memory()  # as training does
   config, size = FLAGS.config, FLAGS.config.data.image_size
@@ -56,11 +58,11 @@ def main(argv):
   abstract = steps.abstract_state(model, size, tx)
   # Plain jits: each choice below is the whole set of options its gradient program gets; the update
   # program is compiled once, as the train step compiles it (XLA's defaults), and shared.
-  gradient = jax.jit(functools.partial(steps.gradient_step, model=model,
-                                       weight_decay=config.train.weight_decay,
-                                       label_smoothing=config.train.label_smoothing))
-  update = jax.jit(functools.partial(steps.update_step, tx=tx), donate_argnums=0)
-  update = update.trace(abstract, abstract.params, jax.ShapeDtypeStruct((), bool)).lower().compile()
+  gradient, update = steps.bind_steps(model, tx, config.train.weight_decay,
+                                      config.train.label_smoothing)
+  gradient = jax.jit(gradient)
+  update = jax.jit(update, donate_argnums=0)
+  update = update.trace(*steps.TrainStep.update_arguments(abstract)).lower().compile()
   # Each choice lowered afresh, so that nothing of the other's compilation is reused.
   compiled, compile_s = {}, {}
   for name, options in CHOICES.items():
@@ -82,7 +84,8 @@ def main(argv):
       times[name].append(time.perf_counter() - start)
   for name, options in CHOICES.items():
     ratio = np.array(times[name]) / np.array(times['default'])
-    report(dict(what='compile_options', config=FLAGS['config'].config_filename,
+    report(dict(what='compile_options', program='gradient_step', revision=commit,
+                config=FLAGS['config'].config_filename,
                 overrides=dict(FLAGS['config'].override_values), batch=FLAGS.batch, choice=name,
                 options=options, compile_s=round(compile_s[name], 2),
                 step_s=round(float(np.median(times[name])), 4),

@@ -27,7 +27,7 @@ import time
 
 from absl import app, flags
 
-from launch.runs import flag_value, report, revision
+from launch.runs import checkout_revisions, flag_value, report
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -76,11 +76,8 @@ def main_flags(config: str, overrides: dict, workdir: str, cache: str, data_cach
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.checkout:
-    raise app.UsageError('--checkout names no checkout; `.` is this one.')
   config, overrides = FLAGS['config'].config_filename, FLAGS['config'].override_values
-  checkouts = [os.path.abspath(c) for c in FLAGS.checkout]
-  revisions = [revision(c) for c in checkouts]
+  checkouts, revisions = checkout_revisions(FLAGS.checkout)
   with tempfile.TemporaryDirectory() as tmp:
     folder = lambda j, name: os.path.join(tmp, f'checkout{j}', name)
     if FLAGS.faces_kept:  # each checkout's own code draws them, in its own format

@@ -24,7 +24,7 @@ import sys
 
 from absl import app, flags
 
-from launch.runs import bench_train_step, report, revision
+from launch.runs import bench_train_step, checkout_revisions, report
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -59,10 +59,7 @@ def peer_step(batch: int, steps: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.checkout:
-    raise app.UsageError('--checkout names no checkout; `.` is this one.')
-  checkouts = [os.path.abspath(c) for c in FLAGS.checkout]
-  revisions = [revision(c) for c in checkouts]
+  checkouts, revisions = checkout_revisions(FLAGS.checkout)
   for r in range(FLAGS.rounds):
     ours = [{name: jax_step(FLAGS.batch, FLAGS.steps, name == 'xla_defaults', checkout)
              for name in ('product', 'xla_defaults')} for checkout in checkouts]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import ml_collections
-from absl import logging
+from absl import app, logging
 
 from lnl_jax import train
 from lnl_jax.errors import ConfigError
@@ -124,6 +124,15 @@ def revision(checkout: str = '.') -> str:
   """The short commit id of the git checkout at `checkout`, which a benchmark record names."""
   return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=checkout, check=True,
                         capture_output=True, text=True).stdout.strip()
+
+
+def checkout_revisions(names: list[str]) -> tuple[list[str], list[str]]:
+  """The absolute paths of the git checkouts a `--checkout` flag names (`.` is this one) and their
+  revisions; a usage error if it names none."""
+  if not names:
+    raise app.UsageError('--checkout names no checkout; `.` is this one.')
+  paths = [os.path.abspath(c) for c in names]
+  return paths, [revision(c) for c in paths]
 
 
 def report(line: dict, out: str) -> None:

@@ -34,9 +34,10 @@ analysis of the compiled program is reported beside it as `flops_xla`, but is no
 counts a while loop's body once (the 'scan' execution: ~M× too low) and, on GPU, nothing inside
 the cuDNN/cuBLAS custom calls the convolutions and matmuls become (~100× too low).
 Memory: `compiled_bytes` is the step's own arguments + outputs + temporaries (XLA's memory
-analysis; of the train step, the larger of its two programs'); `peak_rss_bytes` (host) and
-`peak_device_bytes` (accelerators) are process-wide peaks so far, so only the first measurement
-of a process is its own peak.
+analysis; of the train step, the larger of its two programs', the gradient step's counting the
+optimiser's state it leaves in memory); `peak_rss_bytes` (host) and `peak_device_bytes`
+(accelerators) are process-wide peaks so far, so only the first measurement of a process is its
+own peak.
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ class Timing:
   flops: float  # dense FLOPs of one call, from the jaxpr (`dense_flops`)
   flops_xla: float | None  # XLA's cost analysis of the compiled program(s), summed
   # arguments + outputs + temporaries − aliased (donated) buffers; of a `TrainStep`, the larger of
-  # its two programs'
+  # its two programs' (the gradient step's with the optimiser's state, which it does not take)
   compiled_bytes: int | None
 
 
@@ -200,8 +201,12 @@ def time_jitted(jitted, args: tuple, num_steps: int, *, feed: Callable | None = 
     times.append((time.perf_counter() - start) / inner)
   flops_xla = [xla_flops(p) for p in programs]
   sizes = [compiled_bytes(p) for p in programs]
-  return Timing(compile_s, float(np.median(times)), float(sum(dense_flops(t.jaxpr) for t in traced)),
-                None if None in flops_xla else sum(flops_xla), None if None in sizes else max(sizes))
+  if len(programs) == 2:  # the optimiser's state stays in memory while the gradient step runs
+    sizes[0] = sizes[0] and sizes[0] + sum(x.nbytes for x in jax.tree.leaves(args[0].opt_state))
+  flops = float(sum(dense_flops(t.jaxpr) for t in traced))
+  return Timing(compile_s, float(np.median(times)), flops,
+                None if None in flops_xla else sum(flops_xla),
+                None if None in sizes else max(sizes))
 
 
 def memory_fields() -> dict:

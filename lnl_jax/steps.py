@@ -140,8 +140,8 @@ def update_step(state: TrainState, grads, finite, *, tx) -> TrainState:
     return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                       opt_state=opt_state)
 
-  # A cond, not a select per leaf: the update stays one fused pass over the state (a `where` on
-  # every leaf kept three copies of the state alive and doubled the full model's compile time).
+  # A cond, not a select per leaf: the update stays one fused pass over the state, where a `where`
+  # on every leaf would keep extra copies of the state alive (docs/benchmarks.md).
   return jax.lax.cond(finite, update, lambda s: s.replace(step=s.step + 1), state)
 
 
@@ -152,20 +152,28 @@ def eval_step(params, batch, *, model):
               w_global=aux['w_global'], w_local=aux['w_local'])
 
 
-# XLA options of the network's programs on CPU (the gradient step, the eval step): LLVM's
-# optimisation level 1 and XLA's older CPU emitters compile them in less time than XLA's defaults
-# (their effect on the step time is in docs/benchmarks.md). The optimiser's programs (its init, the
-# update step), elementwise passes over the parameters, keep XLA's defaults: the older emitters
-# make slower code of them. An option named in $XLA_FLAGS is left to it.
+# XLA options of the programs on CPU but the update step: LLVM's optimisation level 1 and XLA's
+# older CPU emitters compile them in less time than XLA's defaults (their effect on the step time is
+# in docs/benchmarks.md). The update step, elementwise passes over the parameters and the Adam
+# moments, keeps XLA's defaults: the older emitters make slower code of it. An option named in
+# $XLA_FLAGS is left to it.
 CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
 
 
 def compiler_options(mesh: Mesh) -> dict | None:
-  """The XLA options of the network's programs on `mesh`'s devices: CPU_COMPILER_OPTIONS on CPU."""
+  """The XLA options of programs on `mesh`'s devices: CPU_COMPILER_OPTIONS on CPU."""
   if mesh.devices.flat[0].platform != 'cpu':
     return None
   named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
   return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if k not in named} or None
+
+
+def bind_steps(model, tx, weight_decay: float, label_smoothing: float) -> tuple:
+  """`gradient_step` and `update_step` with their model, optimiser and loss settings bound:
+  (params, batch) -> (grads, finite, metrics) and (state, grads, finite) -> state, to be jitted."""
+  return (functools.partial(gradient_step, model=model, weight_decay=weight_decay,
+                            label_smoothing=label_smoothing),
+          functools.partial(update_step, tx=tx))
 
 
 def _jit(fn, name: str, settings: tuple, store: str | None, **jit_args):
@@ -187,19 +195,23 @@ class TrainStep:
     return self.run(self.gradient, self.update, state, batch)
 
   @staticmethod
+  def update_arguments(state):
+    """The update step's arguments after the gradient step on `state` (the state, a gradient of
+    the parameters' shapes, the finite flag), as shapes."""
+    like = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                          weak_type=getattr(x, 'weak_type', False))
+    return (jax.tree.map(like, state), jax.tree.map(like, state.params),
+            jax.ShapeDtypeStruct((), jnp.bool_))
+
+  @staticmethod
   def run(gradient, update, state: TrainState, batch):
     """The step with these callables as its two programs (the compiled ones, in benchmarks)."""
     grads, finite, metrics = gradient(state.params, batch)
     return update(state, grads, finite), metrics
 
-  def update_arguments(self, state):
-    """The update step's arguments after the gradient step on `state`, as shapes."""
-    like = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-    return (jax.tree.map(like, state), jax.tree.map(like, state.params),
-            jax.ShapeDtypeStruct((), jnp.bool_))
-
   def compile_ahead(self, state, batch) -> None:
-    """`StoredFunction.compile_ahead` of both programs, for a state and a batch shaped like these."""
+    """`StoredFunction.compile_ahead` of both programs, for a state and a batch shaped like
+    these."""
     self.gradient.compile_ahead(state.params, batch)
     self.update.compile_ahead(*self.update_arguments(state))
 
@@ -219,9 +231,7 @@ class TrainStep:
 def _jit_train_step(mesh: Mesh, store: str | None, model, optimizer: tuple, weight_decay: float,
                     label_smoothing: float) -> TrainStep:
   replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-  gradient = functools.partial(gradient_step, model=model, weight_decay=weight_decay,
-                               label_smoothing=label_smoothing)
-  update = functools.partial(update_step, tx=_adam(*optimizer))
+  gradient, update = bind_steps(model, _adam(*optimizer), weight_decay, label_smoothing)
   return TrainStep(
       _jit(gradient, 'gradient_step', (model, weight_decay, label_smoothing), store,
            in_shardings=(replicated, batch), out_shardings=replicated,
@@ -239,13 +249,15 @@ def _jit_eval_step(mesh: Mesh, store: str | None, model):
 
 @functools.lru_cache(maxsize=4)
 def _jit_optimizer_init(mesh: Mesh, tx):
-  return jax.jit(tx.init, out_shardings=NamedSharding(mesh, P()))
+  return jax.jit(tx.init, out_shardings=NamedSharding(mesh, P()),
+                 compiler_options=compiler_options(mesh))
 
 
 class Parallel:
   """Data parallelism over every device of every process: a 1-D mesh 'data', parameters
   replicated, batches split along their first axis; steps are `jax.jit` with explicit shardings
-  (the modern form of pmap: one program, XLA inserts the gradient all-reduce)."""
+  (the modern form of pmap: one SPMD program per step function, XLA inserts the gradient
+  all-reduce)."""
 
   def __init__(self, devices=None):
     self.mesh = Mesh(jax.devices() if devices is None else devices, ('data',))

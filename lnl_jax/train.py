@@ -73,7 +73,9 @@ class EpochStats:
     self.start, self.images = time.time(), 0
 
   def add(self, step: int, step_metrics, batch_size: int) -> None:
-    """Keeps a dispatched step's metrics, and waits until at most STEPS_IN_FLIGHT are unfinished."""
+    """Keeps a dispatched step's metrics, and waits until at most STEPS_IN_FLIGHT steps are
+    unfinished (a step's metrics come from its gradient step, which needs the update before it: at
+    most one update more)."""
     self.pending.append((step, step_metrics))
     self.images += batch_size
     if len(self.pending) > STEPS_IN_FLIGHT:

@@ -68,6 +68,31 @@ def test_an_unreadable_stored_program_is_lowered_again(tmp_path):
   assert path.stat().st_size > 1000  # written anew
 
 
+def test_every_step_runs_the_programs_the_train_step_compiled_ahead():
+  """`TrainStep.compile_ahead` for the state's and the batch's shapes (as the loop calls it, before
+  any array exists) compiles the very programs the first and every later step run: after three
+  steps each of its two functions holds those programs and no other."""
+  steps._jit_train_step.cache_clear()  # pylint: disable=protected-access  # as a new process
+  parallel = steps.Parallel(jax.devices()[:1])
+  model = create_model(CONFIG.model, CONFIG.data.image_size, 7)
+  tx = steps.create_optimizer(CONFIG.train, STEPS_PER_EPOCH)
+  abstract = steps.abstract_state(model, CONFIG.data.image_size, tx)
+  step = parallel.jit_train_step(model, CONFIG.train, STEPS_PER_EPOCH)
+  step.compile_ahead(abstract, steps.batch_shapes(CONFIG.train.batch_size, CONFIG.data.image_size,
+                                                  7))
+  programs = (step.gradient, step.update)
+  ahead = [set(fn._ahead) for fn in programs]  # pylint: disable=protected-access
+  assert all(len(signatures) == 1 for signatures in ahead)
+  state = parallel.init_state(model, CONFIG.data.image_size, tx, seed=0, abstract=abstract)
+  for seed in range(3):
+    batch = steps.random_batch(np.random.default_rng(seed), CONFIG.train.batch_size,
+                               CONFIG.data.image_size, 7)
+    state, _ = step(state, parallel.put_batch(batch))
+  assert int(state.step) == 3
+  for fn, signatures in zip(programs, ahead):
+    assert set(fn._programs) == signatures and not fn._ahead  # pylint: disable=protected-access
+
+
 class _Keyed(BaseException):
   """Raised by a stand-in for the store's read, to end a call once its program's key is known."""
 
