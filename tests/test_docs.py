@@ -115,9 +115,10 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
     assert row in table, row
 
   # The rounds that timed the code before and after the update became its own program.
-  compared = [r for r in records if 'revision' in r]
-  before, after = ([r for r in compared if r['revision'] == rev] for rev in ('824504b', 'c3cc552'))
-  assert len(before) == len(after) == 3 and len(compared) == 6
+  before, after, final = ([r for r in records if r.get('revision') == rev]
+                          for rev in ('824504b', 'c3cc552', '69423aa'))
+  assert len(before) == len(after) == len(final) == 3
+  assert len(rounds) + len(before) + len(after) + len(final) == len(records)
   figures = lambda rs, key: (f'{min(r[key] for r in rs):.2f}–{max(r[key] for r in rs):.2f}',
                              f'{np.median([r[key] for r in rs]):.2f}')
   (low, median) = figures(after, 'ratio_product')
@@ -143,6 +144,20 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
               f'JAX ÷ PyTorch from {product[0]} to {product[1]} (with XLA\'s defaults for every '
               f'program, from {defaults[0]} to {defaults[1]})')
   assert expected in ' '.join(table.split()), expected
+  # The final code's three rounds, and the six of the two-program step.
+  (low, median), defaults = figures(final, 'ratio_product'), figures(final, 'ratio_xla_defaults')[1]
+  assert f'three rounds of the final code {low} (median {median})' in readme
+  prose = ' '.join(table.split())
+  assert f"JAX ÷ PyTorch {low} (median {median}; {defaults} with XLA's defaults)" in prose
+  assert f'{low} (median {median}) over three more of the final code' in prose
+  both = after + final
+  span = figures(both, 'ratio_product')[0]
+  assert f'Over the six rounds of the two-program step, {span}: ahead of PyTorch' in prose
+  assert all(1 < r['ratio_product'] < 1.2 for r in both)  # 'ahead', 'short of 1.2 in every one'
+  for number, r in enumerate(final, 1):
+    row = (f"| {number} | {r['jax_product_step_s']:.3f} / {r['jax_xla_defaults_step_s']:.3f} | "
+           f"{r['peer_step_s']:.3f} | {r['ratio_product']:.3f} / {r['ratio_xla_defaults']:.3f} |")
+    assert row in table, row
 
 
 def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
