@@ -5,9 +5,9 @@
 
 Traces and lowers the config's gradient step (the train step's first program), then compiles it
 under each set of options in `CHOICES` ('default' is XLA's own defaults; 'product' is what
-`steps.compiler_options` gives the programs on CPU; 'only_<option>' is one of the
-product's options alone), once each, then times the train steps they make with the update step
-(compiled once, with XLA's defaults, as the train step has it) on the same batch of random faces,
+`steps.compiler_options` gives the gradient step on CPU; 'only_<option>' is one of the product's
+options alone), once each, then times the train steps they make with the update step (compiled
+once, with XLA's defaults, as the train step has it) on the same batch of random faces,
 interleaved (one step of each choice per round): a machine that gets busier or quieter during the
 run slows every choice in the same rounds. Prints one JSON line per choice (the program it
 compiled, this checkout's revision, its compile seconds, the median step seconds, the median over
