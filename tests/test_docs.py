@@ -96,68 +96,60 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
   rounds = [r for r in records if 'revision' not in r]  # one revision, no other to compare with
   assert len(rounds) == 6  # three rounds on each of two days, in that order
   assert 'PyTorch 2.13' in readme and all(r['peer_torch'].startswith('2.13') for r in rounds)
-  figures = []
-  for day in (rounds[:3], rounds[3:]):
-    ratios = [r['ratio_product'] for r in day]
-    defaults = [r['ratio_xla_defaults'] for r in day]
-    figures.append((f'{min(ratios):.2f}–{max(ratios):.2f}', f'{np.median(ratios):.2f}',
-                    f'{np.median(defaults):.2f}'))
-  (slow, slow_median, slow_defaults), (quiet, quiet_median, quiet_defaults) = figures
+  span = lambda rs, key: f'{min(r[key] for r in rs):.2f}–{max(r[key] for r in rs):.2f}'
+  median = lambda rs, key, digits=2: f'{np.median([r[key] for r in rs]):.{digits}f}'
+  product, defaults = 'ratio_product', 'ratio_xla_defaults'
+  (slow, slow_median, slow_defaults), (quiet, quiet_median, quiet_defaults) = [
+      (span(day, product), median(day, product), median(day, defaults))
+      for day in (rounds[:3], rounds[3:])]
   expected = (f'three rounds on a slower day gave JAX ÷ PyTorch {slow} (median {slow_median}; '
               f"{slow_defaults} with XLA's default compile options) and three on a quieter one "
               f'{quiet} (median {quiet_median}; {quiet_defaults})')
   assert expected in readme, expected
   with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
     table = f.read()
+  pair = lambda r, a, b: f'{r[a]:.3f} / {r[b]:.3f}'
+  steps_s, ratios = ('jax_product_step_s', 'jax_xla_defaults_step_s'), (product, defaults)
+  row = lambda number, r: (f"| {number} | {pair(r, *steps_s)} | {r['peer_step_s']:.3f} | "
+                           f"{pair(r, *ratios)} |")
   for number, r in enumerate(rounds, 1):
-    row = (f"| {number} | {r['jax_product_step_s']:.3f} / {r['jax_xla_defaults_step_s']:.3f} | "
-           f"{r['peer_step_s']:.3f} | {r['ratio_product']:.3f} / {r['ratio_xla_defaults']:.3f} |")
-    assert row in table, row
+    assert row(number, r) in table, row(number, r)
 
   # The rounds that timed the code before and after the update became its own program.
   before, after, final = ([r for r in records if r.get('revision') == rev]
                           for rev in ('824504b', 'c3cc552', '69423aa'))
   assert len(before) == len(after) == len(final) == 3
   assert len(rounds) + len(before) + len(after) + len(final) == len(records)
-  figures = lambda rs, key: (f'{min(r[key] for r in rs):.2f}–{max(r[key] for r in rs):.2f}',
-                             f'{np.median([r[key] for r in rs]):.2f}')
-  (low, median) = figures(after, 'ratio_product')
-  (old_low, old_median) = figures(before, 'ratio_product')
-  expected = (f'three more rounds gave {low} (median {median}), where the code before it gave '
-              f'{old_low} (median {old_median}) in the same rounds')
+  expected = (f'three more rounds gave {span(after, product)} (median {median(after, product)}), '
+              f'where the code before it gave {span(before, product)} (median '
+              f'{median(before, product)}) in the same rounds')
   assert expected in readme, expected
-  defaults = figures(after, 'ratio_xla_defaults')[1]
-  assert f'{low} (median {median}; {defaults} with XLA\'s defaults)' in table
+  assert (f'{span(after, product)} (median {median(after, product)}; '
+          f"{median(after, defaults)} with XLA's defaults)") in table
   for number, (old, new) in enumerate(zip(before, after), 1):
     assert old['round'] == new['round'] == number - 1 and old['peer_step_s'] == new['peer_step_s']
-    pair = lambda r, a, b: f'{r[a]:.3f} / {r[b]:.3f}'
-    steps_s, ratios = ('jax_product_step_s', 'jax_xla_defaults_step_s'), ('ratio_product',
-                                                                           'ratio_xla_defaults')
-    row = (f"| {number} | {pair(old, *steps_s)} | {pair(new, *steps_s)} | "
-           f"{old['peer_step_s']:.3f} | {pair(old, *ratios)} | {pair(new, *ratios)} |")
-    assert row in table, row
-  step = lambda rs: f"{np.median([r['jax_product_step_s'] for r in rs]):.3f} s"
-  ratio = lambda rs, key: f'{np.median([r[key] for r in rs]):.2f}'
-  product = (ratio(before, 'ratio_product'), ratio(after, 'ratio_product'))
-  defaults = (ratio(before, 'ratio_xla_defaults'), ratio(after, 'ratio_xla_defaults'))
-  expected = (f"the step's median over the rounds went from {step(before)} to {step(after)}, and "
-              f'JAX ÷ PyTorch from {product[0]} to {product[1]} (with XLA\'s defaults for every '
-              f'program, from {defaults[0]} to {defaults[1]})')
-  assert expected in ' '.join(table.split()), expected
-  # The final code's three rounds, and the six of the two-program step.
-  (low, median), defaults = figures(final, 'ratio_product'), figures(final, 'ratio_xla_defaults')[1]
-  assert f'three rounds of the final code {low} (median {median})' in readme
+    both_rows = (f"| {number} | {pair(old, *steps_s)} | {pair(new, *steps_s)} | "
+                 f"{old['peer_step_s']:.3f} | {pair(old, *ratios)} | {pair(new, *ratios)} |")
+    assert both_rows in table, both_rows
   prose = ' '.join(table.split())
-  assert f"JAX ÷ PyTorch {low} (median {median}; {defaults} with XLA's defaults)" in prose
-  assert f'{low} (median {median}) over three more of the final code' in prose
-  both = after + final
-  span = figures(both, 'ratio_product')[0]
-  assert f'Over the six rounds of the two-program step, {span}: ahead of PyTorch' in prose
-  assert all(1 < r['ratio_product'] < 1.2 for r in both)  # 'ahead', 'short of 1.2 in every one'
+  expected = (f"the step's median over the rounds went from "
+              f"{median(before, 'jax_product_step_s', 3)} s to "
+              f"{median(after, 'jax_product_step_s', 3)} s, and JAX ÷ PyTorch from "
+              f'{median(before, product)} to {median(after, product)} (with XLA\'s defaults for '
+              f'every program, from {median(before, defaults)} to {median(after, defaults)})')
+  assert expected in prose, expected
+  # The final code's three rounds, and the six of the two-program step.
+  assert (f'three rounds of the final code {span(final, product)} (median '
+          f'{median(final, product)})') in readme
+  assert (f'JAX ÷ PyTorch {span(final, product)} (median {median(final, product)}; '
+          f"{median(final, defaults)} with XLA's defaults)") in prose
+  assert f'{span(final, product)} (median {median(final, product)}) over three more' in prose
+  two_programs = after + final
+  assert (f'Over the six rounds of the two-program step, {span(two_programs, product)}: ahead of '
+          'PyTorch') in prose
+  assert all(1 < r[product] < 1.2 for r in two_programs)  # 'ahead', 'short of 1.2 in every one'
   for number, r in enumerate(final, 1):
-    row = (f"| {number} | {r['jax_product_step_s']:.3f} / {r['jax_xla_defaults_step_s']:.3f} | "
-           f"{r['peer_step_s']:.3f} | {r['ratio_product']:.3f} / {r['ratio_xla_defaults']:.3f} |")
-    assert row in table, row
+    assert row(number, r) in table, row(number, r)
 
 
 def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
@@ -468,10 +460,10 @@ def test_the_loop_table_is_that_of_its_records():
           f'{np.median(steady(runs[:11])):.3f}); the one that does not, at c14dab2, gave '
           f'{min(steady(runs[:11])):.3f}') in prose
   # The two runs of the two-program train step, and the counts over all the runs.
-  last = runs[11:]
-  spread = [abs(a - b) / max(a, b) for a, b in (r['bench_img_per_s'] for r in last)]
-  assert (f"gave {last[0]['ratio']:.3f} (its benches {100 * spread[0]:.0f} % apart) and "
-          f"{last[1]['ratio']:.3f} (within {100 * spread[1]:.0f} %)") in prose
+  two_programs = runs[11:]
+  spread = [abs(a - b) / max(a, b) for a, b in (r['bench_img_per_s'] for r in two_programs)]
+  assert (f"gave {two_programs[0]['ratio']:.3f} (its benches {100 * spread[0]:.0f} % apart) and "
+          f"{two_programs[1]['ratio']:.3f} (within {100 * spread[1]:.0f} %)") in prose
   assert len(ratios) == 13 and sum(x >= 0.95 for x in ratios) == 9
   assert len(steady(runs)) == 6 and sum(x >= 0.95 for x in steady(runs)) == 5
   assert (f'Thirteen recorded runs: nine at or above 0.95, median {np.median(ratios):.3f}; of the '
