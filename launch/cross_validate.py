@@ -139,4 +139,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'runs_dir'])
-  app.run(main)
+  cli.run(main)

@@ -70,4 +70,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.FLAGS.set_default('config', DEFAULT_CONFIG)
-  app.run(main)
+  cli.run(main)

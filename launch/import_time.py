@@ -16,9 +16,10 @@ import os
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from launch.runs import report, revision
+from lnl_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('rounds', 3, 'Processes per module.')
@@ -66,4 +67,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -77,4 +77,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['peer_python', 'peer_script'])
-  app.run(main)
+  cli.run(main)

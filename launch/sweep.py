@@ -125,4 +125,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'sweep', 'runs_dir'])
-  app.run(main)
+  cli.run(main)

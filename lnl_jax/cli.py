@@ -1,7 +1,8 @@
 """What every command-line tool shares: the common flags, the process set-up, and how errors end it.
 
 Errors the user can fix end the process with one line on stderr, never a traceback:
-  1    ConfigError, DataError (the message names the field or file), FloatingPointError (the step)
+  1    ConfigError, DataError (the message names the field or file), FloatingPointError (the step);
+       a flag absl refuses, a config file that does not load, an override naming no config field
   143  SIGTERM (130: SIGINT) arrived; a checkpoint of the current step was written, rerun to resume
 
 Commands that run the model keep XLA's compiled programs in JAX's persistent compilation cache, so
@@ -15,7 +16,7 @@ import os
 import sys
 
 import jax
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lnl_jax import program_store
@@ -111,6 +112,39 @@ def fail(message: str) -> None:
   """Ends the process with `error: message` on one line of stderr and exit status 1."""
   print(f'error: {" ".join(str(message).split())}', file=sys.stderr, flush=True)
   sys.exit(1)
+
+
+def run(main) -> None:
+  """`app.run(main)` for every command of the project: `--help` lists the project's flags the
+  command takes (also those defined in shared modules, such as --config and --workdir), and a flag
+  mistake ends it with one line (`parse_flags`)."""
+  app.run(main, flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, ending the process with `error: ...` on one line where absl would print
+  a traceback or a multi-line report: a misspelt or missing flag, a config file that does not load
+  (missing, or its get_config refusing the variant), an override naming no config field."""
+  for module, module_flags in FLAGS.flags_by_module_dict().items():
+    if module.split('.')[0] in ('lnl_jax', 'launch'):  # shown by --help, not only --helpfull
+      for flag in module_flags:
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  try:
+    argv = FLAGS(argv)
+    if 'config' in FLAGS and FLAGS['config'].value is not None:
+      FLAGS.config.get('data')  # a config file that failed to load raises here
+  except flags.Error as e:  # a config file's own error comes with its traceback: keep the last line
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    fail(f'{lines[0]} {lines[-1]}' if 'Traceback' in str(e) else ' '.join(lines))
+  except (AttributeError, KeyError) as e:  # ml_collections applying an override to no field
+    detail = e.args[0] if e.args else e
+    name, *hint = str(detail.args[0] if isinstance(detail, Exception) and detail.args
+                      else detail).splitlines()
+    fail(f'a --config.… override names no field of the config: {name}. {" ".join(hint)}')
+  except OSError as e:
+    fail(f'--config={FLAGS["config"].config_filename} does not load: '
+         f'{str(e).strip().splitlines()[-1].strip()}')
+  return argv
 
 
 def run_or_exit(run_fn, *args):

@@ -52,4 +52,4 @@ def evaluate_workdir(workdir: str, checkpoint: str, data_cache: str | None = Non
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  cli.run(main)

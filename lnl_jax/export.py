@@ -182,4 +182,4 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('workdir')
-  app.run(main)
+  cli.run(main)

@@ -319,6 +319,18 @@ def case_crop_padding_too_large(c):
   return 'error', c.main_errors('crop_padding_too_large')
 
 
+def case_config_override_names_no_field(c):
+  return 'error', c.main_errors('override_names_no_field')
+
+
+def case_config_file_missing(c):
+  return 'error', c.main_errors('config_file_missing')
+
+
+def case_unknown_config_variant(c):
+  return 'error', c.main_errors('unknown_config_variant')
+
+
 def case_workdir_is_a_file(c):
   (c.tmp / 'file').write_text('x')
   config = dataset_config('synthetic', 'smoke')
@@ -388,6 +400,14 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                                              ['crop_padding=999 must be in [0, image_size=64)']),
     'workdir under a file': (case_workdir_is_a_file, 'error',
                              ['is not writable', 'Not a directory', 'file/run']),
+    'config override naming no field (main)': (
+        case_config_override_names_no_field, 'error',
+        ["override names no field of the config: 'max_step'", 'Did you mean "max_steps"']),
+    'config file missing (main)': (case_config_file_missing, 'error',
+                                   ['--config=configs/no_such.py:smoke does not load',
+                                    'No such file or directory']),
+    'unknown config variant (main)': (case_unknown_config_variant, 'error',
+                                      ["unknown config variant 'smok'", 'known: smoke']),
 }
 
 
@@ -430,6 +450,11 @@ def main_errors(tmp_path_factory):
       'read_only_workdir': dict(args=main_command(os.path.join(read_only, 'run'))),
       'crop_padding_too_large': dict(args=main_command(tmp / 'w5',
                                                        '--config.data.crop_padding=999')),
+      'override_names_no_field': dict(args=main_command(tmp / 'w6', '--config.train.max_step=3')),
+      'config_file_missing': dict(args=main_command(tmp / 'w7',
+                                                    config='--config=configs/no_such.py:smoke')),
+      'unknown_config_variant': dict(args=main_command(tmp / 'w8',
+                                                       config='--config=configs/synthetic.py:smok')),
   }
   procs = {name: Main(tmp / f'{name}.log', *r['args'], devices=r.get('devices', 1))
            for name, r in runs.items()}

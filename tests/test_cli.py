@@ -1,8 +1,11 @@
 """cli: how a command ends on errors the user can fix, and where the caches go."""
 import signal
+import subprocess
+import sys
 
 import pytest
 
+from fixtures import ROOT
 from lnl_jax import cli
 from lnl_jax.errors import ConfigError, DataError, Preempted
 
@@ -52,3 +55,17 @@ def test_data_cache_dir(monkeypatch, tmp_path):
   assert cli.data_cache_dir('') is None  # --data_cache= turns it off
   monkeypatch.setenv('LNL_JAX_DATA_CACHE', '')
   assert cli.data_cache_dir(None) is None
+
+
+@pytest.mark.parametrize('module, expected', [
+    ('lnl_jax.evaluate', ['--workdir', '--checkpoint', '--compilation_cache']),
+    ('launch.sweep', ['--config', '--sweep', '--runs_dir', '--print_only', '--members']),
+])
+def test_help_lists_the_flags_shared_modules_define(module, expected):
+  """`--help` (not only `--helpfull`) lists the flags a command takes from lnl_jax.cli and its
+  `define_once`, beside its own."""
+  out = subprocess.run([sys.executable, '-m', module, '--help'], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300).stdout
+  listed = {line.split(':')[0].strip().replace('[no]', '') for line in out.splitlines()
+            if line.startswith('  --')}
+  assert set(expected) <= listed, out
