@@ -127,7 +127,8 @@ def main(argv):
     cli.fail(str(e))
   members = folds(config.data.num_folds)
   if FLAGS.print_only:
-    runs.print_commands(FLAGS['config'].config_filename, FLAGS.runs_dir, members, overrides)
+    runs.print_commands(config, FLAGS['config'].config_filename, FLAGS.runs_dir, members,
+                        overrides)
     return
   cli.setup_process()
   cli.run_or_exit(runs.run_members, config, FLAGS.runs_dir, members,

@@ -46,8 +46,18 @@ def check_members(config: ml_collections.ConfigDict, chosen: list[Member]) -> No
       raise ConfigError(f'sweep member {m.name}: {e}') from None
 
 
-def is_done(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, 'summary.json'))
+def is_done(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Whether the run in `workdir` finished the schedule `config` asks for: its summary.json records
+  `train.num_epochs` evaluated epochs, or `train.max_steps` steps where that ends it first. A run
+  that a smaller `max_steps` ended early is not done: training it again resumes it."""
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    summary = json.load(f)
+  if config.train.max_steps and summary.get('steps', 0) >= config.train.max_steps:
+    return True
+  return summary.get('epochs', 0) >= config.train.num_epochs
 
 
 def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member],
@@ -56,13 +66,14 @@ def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[M
   faces are kept in `data_cache` (`train.train_and_evaluate`)."""
   for i, m in enumerate(chosen):
     workdir = os.path.join(base_dir, m.name)
-    if is_done(workdir):
+    member = member_config(config, m)
+    if is_done(workdir, member):
       logging.info('member %d/%d %s: done already (%s/summary.json), skipped', i + 1, len(chosen),
                    m.name, workdir)
       continue
     logging.info('member %d/%d %s: training in %s', i + 1, len(chosen), m.name, workdir)
     try:
-      summary = train.train_and_evaluate(member_config(config, m), workdir, data_cache)
+      summary = train.train_and_evaluate(member, workdir, data_cache)
     except (ConfigError, FloatingPointError) as e:  # name the member; the rerun resumes it
       raise type(e)(f'sweep member {m.name} ({workdir}): {e}') from e
     logging.info('member %s: mean test accuracy of the last %d epochs %.2f%%', m.name,
@@ -82,13 +93,14 @@ def command(config_arg: str, overrides: dict, *args: str, module: str = 'lnl_jax
   return ' '.join(shlex.quote(w) for w in words)
 
 
-def print_commands(config_arg: str, base_dir: str, chosen: list[Member],
-                   overrides: dict) -> list[str]:
-  """Prints (and returns) one command per unfinished member; finished ones are noted on stderr."""
+def print_commands(config: ml_collections.ConfigDict, config_arg: str, base_dir: str,
+                   chosen: list[Member], overrides: dict) -> list[str]:
+  """Prints (and returns) one command per unfinished member of `config` (given on the command
+  line as `config_arg` and `overrides`); finished ones are noted on stderr."""
   lines = []
   for m in chosen:
     workdir = os.path.join(base_dir, m.name)
-    if is_done(workdir):
+    if is_done(workdir, member_config(config, m)):
       print(f'# {m.name}: done ({workdir}/summary.json)', file=sys.stderr)
       continue
     lines.append(command(config_arg, {**overrides, **m.overrides}, f'--workdir={workdir}'))

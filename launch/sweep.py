@@ -12,9 +12,11 @@
             image sizes S (the paper's first two columns have unreadable overlaps; 8 px is a guess)
 
 Member k of sweep X trains in `runs_dir/X/<member>` (e.g. `runs/raf/alpha/alpha_0.3`) with the
-config's seed (recorded in the member's config.json). A member whose summary.json exists is skipped;
-a half-trained one resumes from its newest checkpoint. `--print_only` prints one `lnl_jax.main`
-command per unfinished member instead (for a cluster); `--members=0,2` keeps some members,
+config's seed (recorded in the member's config.json). A member whose summary.json shows the
+config's schedule done (`train.num_epochs` epochs, or `train.max_steps` steps where set) is skipped;
+a half-trained one, or one a smaller `max_steps` ended early, resumes from its newest checkpoint.
+`--print_only` prints one `lnl_jax.main` command per unfinished member instead (for a cluster);
+`--members=0,2` keeps some members,
 `--values=0.3,0.7` replaces the swept values (as given; px at the config's image size for overlap).
 Every other `--config.x=y` flag applies to every member. On k-fold datasets (CK+, MMI) a member
 trains fold `data.fold` only; the paper's figures there are 5-fold means (launch.cross_validate).
@@ -115,7 +117,7 @@ def main(argv):
     cli.fail(str(e))
   base_dir = os.path.join(FLAGS.runs_dir, FLAGS.sweep)
   if FLAGS.print_only:
-    print_commands(config_flag.config_filename, base_dir, chosen, overrides)
+    print_commands(FLAGS.config, config_flag.config_filename, base_dir, chosen, overrides)
     return
   cli.setup_process()
   cli.run_or_exit(run_members, FLAGS.config, base_dir, chosen, cli.data_cache_dir(FLAGS.data_cache))

@@ -8,6 +8,7 @@ checked against hand-written fixtures whose answers are known independently.
 import json
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -34,7 +35,8 @@ def load(path):
 def test_print_only_prints_one_command_per_unfinished_member(tmp_path):
   runs = str(tmp_path)
   os.makedirs(os.path.join(runs, 'ablation', 'attention_local'))
-  open(os.path.join(runs, 'ablation', 'attention_local', 'summary.json'), 'w').write('{}')
+  with open(os.path.join(runs, 'ablation', 'attention_local', 'summary.json'), 'w') as f:
+    json.dump(dict(epochs=1000, steps=10**6), f)  # more than the config's schedule: done
   proc = run_module('launch.sweep', '--config=configs/raf.py:cpu', '--sweep=ablation',
              f'--runs_dir={runs}', '--print_only', '--config.data.root=/data/RAF DB')
   cmd = 'python -m lnl_jax.main --config=configs/raf.py:cpu'
@@ -44,6 +46,24 @@ def test_print_only_prints_one_command_per_unfinished_member(tmp_path):
       for name, attention in (('attention_none', 'none'), ('attention_nonlocal', 'nonlocal'),
                               ('attention_both', 'both'))]
   assert 'attention_local: done' in proc.stderr
+
+
+def test_a_member_is_done_when_its_summary_shows_the_configs_schedule(tmp_path):
+  config = ml_collections.ConfigDict(dict(train=dict(num_epochs=2, max_steps=0)))
+
+  def done(**summary):
+    with open(tmp_path / 'summary.json', 'w') as f:
+      json.dump(summary, f)
+    return runs.is_done(str(tmp_path), config)
+
+  assert not runs.is_done(str(tmp_path), config)  # no summary.json
+  assert done(epochs=2, steps=12)
+  assert not done(epochs=1, steps=3)  # a quick check with max_steps=3 before the real run
+  config.train.max_steps = 3
+  assert done(epochs=1, steps=3)
+  assert not done(epochs=0, steps=2)
+  config.train.max_steps = 100
+  assert done(epochs=2, steps=12)  # the epochs end it before max_steps
 
 
 def test_sweep_members_follow_the_paper():
