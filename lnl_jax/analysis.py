@@ -59,6 +59,25 @@ def claim_outcome(interval, size: float, minimum: float) -> str:
   return 'refuted' if hi < 0 else 'not shown'
 
 
+def at_chance(accuracy: float, num_images: int, num_classes: int) -> bool:
+  """Whether a test accuracy (%) over `num_images` faces is no better than guessing: at most the
+  chance accuracy 1/num_classes plus Z_95 standard errors of a guesser's accuracy on that many."""
+  p = 1.0 / num_classes
+  return accuracy / 100.0 <= p + Z_95 * np.sqrt(p * (1 - p) / max(num_images, 1))
+
+
+def _scope(claim: str, outcome: str, accuracy: float | None, num_images: int,
+           num_classes: int) -> str:
+  """How a verdict on `claim` ends: its outcome for this one model, or, for a model at chance
+  (`at_chance`, when its accuracy is given), that the model says nothing about it."""
+  if accuracy is not None and at_chance(accuracy, num_images, num_classes):
+    return (f'this model is at chance ({accuracy:.1f}% over {num_images} faces, chance '
+            f'{100 / num_classes:.1f}%): it has not learned the expressions, so it says nothing '
+            f'about the paper\'s claim that {claim}.')
+  return (f'the paper\'s claim that {claim} is {VERBS[outcome]} for this model on synthetic faces '
+          '(one trained model; across seeds: launch.evidence).')
+
+
 ApplyFn = Callable[[np.ndarray], dict]  # uint8 images (N, S, S, 3) -> prediction, w_global, w_local
 ANALYSES = ('attention', 'occlusion', 'crucial', 'confusion')
 
@@ -159,10 +178,13 @@ def _normalised_stats(w, crucial, k, m, mass, mean_rank) -> dict:
               rank_normalised=float(((rank_uniform - mean_rank) / (rank_uniform - rank_best)).mean()))
 
 
-def crucial_verdict(result: dict, attention: str = 'both') -> str:
+def crucial_verdict(result: dict, attention: str = 'both', accuracy: float | None = None,
+                    num_images: int = 0, num_classes: int = 0) -> str:
   """The plain-language verdict on the paper's claim, from `crucial_mass`'s result.
 
-  `claim_outcome` of the excess mass's 95 % interval over faces, with MIN_EXCESS_MASS.
+  `claim_outcome` of the excess mass's 95 % interval over faces, with MIN_EXCESS_MASS: an outcome
+  for this one model. Given the model's `accuracy` (%) over `num_images` faces of `num_classes`
+  classes, a model at chance gets no outcome (`at_chance`).
   """
   if attention in ('none', 'local'):
     return (f'This model (model.attention={attention}) has no non-local attention: wᵍ is uniform by '
@@ -175,8 +197,9 @@ def crucial_verdict(result: dict, attention: str = 'both') -> str:
           f'{100 * result["uniform"]:.1f}% uniform (excess {100 * result["excess"]:+.1f} points, 95% '
           f'CI {100 * lo:+.1f} to {100 * hi:+.1f}; mean rank of crucial patches '
           f'{result["mean_rank"]:.2f} against {result["rank_uniform"]:.2f}, over '
-          f'{result["num_faces"]} faces): the paper\'s claim that non-local attention finds crucial '
-          f'regions is {VERBS[outcome]} on synthetic faces.')
+          f'{result["num_faces"]} faces): ' +
+          _scope('non-local attention finds crucial regions', outcome, accuracy, num_images,
+                 num_classes))
 
 
 def crucial_over_training(steps, w_global, crucial) -> list[dict]:
@@ -292,11 +315,12 @@ def _per_face_drops(face_drop: np.ndarray) -> dict:
                     ci95=[float(diff.mean() - half), float(diff.mean() + half)]))
 
 
-def occlusion_verdict(result: dict, attention: str = 'both') -> str:
+def occlusion_verdict(result: dict, attention: str = 'both', num_classes: int = 0) -> str:
   """The plain-language verdict on Fig. 13's claim, from `occlusion_analysis`'s result.
 
   `claim_outcome` of the 95 % interval, over the M patches, of (own drop − mean drop of the
-  others), with the mean own drop against MIN_OWN_DROP.
+  others), with the mean own drop against MIN_OWN_DROP: an outcome for this one model. Given
+  `num_classes`, a model at chance on the unoccluded faces gets no outcome (`at_chance`).
   """
   own, others = np.array(result['own_drop']), np.array(result['others_drop'])
   acc = (f'accuracy {result["baseline_accuracy"]:.1f}% unoccluded, '
@@ -311,8 +335,10 @@ def occlusion_verdict(result: dict, attention: str = 'both') -> str:
   outcome = claim_outcome((d.mean() - half, d.mean() + half), own.mean(), MIN_OWN_DROP)
   return (f'Occluding a patch lowers its own wˡ by {own.mean():.3g} on average against '
           f'{others.mean():.3g} for the other patches ({result["own_drop_largest"]} of {m} patches '
-          f'drop most themselves; {acc}): the paper\'s claim that the local attention down-weights '
-          f'an occluded patch is {VERBS[outcome]}.')
+          f'drop most themselves; {acc}): ' +
+          _scope('the local attention down-weights an occluded patch', outcome,
+                 result['baseline_accuracy'] if num_classes else None, result['num_images'],
+                 num_classes))
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -402,7 +428,8 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
   if 'occlusion' in what:
     images, labels, _ = load_images(test, size, batch_size, num_images)
     result = occlusion_analysis(apply_fn, images, labels, boxes, fill=fill, seed=config.seed)
-    result.update(step=step, verdict=occlusion_verdict(result, config.model.attention))
+    result.update(step=step, verdict=occlusion_verdict(result, config.model.attention,
+                                                       len(test.class_names)))
     plots.local_weights_occlusion(np.array(result['occluded_w_local']),
                                   np.array(result['baseline_w_local']),
                                   os.path.join(out_dir, 'occlusion.png'))
@@ -433,7 +460,8 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
       raise ConfigError('undecodable test images: wᵍ rows no longer line up with the crucial flags.')
     result = crucial_mass(evaluation['w_global'], test.crucial, test.labels, test.class_names)
     result.update(step=step, attention=config.model.attention,
-                  verdict=crucial_verdict(result, config.model.attention))
+                  verdict=crucial_verdict(result, config.model.attention, evaluation['accuracy'],
+                                          int(np.sum(evaluation['cm'])), len(test.class_names)))
     if result.get('per_class'):
       plot_crucial_per_class(result, os.path.join(out_dir, 'crucial_per_class.png'))
     track_path = os.path.join(workdir, 'attention_track.npz')
