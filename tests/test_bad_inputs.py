@@ -155,6 +155,11 @@ def case_label_not_an_integer(c):
   return raises(lambda: load('raf', c.tmp / 'raf'))
 
 
+def case_root_above_the_dataset(c):
+  fixtures.write_rafdb(str(c.tmp / 'RAF-DB' / 'basic'), [1, 2], [3])
+  return raises(lambda: load('raf', c.tmp / 'RAF-DB'))
+
+
 def case_label_names_missing_image(c):
   fixtures.write_rafdb(str(c.tmp / 'raf'), [1, 2, 3], [3], missing=('train_00002.jpg',))
   return raises(lambda: load('raf', c.tmp / 'raf'))
@@ -353,6 +358,10 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                                    'expected 1..7']),
     'label not an integer': (case_label_not_an_integer, 'error',
                              ["list_patition_label.txt:4: label 'happy' is not an integer"]),
+    'data.root one folder above the dataset': (
+        case_root_above_the_dataset, 'error',
+        ['RAF-DB/EmoLabel/list_patition_label.txt, which does not exist',
+         'It is in', 'RAF-DB/basic: set data.root to that folder']),
     'label names a missing image': (case_label_names_missing_image, 'error',
                                     ['names 1 image(s) that do not exist',
                                      'train_00002_aligned.jpg']),

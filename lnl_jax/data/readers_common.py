@@ -45,9 +45,19 @@ def require_dir(path: str, what: str) -> str:
   return path
 
 
-def require_file(path: str, what: str) -> str:
+def require_file(path: str, what: str, root: str | None = None) -> str:
+  """`path`, or a DataError naming it; with the dataset's `root` (a folder above `path`), the
+  message also names a folder of root that holds the file at the same place (a root set one level
+  too high, e.g. RAF-DB/ for RAF-DB/basic/)."""
   if not os.path.isfile(path):
-    raise DataError(f'{what}: expected the file {show(path)}, which does not exist.')
+    hint = ''
+    if root is not None and os.path.isdir(root):
+      relative = os.path.relpath(path, root)
+      below = sorted(d for d in os.listdir(root)
+                     if os.path.isfile(os.path.join(root, d, relative)))
+      if below:
+        hint = f' It is in {show(os.path.join(root, below[0]))}: set data.root to that folder.'
+    raise DataError(f'{what}: expected the file {show(path)}, which does not exist.{hint}')
   return path
 
 

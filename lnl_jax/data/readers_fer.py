@@ -139,7 +139,7 @@ def read_ferplus(root: str, split: str) -> Records:
   """
   common.check_split('FERPlus', split, FER2013_USAGE)
   common.require_dir(root, 'FERPlus root')
-  votes_path = common.require_file(os.path.join(root, 'fer2013new.csv'), 'FERPlus votes')
+  votes_path = common.require_file(os.path.join(root, 'fer2013new.csv'), 'FERPlus votes', root)
   pixels_path = _fer2013_csv_path(root)
   columns = ('Usage',) + FERPLUS_CLASSES + FERPLUS_NON_EXPRESSION
   usage = FER2013_USAGE[split]

@@ -36,7 +36,7 @@ def read_rafdb(root: str, split: str) -> Records:
   """
   common.check_split('RAF-DB', split, ('train', 'test'))
   common.require_dir(root, 'RAF-DB root')
-  label_path = common.require_file(os.path.join(root, RAFDB_LABELS), 'RAF-DB labels')
+  label_path = common.require_file(os.path.join(root, RAFDB_LABELS), 'RAF-DB labels', root)
   aligned = os.path.join(root, 'Image', 'aligned')
   original = os.path.join(root, 'Image', 'original')
   if os.path.isdir(aligned):
@@ -72,7 +72,7 @@ def _affectnet_csv(root: str, split: str, num_classes: int) -> Records:
   """The original release: CSV file lists + `Manually_Annotated_Images/<subDirectory_filePath>`."""
   list_path = common.require_file(
       os.path.join(root, 'Manually_Annotated_file_lists', AFFECTNET_LISTS[split]),
-      'AffectNet file list')
+      'AffectNet file list', root)
   images = common.first_existing([
       os.path.join(root, 'Manually_Annotated_Images'),
       os.path.join(root, 'Manually_Annotated', 'Manually_Annotated_Images')])
