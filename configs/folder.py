@@ -1,5 +1,6 @@
 """Any dataset exported as class folders: `root/train/<class>/*` + `root/test/<class>/*`, or
-`root/<class>/*` split by 5-fold CV. Set --config.data.num_classes to the number of class folders.
+`root/<class>/*` split by 5-fold CV. The class folders give the classes (their names, sorted):
+data.num_classes is not read here (only AffectNet and CK+ read it, to keep 7 or 8 classes).
 """
 from lnl_jax.config_base import dataset_config
 

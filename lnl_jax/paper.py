@@ -4,6 +4,9 @@
 """
 from __future__ import annotations
 
+# Table IV's names of the network with each `model.attention`.
+MODEL_NAMES = {'none': 'Model-S', 'local': 'Model-Local', 'nonlocal': 'Model-NonLocal',
+               'both': 'LNLAttenNet'}
 # Table IV: the ablation rows (LNLAttenNet's row is also each dataset's headline number).
 TABLE_IV = {
     'none': dict(affectnet=56.26, raf=83.80, sfew=54.82, ckplus=94.14, mmi=63.52),

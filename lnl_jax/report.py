@@ -29,8 +29,8 @@ from absl import app, flags, logging
 from matplotlib.figure import Figure
 
 from lnl_jax import checkpoints, cli, plots as plots_lib
-from lnl_jax.paper import (PAPER_ALPHA, PAPER_IMAGE_SIZE, PAPER_PATCHES, TABLE_IV, TABLE_V,
-                           TABLE_V_ALPHAS, TABLE_VI, TABLE_VI_PATCHES, TABLE_VII,
+from lnl_jax.paper import (MODEL_NAMES, PAPER_ALPHA, PAPER_IMAGE_SIZE, PAPER_PATCHES, TABLE_IV,
+                           TABLE_V, TABLE_V_ALPHAS, TABLE_VI, TABLE_VI_PATCHES, TABLE_VII,
                            TABLE_VII_UNREADABLE, eq5_overlap)
 
 cli.define_once(flags.DEFINE_string, 'out', None, 'Markdown file to write (default '
@@ -38,8 +38,6 @@ cli.define_once(flags.DEFINE_string, 'out', None, 'Markdown file to write (defau
 
 DATASET_NAMES = {'raf': 'RAF-DB', 'affectnet': 'AffectNet', 'sfew': 'SFEW 2.0', 'ckplus': 'CK+',
                  'mmi': 'MMI'}
-ATTENTION_NAMES = {'none': 'Model-S', 'local': 'Model-Local', 'nonlocal': 'Model-NonLocal',
-                   'both': 'LNLAttenNet'}
 SWEEP_TITLES = {
     'ablation': 'Table IV: ablation of the two attentions',
     'alpha': 'Table V: α of Eq. (1)',
@@ -254,7 +252,7 @@ def sweep_rows(kind: str, runs: list[Run]) -> tuple[list[str], list[list[str]], 
   for r in runs:
     by_value.setdefault(_value(r, field), []).append(r)
   if kind == 'ablation':
-    order = [a for a in ATTENTION_NAMES if a in by_value]
+    order = [a for a in MODEL_NAMES if a in by_value]
   else:
     order = sorted(by_value)
   header = {'ablation': ['Model', 'model.attention'], 'alpha': ['α'],
@@ -266,7 +264,7 @@ def sweep_rows(kind: str, runs: list[Run]) -> tuple[list[str], list[list[str]], 
     ours, ours_text = _ours_cell(members)
     paper = paper_value(kind, dataset, value, size)
     if kind == 'ablation':
-      label = [ATTENTION_NAMES[value], value]
+      label = [MODEL_NAMES[value], value]
     elif kind == 'alpha':
       label = [f'{value:g}']
     elif kind == 'patches':
@@ -377,7 +375,7 @@ def plot_sweep(kind: str, points: list[tuple], title: str, path: str) -> str:
     pos = np.arange(len(x))
     ax.bar(pos - 0.2, ours, width=0.4, color='C0', label='ours')
     ax.bar(pos + 0.2, paper, width=0.4, color='C1', label='paper')
-    ax.set_xticks(pos, [ATTENTION_NAMES[v] for v in x])
+    ax.set_xticks(pos, [MODEL_NAMES[v] for v in x])
     finite = np.concatenate([ours[np.isfinite(ours)], paper[np.isfinite(paper)]])
     if finite.size:
       ax.set_ylim(max(0.0, finite.min() - 5), min(100.0, finite.max() + 3))

@@ -19,6 +19,7 @@ from lnl_jax.data import datasets, pipeline
 from lnl_jax.data.records import Records
 from lnl_jax.errors import ConfigError
 from lnl_jax.models import create_model, num_params
+from lnl_jax.paper import MODEL_NAMES
 from lnl_jax.preemption import StopSignal
 from lnl_jax.steps import (Parallel, batch_shapes, create_learning_rate_fn, create_optimizer,
                            stored_abstract_state)
@@ -140,6 +141,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
                         stop: StopSignal, closing: contextlib.ExitStack) -> dict:
   start_time = time.time()
   host.keep_freed_memory()  # every training entry point (main, sweep, cross_validate) comes here
+  if not os.path.exists(workdir):  # a run that fails before writing anything leaves no folder
+    closing.callback(_remove_if_empty, workdir)
   _check_writable(workdir)
   train = config.train
   is_main = jax.process_index() == 0
@@ -154,12 +157,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   train_records, test_records = datasets.load_splits(
       config.data, config.seed, config.model.num_patches, config.model.overlap, data_cache)
   model = create_model(config.model, config.data.image_size, train_records.num_classes)
-  checkpoints.check_or_write_config(config, workdir)
-
   steps_per_epoch = pipeline.steps_per_epoch(len(train_records), train.batch_size)
   if steps_per_epoch == 0:
     raise ConfigError(f'train.batch_size={train.batch_size} is larger than the '
                       f'{len(train_records)} training examples.')
+  checkpoints.check_or_write_config(config, workdir)
+
   total_steps = train.num_epochs * steps_per_epoch
   if train.max_steps:
     total_steps = min(total_steps, train.max_steps)
@@ -186,8 +189,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   if meta is not None:
     stop.saved(step)
   n_params = num_params(state.params)
-  logging.info('%s: %d parameters, %d steps per epoch, %s', model.__class__.__name__, n_params,
-               steps_per_epoch, f'resuming at step {step}' if step else 'starting from scratch')
+  logging.info('%s: %d parameters, %d steps per epoch, %s', MODEL_NAMES[config.model.attention],
+               n_params, steps_per_epoch,
+               f'resuming at step {step}' if step else 'starting from scratch')
 
   history = metrics.History(workdir, write=is_main)
   # A shortened epoch's end (max_steps) that a longer schedule now continues: its record is dropped
@@ -302,6 +306,13 @@ def _record_epoch(history, writer, epoch, step, learning_rate, train_stats, resu
   writer.flush()  # the epoch's scalars reach TensorBoard's files now, not minutes later
   logging.info('epoch %d: test accuracy %.2f%% (balanced %.2f%%), train loss %.4f', epoch,
                result['accuracy'], result['balanced_accuracy'], train_stats['train_loss'])
+
+
+def _remove_if_empty(directory: str) -> None:
+  try:
+    os.rmdir(directory)
+  except OSError:  # not empty (the run wrote something), or gone
+    pass
 
 
 def _check_writable(workdir: str) -> None:

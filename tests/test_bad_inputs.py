@@ -68,7 +68,10 @@ def start_training(tmp, **overrides):
   for dotted, value in overrides.items():
     section, key = dotted.split('.')
     config[section][key] = value
-  return raises(lambda: train.train_and_evaluate(config, str(tmp / 'run')))
+  kind, message = raises(lambda: train.train_and_evaluate(config, str(tmp / 'run')))
+  if kind == 'error':  # refused before anything was written: no empty workdir is left behind
+    assert not (tmp / 'run').exists(), message
+  return kind, message
 
 
 IMAGE_SIZE = 32
