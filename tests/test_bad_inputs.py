@@ -134,6 +134,11 @@ def case_empty_class_folder(c):
   return 'warning', warned(c.caplog)
 
 
+def case_root_set_for_synthetic_faces(c):
+  load('synthetic', c.tmp / 'my_faces')
+  return 'warning', warned(c.caplog)
+
+
 def case_all_class_folders_empty(c):
   root = folders(c.tmp, dict(angry=0, sad=0), dict(angry=1, sad=1))
   return raises(lambda: load('folder', root))
@@ -350,6 +355,8 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
     'data.root not set': (case_empty_root_setting, 'error', ['data.root is empty']),
     'empty class folder': (case_empty_class_folder, 'warning',
                            ['skipping the class folder', 'train/happy', 'holds no images']),
+    'data.root set for synthetic faces': (case_root_set_for_synthetic_faces, 'warning',
+                                          ['my_faces is not read', 'data.name=synthetic']),
     'every class folder empty': (case_all_class_folders_empty, 'error',
                                  ['no images', 'in any class folder']),
     'unknown class folder': (case_unknown_class_folder, 'error',

@@ -44,6 +44,9 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
   """The train and test records the config describes (synthetic faces need the patch grid, and
   are kept in `cache_dir` when one is given: `synthetic.load_or_generate`)."""
   if data.name == 'synthetic':
+    if data.root:
+      logging.warning('data.root=%s is not read: data.name=synthetic draws its faces (set '
+                      'data.name, or use configs/<dataset>.py, to read a dataset).', data.root)
     faces = synthetic.load_or_generate(
         data.num_train + data.num_test, image_size=data.image_size, seed=seed,
         num_patches=num_patches, overlap=overlap, occlusion_prob=data.occlusion_prob,
