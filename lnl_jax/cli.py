@@ -39,11 +39,23 @@ flags.DEFINE_string(
     '$LNL_JAX_DATA_CACHE if set, else $XDG_CACHE_HOME/lnl_jax/synthetic_faces.')
 
 
+def _calling_module() -> str:
+  """The name absl files the flags of the module calling into this one under (the main module's:
+  sys.argv[0]), for `--help` to list them with that module's own."""
+  frame = sys._getframe(1)
+  while frame.f_globals.get('__name__') == __name__:
+    frame = frame.f_back
+  name = frame.f_globals.get('__name__')
+  return sys.argv[0] if name == '__main__' else name
+
+
 def define_once(define, name: str, *args, **kwargs) -> None:
   """`define(name, *args, **kwargs)` unless a flag `name` exists: tools imported into one process
-  (the tests) share a flag of the same name and meaning."""
+  (the tests) share a flag of the same name and meaning. Either way the flag is one of the calling
+  tool's own for `--help`."""
   if name not in FLAGS:
     define(name, *args, **kwargs)
+  FLAGS.register_key_flag_for_module(_calling_module(), FLAGS[name])
 
 
 def define_workdir_flags(checkpoint: bool = True,
@@ -115,9 +127,11 @@ def fail(message: str) -> None:
 
 
 def run(main) -> None:
-  """`app.run(main)` for every command of the project: `--help` lists the project's flags the
-  command takes (also those defined in shared modules, such as --config and --workdir), and a flag
-  mistake ends it with one line (`parse_flags`)."""
+  """`app.run(main)` for every command of the project: `--help` lists the cache flags with the
+  command's own (`define_once` adds the shared ones it defines), and a flag mistake ends it with one
+  line (`parse_flags`)."""
+  for name in ('compilation_cache', 'data_cache'):
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
   app.run(main, flags_parser=parse_flags)
 
 
@@ -125,10 +139,6 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, ending the process with `error: ...` on one line where absl would print
   a traceback or a multi-line report: a misspelt or missing flag, a config file that does not load
   (missing, or its get_config refusing the variant), an override naming no config field."""
-  for module, module_flags in FLAGS.flags_by_module_dict().items():
-    if module.split('.')[0] in ('lnl_jax', 'launch'):  # shown by --help, not only --helpfull
-      for flag in module_flags:
-        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   try:
     argv = FLAGS(argv)
     if 'config' in FLAGS and FLAGS['config'].value is not None:
