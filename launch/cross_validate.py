@@ -32,6 +32,7 @@ from lnl_jax.errors import ConfigError
 from lnl_jax.report import paper_accuracy
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags()
 cli.define_config_flag()
 cli.define_once(flags.DEFINE_string, 'runs_dir', None,
                 'Fold k trains in runs_dir/fold_k; cv_summary.json here.')

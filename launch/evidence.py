@@ -220,6 +220,7 @@ def git_commit(paths: Sequence[str], message: str) -> None:
 # --- command line ---------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags()
 cli.define_config_flag()
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of every kind of run.')
 flags.DEFINE_list('variants', list(TABLE_IV_ORDER), 'Table IV variants (model.attention).')

@@ -45,6 +45,7 @@ SWEPT_FIELDS = {
 }
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags()
 cli.define_config_flag()
 flags.DEFINE_enum('sweep', None, list(SWEPT_FIELDS), 'Which of the paper\'s sweeps.')
 cli.define_once(flags.DEFINE_string, 'runs_dir', None, 'Members train in runs_dir/<sweep>/<member>.')

@@ -82,6 +82,7 @@ ApplyFn = Callable[[np.ndarray], dict]  # uint8 images (N, S, S, 3) -> predictio
 ANALYSES = ('attention', 'occlusion', 'crucial', 'confusion')
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags()
 cli.define_workdir_flags()
 flags.DEFINE_list('what', None, f'Analyses to run, from {", ".join(ANALYSES)} (default: all that '
                   'apply; crucial only on synthetic faces).')

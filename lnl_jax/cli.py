@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import sys
+import traceback
 
 import jax
 from absl import app, flags, logging
@@ -56,6 +57,13 @@ def define_once(define, name: str, *args, **kwargs) -> None:
   if name not in FLAGS:
     define(name, *args, **kwargs)
   FLAGS.register_key_flag_for_module(_calling_module(), FLAGS[name])
+
+
+def uses_cache_flags(data: bool = True) -> None:
+  """Files --compilation_cache (and, with `data`, --data_cache) under the calling tool for
+  `--help`: the tools that run the model read them."""
+  for name in ('compilation_cache',) + (('data_cache',) if data else ()):
+    FLAGS.register_key_flag_for_module(_calling_module(), FLAGS[name])
 
 
 def define_workdir_flags(checkpoint: bool = True,
@@ -127,34 +135,54 @@ def fail(message: str) -> None:
 
 
 def run(main) -> None:
-  """`app.run(main)` for every command of the project: `--help` lists the cache flags with the
-  command's own (`define_once` adds the shared ones it defines), and a flag mistake ends it with one
-  line (`parse_flags`)."""
-  for name in ('compilation_cache', 'data_cache'):
-    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-  app.run(main, flags_parser=parse_flags)
+  """`app.run(main)` for every command of the project: a mistake in its flags or arguments ends it
+  with one line (`parse_flags`; a `app.UsageError` from `main`), and `--help` lists the flags it
+  takes from shared modules (`define_once`) with its own."""
+
+  def main_or_fail(argv):
+    try:
+      return main(argv)
+    except app.UsageError as e:
+      fail(str(e))
+
+  app.run(main_or_fail, flags_parser=parse_flags)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, ending the process with `error: ...` on one line where absl would print
   a traceback or a multi-line report: a misspelt or missing flag, a config file that does not load
-  (missing, or its get_config refusing the variant), an override naming no config field."""
+  (missing, failing, or refusing the variant), an override naming no config field."""
   try:
-    argv = FLAGS(argv)
+    parsed = FLAGS(argv)
     if 'config' in FLAGS and FLAGS['config'].value is not None:
       FLAGS.config.get('data')  # a config file that failed to load raises here
   except flags.Error as e:  # a config file's own error comes with its traceback: keep the last line
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     fail(f'{lines[0]} {lines[-1]}' if 'Traceback' in str(e) else ' '.join(lines))
-  except (AttributeError, KeyError) as e:  # ml_collections applying an override to no field
-    detail = e.args[0] if e.args else e
-    name, *hint = str(detail.args[0] if isinstance(detail, Exception) and detail.args
-                      else detail).splitlines()
-    fail(f'a --config.… override names no field of the config: {name}. {" ".join(hint)}')
-  except OSError as e:
-    fail(f'--config={FLAGS["config"].config_filename} does not load: '
-         f'{str(e).strip().splitlines()[-1].strip()}')
-  return argv
+  except Exception as e:  # pylint: disable=broad-except  # loading the config file, or overriding
+    fail(_config_error(argv, e))
+  return parsed
+
+
+def _config_error(argv: list[str], e: Exception) -> str:
+  """One line for an error ml_collections raised loading --config or applying its overrides."""
+  config_arg = next((a for a in argv if a.startswith('--config=')), '--config')
+  config_file = os.path.abspath(config_arg.partition('=')[2].split(':')[0])
+  if isinstance(e, SyntaxError) and e.filename:
+    return f'{config_arg} does not load: {e.filename}:{e.lineno}: SyntaxError: {e.msg}'
+  in_file = [f for f in traceback.extract_tb(e.__traceback__)
+             if os.path.abspath(f.filename) == config_file]
+  # ml_collections' missing-field errors hold "'name'\nDid you mean ...?", nested in KeyError.
+  detail = e.args[0] if e.args else e
+  name, *hint = str(detail.args[0] if isinstance(detail, Exception) and detail.args
+                    else detail).splitlines() or ['']
+  if in_file:  # raised by the config file's own code
+    return (f'{config_arg} does not load: {in_file[-1].filename}:{in_file[-1].lineno}: '
+            f'{type(e).__name__}: {" ".join([name, *hint])}')
+  if isinstance(e, (AttributeError, KeyError)) and any(a.startswith('--config.') for a in argv):
+    return f'a --config.… override names no field of the config: {name}. {" ".join(hint)}'
+  lines = str(e).strip().splitlines() or [type(e).__name__]
+  return f'{config_arg} does not load: {lines[-1].strip()}'
 
 
 def run_or_exit(run_fn, *args):

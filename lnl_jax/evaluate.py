@@ -20,6 +20,7 @@ from lnl_jax.steps import Parallel
 from lnl_jax.train import evaluate
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags()
 cli.define_workdir_flags()
 
 

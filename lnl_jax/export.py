@@ -39,6 +39,7 @@ PLATFORMS = ('cpu', 'cuda')  # lowered for both, so an export made on either run
 TOLERANCE = 1e-5  # --check: largest accepted |Δ| of the probabilities
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags(data=False)
 cli.define_workdir_flags()
 cli.define_once(flags.DEFINE_string, 'out', None, 'File to write (with OUT.params.npz and OUT.json).')
 flags.DEFINE_list('platforms', list(PLATFORMS), 'Platforms to lower for: cpu, cuda, rocm, tpu.')

@@ -8,6 +8,7 @@ from absl import app, flags, logging
 from lnl_jax import cli, train
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags()
 cli.define_config_flag()
 cli.define_workdir_flags(checkpoint=False,
                          workdir_help='Directory for checkpoints, metrics, summary and plots.')

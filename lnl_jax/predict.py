@@ -36,6 +36,7 @@ FACE_MARGIN = 0.15  # --crop_faces: grow the detector's box by this fraction of 
 CV2_HINT = 'pip install "opencv-python-headless<5"'
 
 FLAGS = flags.FLAGS
+cli.uses_cache_flags(data=False)
 cli.define_workdir_flags()
 flags.DEFINE_bool('json', False, 'One JSON object per image on stdout.')
 flags.DEFINE_string('overlay', None, 'Write <stem>.png overlays into this folder.')

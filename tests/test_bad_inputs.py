@@ -340,6 +340,14 @@ def case_config_file_missing(c):
   return 'error', c.main_errors('config_file_missing')
 
 
+def case_config_file_fails(c):
+  return 'error', c.main_errors('config_file_fails')
+
+
+def case_unexpected_argument(c):
+  return 'error', c.main_errors('unexpected_argument')
+
+
 def case_unknown_config_variant(c):
   return 'error', c.main_errors('unknown_config_variant')
 
@@ -425,6 +433,11 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
     'config file missing (main)': (case_config_file_missing, 'error',
                                    ['--config=configs/no_such.py:smoke does not load',
                                     'No such file or directory']),
+    'config file that fails (main)': (case_config_file_fails, 'error',
+                                      ['broken_config.py does not load', 'broken_config.py:2: '
+                                       "NameError: name 'undefined_name' is not defined"]),
+    'an argument the command does not take (main)': (case_unexpected_argument, 'error',
+                                                     ['Too many command-line arguments']),
     'unknown config variant (main)': (case_unknown_config_variant, 'error',
                                       ["unknown config variant 'smok'", 'known: smoke']),
 }
@@ -458,6 +471,7 @@ def main_errors(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('main_errors')
   fixtures.write_rafdb(str(tmp / 'raf'), [1, 9, 3], [2])
   read_only = read_only_directory(tmp)
+  (tmp / 'broken_config.py').write_text('def get_config(arg=None):\n  return undefined_name\n')
   runs = {
       'missing_root': dict(args=main_command(tmp / 'w1', '--config.data.root=' +
                                              str(tmp / 'no_such_dataset'),
@@ -470,8 +484,11 @@ def main_errors(tmp_path_factory):
       'crop_padding_too_large': dict(args=main_command(tmp / 'w5',
                                                        '--config.data.crop_padding=999')),
       'override_names_no_field': dict(args=main_command(tmp / 'w6', '--config.train.max_step=3')),
-      'config_file_missing': dict(args=main_command(tmp / 'w7',
+      'config_file_missing': dict(args=main_command(tmp / 'w7', '--config.data.root=/x',
                                                     config='--config=configs/no_such.py:smoke')),
+      'unexpected_argument': dict(args=main_command(tmp / 'w10', 'extra_argument')),
+      'config_file_fails': dict(args=main_command(tmp / 'w9',
+                                                  config=f'--config={tmp / "broken_config.py"}')),
       'unknown_config_variant': dict(args=main_command(tmp / 'w8',
                                                        config='--config=configs/synthetic.py:smok')),
   }

@@ -62,6 +62,7 @@ def test_data_cache_dir(monkeypatch, tmp_path):
     ('launch.sweep', ['--config', '--sweep', '--runs_dir', '--print_only', '--members'], []),
     # launch.evidence imports lnl_jax.analysis, whose --workdir and --what it does not read.
     ('launch.evidence', ['--config', '--runs_dir', '--compilation_cache'], ['--workdir', '--what']),
+    ('lnl_jax.report', ['--out'], ['--compilation_cache', '--data_cache']),  # runs no model
 ])
 def test_help_lists_the_flags_the_command_takes(module, present, absent):
   """`--help` (not only `--helpfull`) lists the flags a command takes from lnl_jax.cli and its
