@@ -135,8 +135,8 @@ def analyse(workdir: str, crucial_faces: int, occlusion_faces: int,
   accuracy = 100.0 * float(np.mean(out['prediction'] == labels))
   crucial = analysis.crucial_mass(out['w_global'], clean.crucial[index], labels, clean.class_names)
   crucial.update(step=run.step, attention=attention, accuracy=accuracy,
-                 verdict=analysis.crucial_verdict(crucial, attention, accuracy, len(images),
-                                                  len(clean.class_names)))
+                 verdict=analysis.crucial_verdict(crucial, attention, accuracy=accuracy,
+                                                  labels=labels))
 
   occluded = analysis_faces(config, 1.0, cache_dir)
   o_images, o_labels, _ = analysis.load_images(occluded, size, batch, len(images))
@@ -147,7 +147,7 @@ def analyse(workdir: str, crucial_faces: int, occlusion_faces: int,
   occlusion.update(step=run.step, attention=attention, clean_accuracy=accuracy,
                    clean_faces=len(images), occluders_accuracy=occluders_accuracy,
                    verdict=analysis.occlusion_verdict(occlusion, attention,
-                                                      len(clean.class_names)))
+                                                      labels=labels[:n]))
   return {'crucial.json': crucial, 'occlusion.json': occlusion}
 
 

@@ -39,7 +39,7 @@ from lnl_jax.inference import Predictor
 from lnl_jax.steps import Parallel
 
 GREY = 128  # uint8 grey of an occluder: 0 after normalisation to [-1, 1]
-Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+Z_95 = 1.959963984540054  # the normal quantile of 0.975: half-width of a 95 % interval
 # Smallest effects the verdicts count as the paper's claims holding (below them a consistent but
 # negligible effect would 'confirm' a claim): 2 points of wᵍ's mass above the uniform share, and a
 # fall of 0.01 of the occluded patch's own wˡ ∈ (0, 1) (the paper's Fig. 13 shows falls of ~0.4).
@@ -59,23 +59,29 @@ def claim_outcome(interval, size: float, minimum: float) -> str:
   return 'refuted' if hi < 0 else 'not shown'
 
 
-def at_chance(accuracy: float, num_images: int, num_classes: int) -> bool:
-  """Whether a test accuracy (%) over `num_images` faces is no better than guessing: at most the
-  chance accuracy 1/num_classes plus Z_95 standard errors of a guesser's accuracy on that many."""
-  p = 1.0 / num_classes
-  return accuracy / 100.0 <= p + Z_95 * np.sqrt(p * (1 - p) / max(num_images, 1))
+def at_chance(accuracy: float, labels) -> bool:
+  """Whether a test accuracy (%) over faces with these `labels` is no better than a model that
+  always answers the most common of them: at most that class's share plus Z_95 standard errors of
+  such a guesser's accuracy over as many faces, a one-sided 97.5 % bound (on balanced classes the
+  share is 1/num_classes)."""
+  labels = np.asarray(labels)
+  if not labels.size:
+    return True
+  p = np.bincount(labels).max() / labels.size
+  return accuracy / 100.0 <= p + Z_95 * np.sqrt(p * (1 - p) / labels.size)
 
 
-def _scope(claim: str, outcome: str, accuracy: float | None, num_images: int,
-           num_classes: int) -> str:
-  """How a verdict on `claim` ends: its outcome for this one model, or, for a model at chance
-  (`at_chance`, when its accuracy is given), that the model says nothing about it."""
-  if accuracy is not None and at_chance(accuracy, num_images, num_classes):
-    return (f'this model is at chance ({accuracy:.1f}% over {num_images} faces, chance '
-            f'{100 / num_classes:.1f}%): it has not learned the expressions, so it says nothing '
-            f'about the paper\'s claim that {claim}.')
-  return (f'the paper\'s claim that {claim} is {VERBS[outcome]} for this model on synthetic faces '
-          '(one trained model; across seeds: launch.evidence).')
+def _scope(claim: str, outcome: str, accuracy: float, labels, where: str) -> str:
+  """How a verdict on `claim` ends: its outcome for this one model (measured `where`), or, for a
+  model at chance on those faces (`at_chance`, when their `labels` are given), that the model says
+  nothing about it."""
+  if labels is not None and at_chance(accuracy, labels):
+    share = 100.0 * np.bincount(np.asarray(labels)).max() / max(len(labels), 1)
+    return (f'this model is at chance ({accuracy:.1f}% over {len(labels)} faces, the most common '
+            f'class {share:.1f}%): it has not learned the expressions, so it says nothing about '
+            f'the paper\'s claim that {claim}.')
+  return (f'the paper\'s claim that {claim} is {VERBS[outcome]} for this model{where} (one trained '
+          'model; across seeds: launch.evidence).')
 
 
 ApplyFn = Callable[[np.ndarray], dict]  # uint8 images (N, S, S, 3) -> prediction, w_global, w_local
@@ -179,13 +185,13 @@ def _normalised_stats(w, crucial, k, m, mass, mean_rank) -> dict:
               rank_normalised=float(((rank_uniform - mean_rank) / (rank_uniform - rank_best)).mean()))
 
 
-def crucial_verdict(result: dict, attention: str = 'both', accuracy: float | None = None,
-                    num_images: int = 0, num_classes: int = 0) -> str:
+def crucial_verdict(result: dict, attention: str = 'both', *, accuracy: float = 0.0,
+                    labels=None) -> str:
   """The plain-language verdict on the paper's claim, from `crucial_mass`'s result.
 
   `claim_outcome` of the excess mass's 95 % interval over faces, with MIN_EXCESS_MASS: an outcome
-  for this one model. Given the model's `accuracy` (%) over `num_images` faces of `num_classes`
-  classes, a model at chance gets no outcome (`at_chance`).
+  for this one model. Given the `labels` of the faces its `accuracy` (%) was measured on, a model
+  at chance gets no outcome (`at_chance`).
   """
   if attention in ('none', 'local'):
     return (f'This model (model.attention={attention}) has no non-local attention: wᵍ is uniform by '
@@ -199,8 +205,8 @@ def crucial_verdict(result: dict, attention: str = 'both', accuracy: float | Non
           f'CI {100 * lo:+.1f} to {100 * hi:+.1f}; mean rank of crucial patches '
           f'{result["mean_rank"]:.2f} against {result["rank_uniform"]:.2f}, over '
           f'{result["num_faces"]} faces): ' +
-          _scope('non-local attention finds crucial regions', outcome, accuracy, num_images,
-                 num_classes))
+          _scope('non-local attention finds crucial regions', outcome, accuracy, labels,
+                 ' on synthetic faces'))
 
 
 def crucial_over_training(steps, w_global, crucial) -> list[dict]:
@@ -316,12 +322,13 @@ def _per_face_drops(face_drop: np.ndarray) -> dict:
                     ci95=[float(diff.mean() - half), float(diff.mean() + half)]))
 
 
-def occlusion_verdict(result: dict, attention: str = 'both', num_classes: int = 0) -> str:
+def occlusion_verdict(result: dict, attention: str = 'both', *, labels=None) -> str:
   """The plain-language verdict on Fig. 13's claim, from `occlusion_analysis`'s result.
 
   `claim_outcome` of the 95 % interval, over the M patches, of (own drop − mean drop of the
-  others), with the mean own drop against MIN_OWN_DROP: an outcome for this one model. Given
-  `num_classes`, a model at chance on the unoccluded faces gets no outcome (`at_chance`).
+  others), with the mean own drop against MIN_OWN_DROP: an outcome for this one model. Given the
+  `labels` of the occluded faces, a model at chance on them unoccluded gets no outcome
+  (`at_chance`).
   """
   own, others = np.array(result['own_drop']), np.array(result['others_drop'])
   acc = (f'accuracy {result["baseline_accuracy"]:.1f}% unoccluded, '
@@ -338,8 +345,7 @@ def occlusion_verdict(result: dict, attention: str = 'both', num_classes: int = 
           f'{others.mean():.3g} for the other patches ({result["own_drop_largest"]} of {m} patches '
           f'drop most themselves; {acc}): ' +
           _scope('the local attention down-weights an occluded patch', outcome,
-                 result['baseline_accuracy'] if num_classes else None, result['num_images'],
-                 num_classes))
+                 result['baseline_accuracy'], labels, ''))
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -430,7 +436,7 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
     images, labels, _ = load_images(test, size, batch_size, num_images)
     result = occlusion_analysis(apply_fn, images, labels, boxes, fill=fill, seed=config.seed)
     result.update(step=step, verdict=occlusion_verdict(result, config.model.attention,
-                                                       len(test.class_names)))
+                                                       labels=labels))
     plots.local_weights_occlusion(np.array(result['occluded_w_local']),
                                   np.array(result['baseline_w_local']),
                                   os.path.join(out_dir, 'occlusion.png'))
@@ -461,8 +467,8 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
       raise ConfigError('undecodable test images: wᵍ rows no longer line up with the crucial flags.')
     result = crucial_mass(evaluation['w_global'], test.crucial, test.labels, test.class_names)
     result.update(step=step, attention=config.model.attention,
-                  verdict=crucial_verdict(result, config.model.attention, evaluation['accuracy'],
-                                          int(np.sum(evaluation['cm'])), len(test.class_names)))
+                  verdict=crucial_verdict(result, config.model.attention,
+                                          accuracy=evaluation['accuracy'], labels=test.labels))
     if result.get('per_class'):
       plot_crucial_per_class(result, os.path.join(out_dir, 'crucial_per_class.png'))
     track_path = os.path.join(workdir, 'attention_track.npz')

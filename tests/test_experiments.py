@@ -261,15 +261,21 @@ def test_crucial_mass_on_known_arrays():
   assert 'puts 80.0% of its mass on crucial patches against 50.0% uniform' in verdict
   assert 'is confirmed for this model on synthetic faces' in verdict
   assert 'cannot be tested' in analysis.crucial_verdict(sure, attention='local')
-  # The same attention from a model at chance says nothing. 7 classes, 48 faces: chance 1/7, and a
-  # guesser's accuracy has a standard error of √((1/7)(6/7)/48) = 0.0505, so up to
-  # 1/7 + 1.96 × 0.0505 = 24.2 % is what guessing gives.
+  # The same attention from a model at chance says nothing. 49 faces of 7 balanced classes: the
+  # most common class is 1/7 of them, and a guesser's accuracy has a standard error of
+  # √((1/7)(6/7)/49) = 0.0500, so up to 1/7 + 1.96 × 0.0500 = 24.1 % is what guessing gives.
+  balanced = np.arange(49) % 7
   for accuracy, learned in ((12.5, False), (24.0, False), (24.5, True), (90.0, True)):
-    verdict = analysis.crucial_verdict(sure, 'both', accuracy, 48, 7)
+    verdict = analysis.crucial_verdict(sure, accuracy=accuracy, labels=balanced)
     assert ('is confirmed for this model' in verdict) == learned, verdict
     assert ('this model is at chance' in verdict) != learned, verdict
-  assert f'{12.5:.1f}% over 48 faces, chance 14.3%' in analysis.crucial_verdict(sure, 'both', 12.5,
-                                                                              48, 7)
+  assert '(12.5% over 49 faces, the most common class 14.3%)' in analysis.crucial_verdict(
+      sure, accuracy=12.5, labels=balanced)
+  # 40 of 49 faces in one class: answering it always scores 81.6 %, up to
+  # 0.816 + 1.96 × √(0.816 × 0.184 / 49) = 92.5 % is no better than that.
+  skewed = np.array([0] * 40 + list(range(1, 7)) + [1, 2, 3])
+  assert 'this model is at chance' in analysis.crucial_verdict(sure, accuracy=90.0, labels=skewed)
+  assert 'is confirmed' in analysis.crucial_verdict(sure, accuracy=93.0, labels=skewed)
   series = analysis.crucial_over_training([5, 10], np.stack([np.full((1, 4), 0.25), w[:1]]),
                                           crucial[:1])
   assert [s['mass'] for s in series] == pytest.approx([0.5, 0.8])
@@ -298,10 +304,13 @@ def test_occlusion_lowers_the_occluded_patchs_weight_on_a_known_model():
   assert r['accuracy'] == [0.0] + [100.0] * 8 and r['baseline_accuracy'] == 100.0
   assert r['own_drop_largest'] == 9
   assert 'is confirmed for this model' in analysis.occlusion_verdict(r)
-  assert 'is confirmed for this model' in analysis.occlusion_verdict(r, num_classes=7)
-  # 100 % over 5 faces is above chance; at 20 % of 5 faces (chance 1/7: up to 44.9 %), it is not.
+  # Five faces of five classes: up to 0.2 + 1.96 × √(0.2 × 0.8 / 5) = 55.1 % is what guessing
+  # gives; of five faces of one class, 100 % is (answering that class always).
+  assert 'is confirmed for this model' in analysis.occlusion_verdict(r, labels=np.arange(5))
   assert 'this model is at chance (20.0% over 5 faces' in analysis.occlusion_verdict(
-      dict(r, baseline_accuracy=20.0), num_classes=7)
+      dict(r, baseline_accuracy=20.0), labels=np.arange(5))
+  assert 'this model is at chance (100.0% over 5 faces' in analysis.occlusion_verdict(
+      r, labels=np.zeros(5, int))
 
   blind = lambda x: dict(grey_sensitive_model(x), w_local=np.full((len(x), 9), 0.7))
   assert 'is not shown' in analysis.occlusion_verdict(
