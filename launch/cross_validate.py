@@ -5,7 +5,7 @@
   python -m launch.cross_validate --config=configs/mmi.py:cpu --runs_dir=runs/mmi --print_only
 
 Fold k (`data.fold = k`, k = 0..data.num_folds−1) trains in `runs_dir/fold_k`; finished folds are
-skipped and half-trained ones resume, as in `launch.sweep`. When every fold has its summary.json,
+skipped and half-trained ones resume, as in `launch.sweep`. When every fold has finished,
 `runs_dir/cv_summary.json` gets the per-fold figures and their mean ± std (sample standard
 deviation, ddof = 1) — the mean test accuracy of the last epochs (the paper's figure) and the
 last-epoch accuracy — and the pooled accuracy of the summed confusion matrices (every image is
@@ -85,13 +85,16 @@ def summarize(summaries: list[dict]) -> dict:
 
 
 def write_summary(config: ml_collections.ConfigDict, runs_dir: str) -> dict | None:
-  """Writes runs_dir/cv_summary.json once every fold has finished; returns it (None if not yet)."""
-  paths = [os.path.join(runs_dir, m.name, 'summary.json') for m in folds(config.data.num_folds)]
-  missing = [p for p in paths if not os.path.exists(p)]
-  if missing:
-    logging.warning('%d of %d folds have no summary.json yet (e.g. %s); cv_summary.json not '
-                    'written.', len(missing), len(paths), missing[0])
+  """Writes runs_dir/cv_summary.json once every fold has finished (`runs.is_done`); returns it
+  (None if not yet)."""
+  members = folds(config.data.num_folds)
+  unfinished = [m.name for m in members
+                if not runs.is_done(os.path.join(runs_dir, m.name), runs.member_config(config, m))]
+  if unfinished:
+    logging.warning('%d of %d folds have not finished yet (e.g. %s); cv_summary.json not written.',
+                    len(unfinished), len(members), os.path.join(runs_dir, unfinished[0]))
     return None
+  paths = [os.path.join(runs_dir, m.name, 'summary.json') for m in members]
   summaries = []
   for p in paths:
     with open(p) as f:

@@ -47,17 +47,19 @@ def check_members(config: ml_collections.ConfigDict, chosen: list[Member]) -> No
 
 
 def is_done(workdir: str, config: ml_collections.ConfigDict) -> bool:
-  """Whether the run in `workdir` finished the schedule `config` asks for: its summary.json records
-  `train.num_epochs` evaluated epochs, or `train.max_steps` steps where that ends it first. A run
-  that a smaller `max_steps` ended early is not done: training it again resumes it."""
+  """Whether the run in `workdir` trained the steps `config` asks for: `train.num_epochs` epochs of
+  the steps per epoch its summary.json records, or `train.max_steps` where that ends it first. A
+  run that a smaller `max_steps` ended early is not done (training it again resumes it), nor is
+  one whose summary.json predates those records (training it again only rescores it)."""
   path = os.path.join(workdir, 'summary.json')
   if not os.path.exists(path):
     return False
   with open(path) as f:
     summary = json.load(f)
-  if config.train.max_steps and summary.get('steps', 0) >= config.train.max_steps:
-    return True
-  return summary.get('epochs', 0) >= config.train.num_epochs
+  total = config.train.num_epochs * summary.get('steps_per_epoch', float('inf'))
+  if config.train.max_steps:
+    total = min(total, config.train.max_steps)
+  return summary.get('steps', 0) >= total
 
 
 def run_members(config: ml_collections.ConfigDict, base_dir: str, chosen: list[Member],

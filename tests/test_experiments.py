@@ -36,7 +36,7 @@ def test_print_only_prints_one_command_per_unfinished_member(tmp_path):
   runs = str(tmp_path)
   os.makedirs(os.path.join(runs, 'ablation', 'attention_local'))
   with open(os.path.join(runs, 'ablation', 'attention_local', 'summary.json'), 'w') as f:
-    json.dump(dict(epochs=1000, steps=10**6), f)  # more than the config's schedule: done
+    json.dump(dict(epochs=1000, steps=10**6, steps_per_epoch=1), f)  # more than asked: done
   proc = run_module('launch.sweep', '--config=configs/raf.py:cpu', '--sweep=ablation',
              f'--runs_dir={runs}', '--print_only', '--config.data.root=/data/RAF DB')
   cmd = 'python -m lnl_jax.main --config=configs/raf.py:cpu'
@@ -57,13 +57,16 @@ def test_a_member_is_done_when_its_summary_shows_the_configs_schedule(tmp_path):
     return runs.is_done(str(tmp_path), config)
 
   assert not runs.is_done(str(tmp_path), config)  # no summary.json
-  assert done(epochs=2, steps=12)
-  assert not done(epochs=1, steps=3)  # a quick check with max_steps=3 before the real run
+  assert done(epochs=2, steps=12, steps_per_epoch=6)
+  assert not done(epochs=1, steps=3, steps_per_epoch=6)  # a quick check with max_steps=3
+  # max_steps=7 ended the second epoch after one step: two epochs evaluated, 12 steps asked for.
+  assert not done(epochs=2, steps=7, steps_per_epoch=6)
+  assert not done(epochs=2, steps=12)  # a summary that does not say its steps per epoch
   config.train.max_steps = 3
-  assert done(epochs=1, steps=3)
-  assert not done(epochs=0, steps=2)
+  assert done(epochs=1, steps=3, steps_per_epoch=6)
+  assert not done(epochs=0, steps=2, steps_per_epoch=6)
   config.train.max_steps = 100
-  assert done(epochs=2, steps=12)  # the epochs end it before max_steps
+  assert done(epochs=2, steps=12, steps_per_epoch=6)  # the epochs end it before max_steps
 
 
 def test_sweep_members_follow_the_paper():
