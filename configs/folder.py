@@ -1,6 +1,6 @@
 """Any dataset exported as class folders: `root/train/<class>/*` + `root/test/<class>/*`, or
-`root/<class>/*` split by 5-fold CV. The class folders give the classes (their names, sorted):
-data.num_classes is not read here (only AffectNet and CK+ read it, to keep 7 or 8 classes).
+`root/<class>/*` split by 5-fold CV. The class folders give the classes (their names, sorted);
+training takes them from there, whatever data.num_classes says (AffectNet and CK+ read it).
 """
 from lnl_jax.config_base import dataset_config
 

@@ -12,14 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from lnl_jax import analysis, io
+from lnl_jax import analysis, io, paper
 from lnl_jax.errors import ConfigError
 
 DEFAULT_CONFIG = 'configs/evidence.py'
 TABLE_IV_ORDER = ('none', 'local', 'nonlocal', 'both')  # the paper's claim: each beats the previous
-MODEL_NAMES = {'attention_none': 'Model-S', 'attention_local': 'Model-Local',
-               'attention_nonlocal': 'Model-NonLocal', 'attention_both': 'LNLAttenNet',
-               'occluded_both': 'LNLAttenNet, occlusion-trained'}
+MODEL_NAMES = {**{f'attention_{a}': name for a, name in paper.MODEL_NAMES.items()},
+               'occluded_both': f'{paper.MODEL_NAMES["both"]}, occlusion-trained'}
 WORKDIR_FILES = ('config.json', 'metrics.jsonl', 'summary.json')
 ANALYSIS_FILES = ('crucial.json', 'occlusion.json')
 RUN_FILE = 'run.json'  # how the record was made: code, machine, time (launch/evidence.py)

@@ -16,8 +16,8 @@ config's seed (recorded in the member's config.json). A member whose summary.jso
 config's schedule done (`train.num_epochs` epochs, or `train.max_steps` steps where set) is skipped;
 a half-trained one, or one a smaller `max_steps` ended early, resumes from its newest checkpoint.
 `--print_only` prints one `lnl_jax.main` command per unfinished member instead (for a cluster);
-`--members=0,2` keeps some members,
-`--values=0.3,0.7` replaces the swept values (as given; px at the config's image size for overlap).
+`--members=0,2` keeps some members, `--values=0.3,0.7` replaces the swept values (as given; px at
+the config's image size for overlap).
 Every other `--config.x=y` flag applies to every member. On k-fold datasets (CK+, MMI) a member
 trains fold `data.fold` only; the paper's figures there are 5-fold means (launch.cross_validate).
 `python -m lnl_jax.report runs_dir` then lays the results out like the paper's tables.

@@ -36,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.on_bad_image = 'skip'  # undecodable images: 'skip' (counted in the log) or 'fail'
   c.data.num_folds = 5  # k-fold datasets (CK+, MMI, JAFFE): subject-wise folds
   c.data.fold = 0
-  c.data.num_classes = 7  # read by AffectNet and CK+ only (7 or 8); other datasets' files decide
+  c.data.num_classes = 7  # AffectNet's and CK+'s 7 or 8 classes; training takes them from the data
   c.data.num_train = 3000  # synthetic faces only
   c.data.num_test = 700  # synthetic faces only
   c.data.occlusion_prob = 0.0  # synthetic faces only: chance of a random occluder
