@@ -51,10 +51,13 @@ def require_file(path: str, what: str, root: str | None = None) -> str:
   too high, e.g. RAF-DB/ for RAF-DB/basic/)."""
   if not os.path.isfile(path):
     hint = ''
-    if root is not None and os.path.isdir(root):
+    if root is not None:
       relative = os.path.relpath(path, root)
-      below = sorted(d for d in os.listdir(root)
-                     if os.path.isfile(os.path.join(root, d, relative)))
+      try:
+        below = sorted(d for d in os.listdir(root)
+                       if os.path.isfile(os.path.join(root, d, relative)))
+      except OSError:  # root missing or unreadable: the message names the file alone
+        below = []
       if below:
         hint = f' It is in {show(os.path.join(root, below[0]))}: set data.root to that folder.'
     raise DataError(f'{what}: expected the file {show(path)}, which does not exist.{hint}')
