@@ -59,16 +59,19 @@ def claim_outcome(interval, size: float, minimum: float) -> str:
   return 'refuted' if hi < 0 else 'not shown'
 
 
+def majority_share(labels) -> float:
+  """The share of the most common class among `labels` (0 for none): what a model that always
+  answers it scores on them (1/num_classes on balanced classes)."""
+  labels = np.asarray(labels, np.int64)
+  return float(np.bincount(labels).max() / labels.size) if labels.size else 0.0
+
+
 def at_chance(accuracy: float, labels) -> bool:
   """Whether a test accuracy (%) over faces with these `labels` is no better than a model that
-  always answers the most common of them: at most that class's share plus Z_95 standard errors of
-  such a guesser's accuracy over as many faces, a one-sided 97.5 % bound (on balanced classes the
-  share is 1/num_classes)."""
-  labels = np.asarray(labels)
-  if not labels.size:
-    return True
-  p = np.bincount(labels).max() / labels.size
-  return accuracy / 100.0 <= p + Z_95 * np.sqrt(p * (1 - p) / labels.size)
+  always answers the most common of them: at most `majority_share` plus Z_95 standard errors of
+  such a guesser's accuracy over as many faces, a one-sided 97.5 % bound (True for no faces)."""
+  n, p = len(labels), majority_share(labels)
+  return not n or accuracy / 100.0 <= p + Z_95 * np.sqrt(p * (1 - p) / n)
 
 
 def _scope(claim: str, outcome: str, accuracy: float, labels, where: str) -> str:
@@ -76,10 +79,9 @@ def _scope(claim: str, outcome: str, accuracy: float, labels, where: str) -> str
   model at chance on those faces (`at_chance`, when their `labels` are given), that the model says
   nothing about it."""
   if labels is not None and at_chance(accuracy, labels):
-    share = 100.0 * np.bincount(np.asarray(labels)).max() / max(len(labels), 1)
     return (f'this model is at chance ({accuracy:.1f}% over {len(labels)} faces, the most common '
-            f'class {share:.1f}%): it has not learned the expressions, so it says nothing about '
-            f'the paper\'s claim that {claim}.')
+            f'class {100 * majority_share(labels):.1f}%): it has not learned the expressions, so '
+            f'it says nothing about the paper\'s claim that {claim}.')
   return (f'the paper\'s claim that {claim} is {VERBS[outcome]} for this model{where} (one trained '
           'model; across seeds: launch.evidence).')
 

@@ -280,7 +280,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   summary = metrics.summarize(
       history.records, result['cm'], test_records.class_names, train.mean_of_last,
       num_params=n_params, wall_time_s=time.time() - start_time, config=config.name,
-      steps=step, steps_per_epoch=steps_per_epoch, best_checkpoint_step=checkpoints.best_step(history.records, ckpt.all_steps()),
+      steps=step, steps_per_epoch=steps_per_epoch,
+      best_checkpoint_step=checkpoints.best_step(history.records, ckpt.all_steps()),
       bad_test_images=result['bad_images'])
   if is_main:
     io.write_json(os.path.join(workdir, 'summary.json'), summary)
@@ -309,10 +310,8 @@ def _record_epoch(history, writer, epoch, step, learning_rate, train_stats, resu
 
 
 def _remove_if_empty(directory: str) -> None:
-  try:
+  with contextlib.suppress(OSError):  # not empty (the run wrote something), or gone
     os.rmdir(directory)
-  except OSError:  # not empty (the run wrote something), or gone
-    pass
 
 
 def _check_writable(workdir: str) -> None:

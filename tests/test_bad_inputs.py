@@ -74,6 +74,11 @@ def start_training(tmp, **overrides):
   return kind, message
 
 
+def through_main(run: str):
+  """The case of a bad input given to the entry point: its one-line error from `main_errors`."""
+  return lambda c: ('error', c.main_errors(run))
+
+
 IMAGE_SIZE = 32
 
 
@@ -119,10 +124,6 @@ def folders(tmp, train: dict, test: dict, ext='.png'):
 # a ConfigError/DataError (or, for the main_* cases, the one-line `error: ...` of
 # `python -m lnl_jax.main` with exit status 1 and no traceback); 'skipped' is a counted skip.
 
-def case_missing_root(c):
-  return 'error', c.main_errors('missing_root')
-
-
 def case_empty_root_setting(c):
   return raises(lambda: load('raf', ''))
 
@@ -152,10 +153,6 @@ def case_unknown_class_folder(c):
 def case_label_file_wrong_columns(c):
   fixtures.write_rafdb(str(c.tmp / 'raf'), [1, 2], [3], extra_lines='train_00003.jpg 4 extra\n')
   return raises(lambda: load('raf', c.tmp / 'raf'))
-
-
-def case_label_out_of_range(c):
-  return 'error', c.main_errors('label_out_of_range')
 
 
 def case_label_not_an_integer(c):
@@ -283,10 +280,6 @@ def case_duplicate_file_names_across_splits(c):
   return 'warning', warned(c.caplog)
 
 
-def case_num_patches_15(c):
-  return 'error', c.main_errors('num_patches_15')
-
-
 def case_alpha_1_5(c):
   return start_training(c.tmp, **{'model.alpha': 1.5})
 
@@ -308,10 +301,6 @@ def case_batch_not_divisible_by_devices(c):
   return start_training(c.tmp, **{'train.batch_size': 18})
 
 
-def case_batch_not_divisible_through_main(c):
-  return 'error', c.main_errors('batch_not_divisible')
-
-
 def case_batch_larger_than_dataset(c):
   return start_training(c.tmp, **{'train.batch_size': 128})
 
@@ -324,34 +313,6 @@ def case_unknown_dataset(c):
   return raises(lambda: load('rafdb2', c.tmp))
 
 
-def case_read_only_workdir(c):
-  return 'error', c.main_errors('read_only_workdir')
-
-
-def case_crop_padding_too_large(c):
-  return 'error', c.main_errors('crop_padding_too_large')
-
-
-def case_config_override_names_no_field(c):
-  return 'error', c.main_errors('override_names_no_field')
-
-
-def case_config_file_missing(c):
-  return 'error', c.main_errors('config_file_missing')
-
-
-def case_config_file_fails(c):
-  return 'error', c.main_errors('config_file_fails')
-
-
-def case_unexpected_argument(c):
-  return 'error', c.main_errors('unexpected_argument')
-
-
-def case_unknown_config_variant(c):
-  return 'error', c.main_errors('unknown_config_variant')
-
-
 def case_workdir_is_a_file(c):
   (c.tmp / 'file').write_text('x')
   config = dataset_config('synthetic', 'smoke')
@@ -359,7 +320,7 @@ def case_workdir_is_a_file(c):
 
 
 CASES = {  # name: (case, expected kind, substrings the message must contain)
-    'missing root': (case_missing_root, 'error', ['no_such_dataset', 'does not exist']),
+    'missing root': (through_main('missing_root'), 'error', ['no_such_dataset', 'does not exist']),
     'data.root not set': (case_empty_root_setting, 'error', ['data.root is empty']),
     'empty class folder': (case_empty_class_folder, 'warning',
                            ['skipping the class folder', 'train/happy', 'holds no images']),
@@ -371,7 +332,7 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                              ['unknown class folder(s) Bored', 'Train_Aligned_Faces']),
     'label line with 3 columns': (case_label_file_wrong_columns, 'error',
                                   ['list_patition_label.txt:4: 3 columns, expected 2']),
-    'label out of range (main)': (case_label_out_of_range, 'error',
+    'label out of range (main)': (through_main('label_out_of_range'), 'error',
                                   ['list_patition_label.txt:2: label 9 is out of range',
                                    'expected 1..7']),
     'label not an integer': (case_label_not_an_integer, 'error',
@@ -405,7 +366,8 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
     'duplicate file names across splits': (case_duplicate_file_names_across_splits, 'warning',
                                            ['1 test image(s) are byte-identical',
                                             'test/sad/img_001.png']),
-    'M = 15 (main)': (case_num_patches_15, 'error', ['model.num_patches=15 is not a perfect square']),
+    'M = 15 (main)': (through_main('num_patches_15'), 'error',
+                      ['model.num_patches=15 is not a perfect square']),
     'α = 1.5': (case_alpha_1_5, 'error', ['model.alpha=1.5 is outside [0, 1]']),
     'image smaller than the patch grid': (case_image_smaller_than_patch_grid, 'error',
                                           ['data.image_size=32', 'data.image_size ≥ 64']),
@@ -415,30 +377,31 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                                         ['model.overlap=64 px is too large']),
     'batch not divisible by 4 devices': (case_batch_not_divisible_by_devices, 'error',
                                          ['train.batch_size=18 is not divisible by the 4 devices']),
-    'batch not divisible by 3 devices (main)': (case_batch_not_divisible_through_main, 'error',
+    'batch not divisible by 3 devices (main)': (through_main('batch_not_divisible'), 'error',
                                                 ['train.batch_size=16 is not divisible by the 3']),
     'batch larger than the dataset': (case_batch_larger_than_dataset, 'error',
                                       ['train.batch_size=128 is larger than the 96 training']),
     'train.on_nonfinite typo': (case_on_nonfinite_typo, 'error',
                                 ["train.on_nonfinite='ignore' must be 'stop' or 'skip'"]),
     'unknown dataset name': (case_unknown_dataset, 'error', ["data.name='rafdb2' is unknown"]),
-    'read-only workdir (main)': (case_read_only_workdir, 'error', ['is not writable', '/run']),
-    'crop padding ≥ the image size (main)': (case_crop_padding_too_large, 'error',
+    'read-only workdir (main)': (through_main('read_only_workdir'), 'error',
+                                 ['is not writable', '/run']),
+    'crop padding ≥ the image size (main)': (through_main('crop_padding_too_large'), 'error',
                                              ['crop_padding=999 must be in [0, image_size=64)']),
     'workdir under a file': (case_workdir_is_a_file, 'error',
                              ['is not writable', 'Not a directory', 'file/run']),
     'config override naming no field (main)': (
-        case_config_override_names_no_field, 'error',
+        through_main('override_names_no_field'), 'error',
         ["override names no field of the config: 'max_step'", 'Did you mean "max_steps"']),
-    'config file missing (main)': (case_config_file_missing, 'error',
+    'config file missing (main)': (through_main('config_file_missing'), 'error',
                                    ['--config=configs/no_such.py:smoke does not load',
                                     'No such file or directory']),
-    'config file that fails (main)': (case_config_file_fails, 'error',
+    'config file that fails (main)': (through_main('config_file_fails'), 'error',
                                       ['broken_config.py does not load', 'broken_config.py:2: '
                                        "NameError: name 'undefined_name' is not defined"]),
-    'an argument the command does not take (main)': (case_unexpected_argument, 'error',
+    'an argument the command does not take (main)': (through_main('unexpected_argument'), 'error',
                                                      ['Too many command-line arguments']),
-    'unknown config variant (main)': (case_unknown_config_variant, 'error',
+    'unknown config variant (main)': (through_main('unknown_config_variant'), 'error',
                                       ["unknown config variant 'smok'", 'known: smoke']),
 }
 
@@ -489,8 +452,8 @@ def main_errors(tmp_path_factory):
       'unexpected_argument': dict(args=main_command(tmp / 'w10', 'extra_argument')),
       'config_file_fails': dict(args=main_command(tmp / 'w9',
                                                   config=f'--config={tmp / "broken_config.py"}')),
-      'unknown_config_variant': dict(args=main_command(tmp / 'w8',
-                                                       config='--config=configs/synthetic.py:smok')),
+      'unknown_config_variant': dict(
+          args=main_command(tmp / 'w8', config='--config=configs/synthetic.py:smok')),
   }
   procs = {name: Main(tmp / f'{name}.log', *r['args'], devices=r.get('devices', 1))
            for name, r in runs.items()}
