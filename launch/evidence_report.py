@@ -100,9 +100,25 @@ def _ordering(groups: dict, key: str) -> dict:
               if decided else None)
 
 
-def _claim(stat: dict, size: dict, minimum: float) -> str | None:
+AT_CHANCE = 'at chance'  # a claim's outcome when a seed's model has not learned the expressions
+
+
+def at_chance(summary: dict) -> bool:
+  """`analysis.at_chance` of a run's last test accuracy over its test faces (the confusion
+  matrix's rows are their true classes): the model is no better than always answering the most
+  common class."""
+  counts = np.asarray(summary['confusion_matrix'], np.int64).sum(axis=1)
+  labels = np.repeat(np.arange(len(counts)), counts)
+  return analysis.at_chance(summary['test_accuracy_last_epoch'], labels)
+
+
+def _claim(stat: dict, size: dict, minimum: float, chance: Sequence[int]) -> str | None:
   """`analysis.claim_outcome` over seeds: the t-interval of `stat` over seeds, the mean of `size`
-  against `minimum` (the analysis module's smallest effect that counts); None for one seed."""
+  against `minimum` (the analysis module's smallest effect that counts); AT_CHANCE when a seed's
+  model is at chance (its attention then says nothing of the claim: the seeds in `chance`); None
+  for one seed."""
+  if chance:
+    return AT_CHANCE
   if stat['ci95'] is None:
     return None
   return analysis.claim_outcome(stat['ci95'], size['mean'], minimum)
@@ -126,6 +142,8 @@ def aggregate(results_dir: str, planned: Sequence[str], settings: dict | None = 
     accuracy[group]['mean_over_epochs'] = sorted({s['mean_over_epochs'] for s in summaries})
     accuracy[group]['test_faces'] = sorted({int(np.sum(s['confusion_matrix'])) for s in summaries})
     accuracy[group]['num_classes'] = sorted({len(s['class_names']) for s in summaries})
+    accuracy[group]['at_chance_seeds'] = [seed for seed, s in zip(seeds, summaries)
+                                          if at_chance(s)]
     cr = [records[n]['crucial'] for n in names]
     crucial[group] = {k: seed_stats([c[k] for c in cr], seeds) for k in CRUCIAL_KEYS}
     crucial[group]['num_faces'] = sorted({c['num_faces'] for c in cr})
@@ -142,10 +160,12 @@ def aggregate(results_dir: str, planned: Sequence[str], settings: dict | None = 
   claims = dict(
       table_iv=dict(ordering={k: _ordering(accuracy, k) for k in ACCURACY_KEYS}),
       nonlocal_finds_crucial={g: _claim(crucial[g]['excess_normalised'], crucial[g]['excess'],
-                                        analysis.MIN_EXCESS_MASS)
+                                        analysis.MIN_EXCESS_MASS,
+                                        accuracy[g]['at_chance_seeds'])
                               for g in crucial if g.split('_')[-1] in ('nonlocal', 'both')},
       local_downweights_occluded={g: _claim(occlusion[g]['own_minus_others'],
-                                            occlusion[g]['own_drop'], analysis.MIN_OWN_DROP)
+                                            occlusion[g]['own_drop'], analysis.MIN_OWN_DROP,
+                                            accuracy[g]['at_chance_seeds'])
                                   for g in occlusion if g.split('_')[-1] in ('local', 'both')})
   return dict(settings=settings or {}, planned=list(planned), recorded=recorded,
               missing=[n for n in planned if n not in recorded],
@@ -242,14 +262,25 @@ def _joined(table: dict, groups: Sequence[str], key: str, fmt=str) -> str:
   return '/'.join(fmt(v) for v in sorted({v for g in groups for v in table[g][key]}))
 
 
-def _claim_rows(groups: Sequence[str], verdicts: dict, cells, table: dict) -> list[str]:
-  """A markdown row per group: its model, `cells(table[group])`, and the claim's outcome."""
+def _claim_rows(groups: Sequence[str], verdicts: dict, cells, table: dict,
+                chance: dict) -> list[str]:
+  """A markdown row per group: its model, `cells(table[group])`, and the claim's outcome (with
+  the seeds at chance, from the accuracy table `chance`)."""
   return [f'| {MODEL_NAMES[g]} | {" | ".join(cells(table[g]))} | '
-          f'{verdicts.get(g) or "not decided yet"} |' for g in groups]
+          f'{_verdict_cell(verdicts.get(g), chance[g]["at_chance_seeds"])} |' for g in groups]
+
+
+def _verdict_cell(verdict: str | None, chance: Sequence[int]) -> str:
+  if verdict == AT_CHANCE:
+    return f'{AT_CHANCE} (seed {", ".join(str(s) for s in chance)})'
+  return verdict or 'not decided yet'
+
 
 
 OUTCOMES = ('it is refuted when the interval lies below 0 (the opposite effect, beyond the seed '
-            'spread), and not shown otherwise; one seed decides nothing.')
+            'spread), and not shown otherwise; one seed decides nothing, nor do the seeds of a '
+            'model that is at chance in any of them (its last test accuracy no better than always '
+            'answering the most common test class, by a one-sided 97.5 % bound).')
 
 
 def _code_sentence(runs: dict) -> str:
@@ -349,7 +380,7 @@ def render(evidence: dict) -> str:
         _fmt(c['excess_normalised'], digits=3),
         f'{_fmt(c["mass"], 100)} ({100 * c["uniform"]["mean"]:.1f})',
         f'{_fmt(c["top1_crucial"], 100)} ({100 * c["top1_uniform"]["mean"]:.1f})',
-        f'{_fmt(c["mean_rank"], digits=2)} ({c["rank_uniform"]["mean"]:.1f})'), crucial)
+        f'{_fmt(c["mean_rank"], digits=2)} ({c["rank_uniform"]["mean"]:.1f})'), crucial, acc)
     lines += ['', 'The claim holds for a model when the 95 % t-interval of its normalised excess '
               f'lies above 0 and its raw excess is at least {100 * analysis.MIN_EXCESS_MASS:g} '
               f'points; {OUTCOMES}', '']
@@ -371,7 +402,7 @@ def render(evidence: dict) -> str:
         _fmt(o['own_drop'], digits=4), _fmt(o['others_drop'], digits=4),
         _fmt(o['own_minus_others'], digits=4),
         f'{_fmt(o["clean_accuracy"])} / {_fmt(o["grey_patch_accuracy"])} / '
-        f'{_fmt(o["occluders_accuracy"])}'), occ)
+        f'{_fmt(o["occluders_accuracy"])}'), occ, acc)
     lines += ['', 'The claim holds for a model when the 95 % t-interval of (own fall − others\' '
               f'fall), averaged per face, lies above 0 and its own fall is at least '
               f'{analysis.MIN_OWN_DROP:g}; {OUTCOMES}']

@@ -244,6 +244,28 @@ def test_aggregate_checks_table_iv_and_both_claims(tmp_path):
                                    'run timed from scratch; ')
 
 
+def test_a_model_at_chance_in_any_seed_decides_no_attention_claim(tmp_path):
+  # write_record's test faces: 350 of each of two classes. Always answering one scores 50 %; the
+  # one-sided 97.5 % bound over 700 faces is 50 + 100 × 1.96 × √(0.25 / 700) = 53.70 %.
+  results = str(tmp_path)
+  for v in ('local', 'both'):
+    for s, final in ((0, 80.0), (1, 53.6 if v == 'both' else 53.8)):
+      write_record(results, f'attention_{v}_seed{s}', s, v, final, final, excess=0.3,
+                   own_minus=0.05 + 0.001 * s)
+  planned = ['attention_local_seed0', 'attention_local_seed1', 'attention_both_seed0',
+             'attention_both_seed1']
+  e = report.aggregate(results, planned, dict(config=report.DEFAULT_CONFIG, seeds=[0, 1]))
+  assert e['accuracy']['attention_both']['at_chance_seeds'] == [1]
+  assert e['accuracy']['attention_local']['at_chance_seeds'] == []
+  # LNLAttenNet's intervals lie above 0 like Model-Local's, but its seed 1 learned nothing.
+  assert e['claims']['local_downweights_occluded'] == {'attention_local': 'holds',
+                                                       'attention_both': 'at chance'}
+  assert e['claims']['nonlocal_finds_crucial'] == {'attention_both': 'at chance'}
+  text = report.render(e)
+  assert text.count('| at chance (seed 1) |') == 2 and text.count('| holds |') == 1
+  assert 'nor do the seeds of a model that is at chance in any of them' in text
+
+
 def test_table_iv_pairs_models_on_the_seeds_they_share():
   # Model-S on seeds 0, 1, 2 and Model-Local on 1, 2: the means differ by 66.5 − 60 = 6.5, the
   # shared seeds by 2 and 1 (mean 1.5; 95 % interval ±12.706 × 0.707 / √2 = ±6.35). Model-NonLocal
