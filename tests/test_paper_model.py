@@ -406,6 +406,33 @@ def test_patch_geometry_is_eq5_at_144(m):
   assert patch_geometry(144, m, 16).patch_size == README_AT_144_OVERLAP_16[m]
 
 
+
+@pytest.mark.parametrize('m', sorted(README_AT_144_OVERLAP_16))
+def test_local_attention_convs_are_valid_wherever_the_pooled_map_allows(m):
+  """Table III's two 3×3 valid convolutions take SimpleNet's ⌊P/8⌋ map p to p − 2, then p − 4: at
+  144 px, 16 px overlap, P = 80, 59, 48, 42, 38 give p = 10, 7, 6, 5, 4. They stay valid down to
+  p = 5 (5 → 3 → 1); only p = 4 (M = 36) leaves nothing and takes the documented 'SAME' padding,
+  so FC 64 reads (p − 4)²·64w values, or p²·64w at M = 36."""
+  p = README_AT_144_OVERLAP_16[m] // 8
+  side = p - 4 if p >= 5 else p
+  model = LNLAttenNet(num_classes=7, num_patches=m, overlap=16, width=WIDTH, head_widths=(8, 4),
+                      ensemble='scan')
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module.parent, LocalAttention):
+      seen.setdefault(context.module.name, out.shape[1:3])
+    return out
+
+  with nn.intercept_methods(record):
+    shapes = jax.eval_shape(model.init, jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, 144, 144, 3), jnp.float32))['params']
+  members = shapes['ensemble']['members']['LocalAttention_0']
+  assert members['Dense_0']['kernel'].shape == (m, side * side * ch(64), 64)
+  if p >= 5:
+    assert (seen['Conv_0'], seen['Conv_2']) == ((p - 2, p - 2), (p - 4, p - 4))
+
 def test_patch_geometry_keeps_its_promise_over_overlaps():
   """For every buildable (S, M, overlap): P is the smallest whole P with n·P − (n−1)·o ≥ S, the
   patches cover the S×S image exactly (first at 0, last ending at S), strides differ by at most

@@ -119,6 +119,18 @@ def test_loss_is_masked_mean_cross_entropy_plus_lambda_times_kernel_norms(smoke_
 
 # ----------------------------------------------------------------------------- Sec. IV-A recipe
 
+
+def test_evaluation_feeds_the_model_faces_scaled_as_in_training(smoke_model):
+  """The eval step, behind every test accuracy, `predict` and `export`, gives the model the same
+  [−1, 1] faces as the loss: its probabilities are the softmax of the logits written out above."""
+  _, model, params, batch, logits = smoke_model
+  out = jax.jit(functools.partial(steps.eval_step, model=model))(params, dict(image=batch['image']))
+  z = logits.astype(np.float64)
+  probs = np.exp(z - z.max(-1, keepdims=True))
+  np.testing.assert_allclose(out['probs'], probs / probs.sum(-1, keepdims=True), rtol=1e-4,
+                             atol=1e-6)
+  np.testing.assert_array_equal(out['prediction'], logits.argmax(-1))
+
 def test_default_config_is_the_papers_recipe():
   c = load_config_file('raf')
   assert c.train.num_epochs == PAPER_EPOCHS

@@ -17,7 +17,7 @@ import pytest
 
 from lnl_jax import checkpoints, host, train
 from lnl_jax.config_base import dataset_config
-from lnl_jax.data import pipeline
+from lnl_jax.data import datasets, pipeline
 from lnl_jax.errors import Preempted
 from lnl_jax.models import create_model
 from lnl_jax.steps import Parallel, create_optimizer
@@ -72,6 +72,11 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert [r['epoch'] for r in resumed] == [1, 2, 3]
   assert resumed[:2] == records
   assert resumed[2]['learning_rate'] == pytest.approx(3e-4 * 0.95 ** 2)  # schedule continues
+  # The reported figure is the mean of the last `mean_of_last` epochs (2 here), not of all three.
+  summary = json.load(open(os.path.join(workdir, 'summary.json')))
+  assert summary['epochs'] == 3 and summary['mean_over_epochs'] == 2
+  assert summary['test_accuracy_mean_last_epochs'] == pytest.approx(
+      np.mean([r['test_accuracy'] for r in resumed[1:]]))
 
   # Run again once finished: nothing is trained, so the train step is not compiled.
   log = run_main(workdir, '--config.train.num_epochs=3', f'--data_cache={faces}')
@@ -88,6 +93,13 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert 'eval_step: lowered program read from' in log  # the one training kept
   evaluation = json.load(open(os.path.join(workdir, 'eval_18.json')))
   assert evaluation['accuracy'] == pytest.approx(resumed[-1]['test_accuracy'])
+  # A row per true class (Fig. 8–9): each row counts the test faces of its class.
+  config = checkpoints.load_config(workdir)
+  _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
+                                 config.model.overlap, str(faces))
+  cm = np.array(evaluation['confusion_matrix'])
+  np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(test.labels, minlength=7))
+  assert evaluation['confusion_matrix'] == summary['confusion_matrix']
 
 
 def tensorboard_scalars(workdir) -> dict:

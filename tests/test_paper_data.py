@@ -1,0 +1,107 @@
+"""The data protocol of Sec. IV-A, end to end from the configs the README reports results for.
+
+Every test loads `configs/<dataset>.py` as `--config=` would and asks `datasets.load_splits` for the
+(train, test) records of a tiny dataset written in the release's on-disk format (tests/fixtures.py).
+The expectations are written from the paper and the releases' own files, never from lnl_jax:
+- RAF-DB basic: train = the `train_*` lines of list_patition_label.txt, test = the `test_*` lines;
+  AffectNet: "the validation set is used as the testing set"; SFEW 2.0: test = Val.
+- CK+ and AffectNet: the paper's 7 classes, neutral and the six basic expressions (no contempt).
+- CK+ and MMI: 5-fold cross-validation, subject-wise for CK+.
+Runs in about two seconds: no model, no TensorFlow, images of 12..24 px.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fixtures
+from fixtures import load_config_file
+from lnl_jax.data import datasets
+
+PAPER_FOLDS = 5  # Sec. IV-A: "5-fold cross-validation" on CK+ and MMI
+# CK+'s seven classes in the paper: neutral + the six basic expressions (no contempt).
+PAPER_CKPLUS_CLASSES = {'neutral', 'anger', 'disgust', 'fear', 'happy', 'sadness', 'surprise'}
+# AffectNet's expression codes 0..6 (its manual: 0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear,
+# 5 Disgust, 6 Anger); 7 Contempt and above are not among the paper's 7 classes.
+PAPER_AFFECTNET_CLASSES = ('neutral', 'happy', 'sad', 'surprise', 'fear', 'disgust', 'anger')
+
+
+def _splits(name, root):
+  c = load_config_file(name)
+  c.data.root = str(root)
+  return datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap)
+
+
+def _names(records):
+  return sorted(os.path.basename(str(p)) for p in records.paths)
+
+
+def test_raf_trains_on_the_train_lines_and_tests_on_the_test_lines(tmp_path):
+  # 5 train and 3 test lines (12,271 and 3,068 in the release).
+  fixtures.write_rafdb(str(tmp_path), [1, 2, 3, 4, 5], [6, 7, 1])
+  train, test = _splits('raf', tmp_path)
+  assert _names(train) == [f'train_{i:05d}_aligned.jpg' for i in range(1, 6)]
+  assert _names(test) == [f'test_{i:05d}_aligned.jpg' for i in range(1, 4)]
+  # labels 1..7 of the file are Surprise..Neutral: test lines 6, 7, 1 = anger, neutral, surprise
+  assert [test.class_names[l] for l in test.labels] == ['anger', 'neutral', 'surprise']
+
+
+def test_affectnet_tests_on_the_validation_list_with_seven_classes(tmp_path):
+  rows = {'training': [('1/a.jpg', 0, 0, 20, 20, 0), ('1/b.jpg', 0, 0, 20, 20, 6),
+                       ('1/c.jpg', 0, 0, 20, 20, 7), ('1/d.jpg', 0, 0, 20, 20, 1)],
+          'validation': [('2/e.jpg', 0, 0, 20, 20, 3), ('2/f.jpg', 0, 0, 20, 20, 7)]}
+  fixtures.write_affectnet_csv(str(tmp_path), rows)
+  train, test = _splits('affectnet', tmp_path)
+  assert train.class_names == PAPER_AFFECTNET_CLASSES
+  assert _names(train) == ['a.jpg', 'b.jpg', 'd.jpg']  # contempt (7) is not one of the 7
+  assert _names(test) == ['e.jpg']  # validation.csv is the test set
+  assert [test.class_names[l] for l in test.labels] == ['surprise']
+
+
+def test_sfew_tests_on_val(tmp_path):
+  fixtures.write_sfew(str(tmp_path), {'Angry': 2, 'Happy': 1}, {'Sad': 1, 'Neutral': 2})
+  train, test = _splits('sfew', tmp_path)
+  assert all(os.sep + 'Train' + os.sep in str(p) for p in train.paths) and len(train) == 3
+  assert all(os.sep + 'Val' + os.sep in str(p) for p in test.paths) and len(test) == 3
+
+
+def _ckplus_root(tmp_path):
+  # 10 subjects, one labelled sequence each (codes 1..7 in turn: S001 and S008 get contempt = 2),
+  # plus one extra contempt sequence of S000.
+  sequences = [(f'S{s:03d}', '001', 4, 1 + s % 7) for s in range(10)] + [('S000', '002', 3, 2)]
+  return fixtures.write_ckplus(str(tmp_path / 'ck'), sequences)
+
+
+def test_ckplus_config_reads_the_papers_seven_classes(tmp_path):
+  train, test = _splits('ckplus', _ckplus_root(tmp_path))
+  assert set(train.class_names) == PAPER_CKPLUS_CLASSES and len(train.class_names) == 7
+  # The contempt sequences are dropped entirely: 11 sequences, 3 of them contempt (S001, S008,
+  # S000/002) -> 8 left, each giving its neutral first frame and its peak frame (618 = 2 × 309).
+  assert len(train) + len(test) == 2 * 8
+
+
+def test_ckplus_config_is_subject_wise_5_fold_cv(tmp_path):
+  root = _ckplus_root(tmp_path)
+  c = load_config_file('ckplus')
+  assert c.data.num_folds == PAPER_FOLDS
+  c.data.root = root
+  tested = []
+  for fold in range(PAPER_FOLDS):
+    c.data.fold = fold
+    train, test = datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap)
+    assert not set(train.subjects) & set(test.subjects)
+    tested += list(test.paths)
+  assert sorted(tested) == sorted(list(train.paths) + list(test.paths))  # 5 folds cover them all
+
+
+@pytest.mark.parametrize('name', ['ckplus', 'mmi'])
+def test_kfold_configs_use_the_papers_5_folds(name, tmp_path):
+  c = load_config_file(name)
+  assert c.data.num_folds == PAPER_FOLDS
+  if name == 'mmi':  # class folders, no subjects: each fold tests a fifth of every class
+    root = fixtures.write_class_folders(str(tmp_path / 'mmi'), {'happy': 10, 'sad': 10})
+    c.data.root = root
+    _, test = datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap)
+    np.testing.assert_array_equal(np.bincount(test.labels), [2, 2])
