@@ -263,18 +263,17 @@ def _joined(table: dict, groups: Sequence[str], key: str, fmt=str) -> str:
 
 
 def _claim_rows(groups: Sequence[str], verdicts: dict, cells, table: dict,
-                chance: dict) -> list[str]:
+                accuracy: dict) -> list[str]:
   """A markdown row per group: its model, `cells(table[group])`, and the claim's outcome (with
-  the seeds at chance, from the accuracy table `chance`)."""
+  the seeds at chance, from the `accuracy` table)."""
   return [f'| {MODEL_NAMES[g]} | {" | ".join(cells(table[g]))} | '
-          f'{_verdict_cell(verdicts.get(g), chance[g]["at_chance_seeds"])} |' for g in groups]
+          f'{_verdict_cell(verdicts.get(g), accuracy[g]["at_chance_seeds"])} |' for g in groups]
 
 
 def _verdict_cell(verdict: str | None, chance: Sequence[int]) -> str:
   if verdict == AT_CHANCE:
     return f'{AT_CHANCE} (seed {", ".join(str(s) for s in chance)})'
   return verdict or 'not decided yet'
-
 
 
 OUTCOMES = ('it is refuted when the interval lies below 0 (the opposite effect, beyond the seed '
