@@ -432,3 +432,59 @@ def test_commit_takes_only_the_given_paths(tmp_path):
   assert sorted(git('show', '--name-only', '--format=', 'HEAD').split()) == [
       'README.md', 'results/attention_none_seed0/summary.json']
   assert git('status', '--porcelain') == ' M other.txt\n'
+
+
+# --- the analyses' statistics, worked by hand -------------------------------------------------------
+
+def test_at_chance_is_the_binomial_bound_of_the_majority_guesser():
+  # 4 faces, 2 balanced classes: p = 0.5, bound 0.5 + 1.959964 · √(0.25 / 4) = 0.98999.
+  labels = [0, 1, 0, 1]
+  assert analysis.at_chance(98.9, labels)
+  assert not analysis.at_chance(99.1, labels)
+  # 100 faces, balanced: bound 0.5 + 1.959964 · 0.05 = 0.59800 (√(p(1−p)/99) would give 0.59849).
+  balanced = [0, 1] * 50
+  assert analysis.at_chance(59.75, balanced) and not analysis.at_chance(59.83, balanced)
+
+
+def test_evidence_at_chance_counts_the_true_classes_in_the_rows():
+  # 100 test faces, 90 of class 0 (row sums 90, 10); the model predicts 50 / 50 (column sums) and
+  # is right on 60. Always answering class 0 scores 90 %: 60 % is at chance. (Counting the
+  # predictions instead gives p = 0.5, bound 59.8 %, and calls the model better than chance.)
+  summary = dict(confusion_matrix=[[50, 40], [0, 10]], test_accuracy_last_epoch=60.0)
+  assert report.at_chance(summary)
+  # And the converse: true classes balanced (50 / 50), 90 of the predictions class 0; 60 %
+  # right is above the balanced bound 0.5 + 1.96 · 0.05 = 59.8 %.
+  summary = dict(confusion_matrix=[[50, 0], [40, 10]], test_accuracy_last_epoch=60.0)
+  assert not report.at_chance(summary)
+
+
+def _occlusion_result(d):
+  m = len(d)
+  own = np.array(d, float) + 0.05
+  others = np.full(m, 0.05)
+  return dict(own_drop=own.tolist(), others_drop=others.tolist(), baseline_accuracy=90.0,
+              accuracy=[80.0] * m, own_drop_largest=int(np.sum(own > others)))
+
+
+def test_occlusion_verdict_uses_the_t_interval_over_patches():
+  # Four patches, d = own − others = [0.10, 0.10, 0.10, −0.02]: mean 0.07, sd 0.06, se 0.03.
+  # t(0.975, 3) = 3.182446 -> half-width 0.0955: the interval (−0.025, 0.165) includes 0.
+  # The normal quantile would give 0.0588 -> (0.011, 0.129), above 0: 'confirmed'.
+  d = [0.10, 0.10, 0.10, -0.02]
+  assert np.std(d, ddof=1) == pytest.approx(0.06)
+  verdict = analysis.occlusion_verdict(_occlusion_result(d))
+  assert 'is not shown for this model' in verdict, verdict
+  # Same d with a larger effect: mean/se = 0.13/0.03 = 4.3 > 3.18: confirmed.
+  verdict = analysis.occlusion_verdict(_occlusion_result([0.16, 0.16, 0.16, 0.04]))
+  assert 'is confirmed for this model' in verdict, verdict
+
+
+def test_top1_crucial_is_the_share_of_faces_whose_highest_weight_is_crucial():
+  w = np.array([[0.1, 0.6, 0.2, 0.1],    # highest: patch 1, crucial
+                [0.4, 0.3, 0.2, 0.1],    # highest: patch 0, not crucial
+                [0.05, 0.15, 0.7, 0.1]])  # highest: patch 2, crucial
+  crucial = np.array([[0, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0]], bool)
+  r = analysis.crucial_mass(w, crucial)
+  assert r['top1_crucial'] == pytest.approx(2 / 3)
+  # chance k/M averaged: (1/4 + 2/4 + 2/4) / 3
+  assert r['top1_uniform'] == pytest.approx((0.25 + 0.5 + 0.5) / 3)

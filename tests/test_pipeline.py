@@ -91,16 +91,17 @@ def test_eval_covers_every_example_once_with_padding_mask():
   np.testing.assert_array_equal(_cat(batches, 'image')[mask], records.images)
 
 
-@pytest.mark.parametrize('size', [64, 16])  # shrink (antialiased) and enlarge
+@pytest.mark.parametrize('size', [64, 16])  # shrink and enlarge
 def test_eval_resizes_in_memory_images(size):
+  """In-memory faces (synthetic, FER2013) are resized as files are, with PIL's bilinear
+  (antialiased when shrinking): within 2 grey levels of it."""
   records = _memory_records(n=3, size=size)
-  records.images[:] = 0
-  records.images[:, :, size // 2:] = 200  # right half bright
   (b,) = _all(pipeline.eval_batches(records, batch_size=4, image_size=S, process_index=0,
                                     process_count=1))
-  image = b['image'][:3].astype(int)
-  assert image.shape == (3, S, S, 3)
-  assert (image[:, :, :15] == 0).all() and (image[:, :, 17:] == 200).all()
+  assert b['image'].shape == (4, S, S, 3)
+  for got, image in zip(b['image'][:3], records.images):
+    want = np.asarray(Image.fromarray(image).resize((S, S), Image.BILINEAR))
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 2
 
 
 def test_eval_paths_equal_plain_decode(jpeg_dir):
@@ -363,3 +364,65 @@ def test_measure_throughput_counts_images_per_second_after_the_warm_up(monkeypat
   rate = pipeline.measure_throughput(_memory_records(n=16), 8, S, num_batches=3)
   assert rate == pytest.approx(8 / 0.5)
   assert clock[0] == 4 * 0.5  # the warm-up batch and the three timed ones, no more
+
+
+# --- the augmentation's distributions ---------------------------------------------------------------
+# The tests above check that each output is some flip, crop or erasure of its source; these check
+# how often and how large, against the README's open choices: horizontal flips with probability
+# 0.5, a reflect-padded random crop over every window, random erasing of 2–40 % of the area with
+# aspect 0.3–3.3 filled with uniform noise, and a new draw every epoch. The references are written
+# by hand (NumPy's reflect padding, binomial bounds); every draw is seeded.
+
+def _flips_and_crops(records, pad, epoch, seed=3):
+  """{index: (flipped, dy, dx)} of one epoch of `records` in a single batch."""
+  (batch,) = pipeline.train_batches(records, batch_size=len(records), image_size=S, epoch=epoch,
+                                    seed=seed, crop_padding=pad, process_index=0, process_count=1)
+  found = {int(i): _find_augmentation(image, records.images[i], pad)
+           for image, i in zip(batch['image'], batch['index'])}
+  assert None not in found.values(), 'an output is no flip/crop of its source image'
+  return found
+
+
+def test_flips_have_probability_one_half_and_crops_use_every_window():
+  pad = 2
+  found = _flips_and_crops(_memory_records(n=400), pad, epoch=0).values()
+  # Binomial(400, 0.5): mean 200, sd 10; 4 sd either side.
+  assert 160 < sum(f for f, _, _ in found) < 240
+  for offsets in ([dy for _, dy, _ in found], [dx for _, _, dx in found]):
+    # Each of the 2p + 1 = 5 offsets on each axis has probability 1/5 (~80 of 400), and the crop
+    # is unbiased: mean offset p (the unshifted window), the mean's sd ~0.07.
+    assert np.bincount(offsets, minlength=2 * pad + 1).min() > 40
+    assert abs(np.mean(offsets) - pad) < 0.3
+    assert max(offsets) == 2 * pad
+
+
+def test_each_epoch_draws_new_flips_and_crops():
+  records, pad = _memory_records(n=200), 2
+  first, second = (_flips_and_crops(records, pad, epoch) for epoch in (0, 1))
+  # Independent draws agree with probability 1/2 · 1/5 · 1/5 = 0.02: ~4 of 200.
+  assert sum(first[i] == second[i] for i in first) < 30
+
+
+def test_random_erasing_rectangles_follow_the_readme():
+  n = 200
+  records = _memory_records(n=n, seed=1)
+  (batch,) = pipeline.train_batches(records, batch_size=n, image_size=S, epoch=0, seed=2,
+                                    crop_padding=0, flip=False, erase_prob=1.0, process_index=0,
+                                    process_count=1)
+  areas, aspects, erased = [], [], []
+  for image, i in zip(batch['image'], batch['index']):
+    changed = (image != records.images[i]).any(-1)
+    rows, cols = np.nonzero(changed.any(1))[0], np.nonzero(changed.any(0))[0]
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    areas.append(h * w / S**2)
+    aspects.append(h / w)
+    erased.append(image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].reshape(-1))
+  areas, aspects, erased = np.array(areas), np.array(aspects), np.concatenate(erased)
+  # Area 2–40 % of the image (±1 px of rounding per side), drawn over the whole range.
+  assert areas.min() >= 0.015 and areas.max() <= 0.45
+  assert np.mean(areas > 0.2) > 0.25  # uniform on [0.02, 0.4]: ~0.5
+  # Aspect log-uniform on [0.3, 3.3]: tall and wide rectangles both occur (~1/3 each beyond 1.5).
+  assert np.mean(aspects > 1.5) > 0.15 and np.mean(aspects < 1 / 1.5) > 0.15
+  # Filled with uniform noise 0..255: mean 127.5, sd 255/√12 ≈ 73.6, both ends reached.
+  assert abs(erased.mean() - 127.5) < 5 and abs(erased.std() - 73.6) < 5
+  assert erased.min() < 5 and erased.max() > 250
