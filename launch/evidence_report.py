@@ -103,7 +103,7 @@ def _ordering(groups: dict, key: str) -> dict:
 AT_CHANCE = 'at chance'  # a claim's outcome when a seed's model has not learned the expressions
 
 
-def at_chance(summary: dict) -> bool:
+def run_at_chance(summary: dict) -> bool:
   """`analysis.at_chance` of a run's last test accuracy over its test faces (the confusion
   matrix's rows are their true classes): the model is no better than always answering the most
   common class."""
@@ -143,7 +143,7 @@ def aggregate(results_dir: str, planned: Sequence[str], settings: dict | None = 
     accuracy[group]['test_faces'] = sorted({int(np.sum(s['confusion_matrix'])) for s in summaries})
     accuracy[group]['num_classes'] = sorted({len(s['class_names']) for s in summaries})
     accuracy[group]['at_chance_seeds'] = [seed for seed, s in zip(seeds, summaries)
-                                          if at_chance(s)]
+                                          if run_at_chance(s)]
     cr = [records[n]['crucial'] for n in names]
     crucial[group] = {k: seed_stats([c[k] for c in cr], seeds) for k in CRUCIAL_KEYS}
     crucial[group]['num_faces'] = sorted({c['num_faces'] for c in cr})
@@ -271,8 +271,9 @@ def _claim_rows(groups: Sequence[str], verdicts: dict, cells, table: dict,
 
 
 def _verdict_cell(verdict: str | None, chance: Sequence[int]) -> str:
+  """A claim's table cell: its outcome, with the seeds whose model is at chance."""
   if verdict == AT_CHANCE:
-    return f'{AT_CHANCE} (seed {", ".join(str(s) for s in chance)})'
+    return f'{AT_CHANCE} (seed{"s" * (len(chance) > 1)} {", ".join(str(s) for s in chance)})'
   return verdict or 'not decided yet'
 
 
@@ -346,6 +347,9 @@ def render(evidence: dict) -> str:
             f'both). {_code_sentence(evidence["runs"])}{_resumed_sentence(evidence["runs"])}', '']
 
   acc = evidence['accuracy']
+  if any('at_chance_seeds' not in a for a in acc.values()):
+    raise ConfigError('evidence.json predates the at-chance gate of the attention claims: rebuild '
+                      'it from the records with `python -m launch.evidence --aggregate`.')
   table_iv = [g for g in (f'attention_{v}' for v in TABLE_IV_ORDER) if g in acc]
   if table_iv:
     every = lambda key: _joined(acc, table_iv, key)

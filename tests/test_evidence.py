@@ -16,6 +16,7 @@ from launch import evidence_report as report
 from lnl_jax import analysis, io
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
+from lnl_jax.errors import ConfigError
 import fixtures
 from fixtures import GRID_BOXES as BOXES
 
@@ -264,6 +265,11 @@ def test_a_model_at_chance_in_any_seed_decides_no_attention_claim(tmp_path):
   text = report.render(e)
   assert text.count('| at chance (seed 1) |') == 2 and text.count('| holds |') == 1
   assert 'nor do the seeds of a model that is at chance in any of them' in text
+  # An evidence.json aggregated without the gate is refused, not rendered as if gated.
+  old = json.loads(json.dumps(e))
+  del old['accuracy']['attention_both']['at_chance_seeds']
+  with pytest.raises(ConfigError, match='--aggregate'):
+    report.render(old)
 
 
 def test_table_iv_pairs_models_on_the_seeds_they_share():
@@ -451,11 +457,11 @@ def test_evidence_at_chance_counts_the_true_classes_in_the_rows():
   # is right on 60. Always answering class 0 scores 90 %: 60 % is at chance. (Counting the
   # predictions instead gives p = 0.5, bound 59.8 %, and calls the model better than chance.)
   summary = dict(confusion_matrix=[[50, 40], [0, 10]], test_accuracy_last_epoch=60.0)
-  assert report.at_chance(summary)
+  assert report.run_at_chance(summary)
   # And the converse: true classes balanced (50 / 50), 90 of the predictions class 0; 60 %
   # right is above the balanced bound 0.5 + 1.96 · 0.05 = 59.8 %.
   summary = dict(confusion_matrix=[[50, 0], [40, 10]], test_accuracy_last_epoch=60.0)
-  assert not report.at_chance(summary)
+  assert not report.run_at_chance(summary)
 
 
 def _occlusion_result(d):

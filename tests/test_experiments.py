@@ -6,7 +6,6 @@ compile the same programs as the sweep's LNLAttenNet member); the report and the
 checked against hand-written fixtures whose answers are known independently.
 """
 import json
-import math
 import os
 
 import ml_collections
@@ -154,6 +153,19 @@ def test_cross_validate_trains_every_fold_and_summarises(tmp_path):
   assert cm.sum() == 35  # every face tested exactly once over the folds
   assert cv['pooled_accuracy'] == pytest.approx(100 * np.trace(cm) / 35)
   assert f'{(a[0] + a[1]) / 2:.2f} ± {abs(a[0] - a[1]) / np.sqrt(2):.2f}%' in proc.stdout
+
+
+def test_cv_summary_last_epoch_is_the_folds_last_epoch_accuracies():
+  folds = [dict(test_accuracy_mean_last_epochs=90.0, test_accuracy_last_epoch=95.0,
+                mean_over_epochs=10, confusion_matrix=[[5, 1], [0, 4]], class_names=['a', 'b']),
+           dict(test_accuracy_mean_last_epochs=80.0, test_accuracy_last_epoch=91.0,
+                mean_over_epochs=10, confusion_matrix=[[3, 0], [2, 5]], class_names=['a', 'b'])]
+  cv = cross_validate.summarize(folds)
+  assert cv['mean_of_last_epochs'] == pytest.approx(dict(mean=85.0, std=10 / np.sqrt(2)))
+  assert cv['last_epoch'] == pytest.approx(dict(mean=93.0, std=4 / np.sqrt(2)))
+  assert cv['confusion_matrix'] == [[8, 1], [2, 9]]
+  assert cv['pooled_accuracy'] == pytest.approx(100 * 17 / 20)
+  assert [f['num_test'] for f in cv['folds']] == [10, 10]
 
 
 def test_cross_validate_refuses_official_splits(tmp_path):
@@ -360,16 +372,3 @@ def test_analysis_runs_on_a_trained_checkpoint(swept):
   assert [s['step'] for s in crucial['over_training']] == [2]  # tracked every 2 steps, 2 in all
   assert crucial['verdict'] in proc.stdout and occlusion['verdict'] in proc.stdout
   assert np.sum(load(os.path.join(out, 'per_class.json'))['confusion_matrix']) == 16
-
-
-def test_cv_summary_last_epoch_is_the_folds_last_epoch_accuracies():
-  folds = [dict(test_accuracy_mean_last_epochs=90.0, test_accuracy_last_epoch=95.0,
-                mean_over_epochs=10, confusion_matrix=[[5, 1], [0, 4]], class_names=['a', 'b']),
-           dict(test_accuracy_mean_last_epochs=80.0, test_accuracy_last_epoch=91.0,
-                mean_over_epochs=10, confusion_matrix=[[3, 0], [2, 5]], class_names=['a', 'b'])]
-  cv = cross_validate.summarize(folds)
-  assert cv['mean_of_last_epochs'] == pytest.approx(dict(mean=85.0, std=10 / math.sqrt(2)))
-  assert cv['last_epoch'] == pytest.approx(dict(mean=93.0, std=4 / math.sqrt(2)))
-  assert cv['confusion_matrix'] == [[8, 1], [2, 9]]
-  assert cv['pooled_accuracy'] == pytest.approx(100 * 17 / 20)
-  assert [f['num_test'] for f in cv['folds']] == [10, 10]

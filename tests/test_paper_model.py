@@ -406,7 +406,6 @@ def test_patch_geometry_is_eq5_at_144(m):
   assert patch_geometry(144, m, 16).patch_size == README_AT_144_OVERLAP_16[m]
 
 
-
 @pytest.mark.parametrize('m', sorted(README_AT_144_OVERLAP_16))
 def test_local_attention_convs_are_valid_wherever_the_pooled_map_allows(m):
   """Table III's two 3×3 valid convolutions take SimpleNet's ⌊P/8⌋ map p to p − 2, then p − 4: at
@@ -432,6 +431,7 @@ def test_local_attention_convs_are_valid_wherever_the_pooled_map_allows(m):
   assert members['Dense_0']['kernel'].shape == (m, side * side * ch(64), 64)
   if p >= 5:
     assert (seen['Conv_0'], seen['Conv_2']) == ((p - 2, p - 2), (p - 4, p - 4))
+
 
 def test_patch_geometry_keeps_its_promise_over_overlaps():
   """For every buildable (S, M, overlap): P is the smallest whole P with n·P − (n−1)·o ≥ S, the

@@ -117,9 +117,6 @@ def test_loss_is_masked_mean_cross_entropy_plus_lambda_times_kernel_norms(smoke_
   np.testing.assert_allclose(float(loss), ce + PAPER_LAMBDA * penalty, rtol=1e-6)
 
 
-# ----------------------------------------------------------------------------- Sec. IV-A recipe
-
-
 def test_evaluation_feeds_the_model_faces_scaled_as_in_training(smoke_model):
   """The eval step, behind every test accuracy, `predict` and `export`, gives the model the same
   [−1, 1] faces as the loss: its probabilities are the softmax of the logits written out above."""
@@ -130,6 +127,9 @@ def test_evaluation_feeds_the_model_faces_scaled_as_in_training(smoke_model):
   np.testing.assert_allclose(out['probs'], probs / probs.sum(-1, keepdims=True), rtol=1e-4,
                              atol=1e-6)
   np.testing.assert_array_equal(out['prediction'], logits.argmax(-1))
+
+
+# ----------------------------------------------------------------------------- Sec. IV-A recipe
 
 def test_default_config_is_the_papers_recipe():
   c = load_config_file('raf')

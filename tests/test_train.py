@@ -98,6 +98,7 @@ def test_main_writes_everything_and_resumes(tmp_path):
   _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
                                  config.model.overlap, str(faces))
   cm = np.array(evaluation['confusion_matrix'])
+  assert (cm.sum(axis=0) != cm.sum(axis=1)).any()  # else a transposed matrix would pass too
   np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(test.labels, minlength=7))
   assert evaluation['confusion_matrix'] == summary['confusion_matrix']
 
