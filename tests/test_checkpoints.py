@@ -118,7 +118,8 @@ def test_leftover_temporary_checkpoint_folders_are_ignored(tmp_path):
 
 @pytest.mark.parametrize('field,value', [
     ('model.num_patches', 9), ('data.image_size', 96), ('model.head_widths', (64, 32)),
-    ('model.attention', 'none'), ('seed', 1)])
+    ('model.attention', 'none'), ('seed', 1), ('data.fold', 1), ('model.overlap', 12),
+    ('model.width', 0.125), ('data.name', 'raf'), ('data.num_classes', 8)])
 def test_resuming_with_a_shape_changing_config_is_refused(tmp_path, field, value):
   config = dataset_config('synthetic', 'smoke')
   checkpoints.check_or_write_config(config, str(tmp_path))
@@ -132,3 +133,14 @@ def test_resuming_with_a_shape_changing_config_is_refused(tmp_path, field, value
   harmless = dataset_config('synthetic', 'smoke')
   harmless.train.learning_rate, harmless.train.num_epochs = 1e-3, 5
   checkpoints.check_or_write_config(harmless, str(tmp_path))
+
+
+def test_mid_epoch_checkpoints_count_only_among_the_newest(tmp_path):
+  """README: the workdir keeps the newest `train.keep_checkpoints` plus the best by test accuracy.
+  A mid-epoch checkpoint has no test accuracy: once newer ones exist it is not kept."""
+  ckpt = checkpoints.Checkpoints(str(tmp_path), keep=1)
+  for step, accuracy in ((1, None), (2, 80.0), (3, None), (4, 50.0), (5, None)):
+    scored = None if accuracy is None else dict(test_accuracy=accuracy)
+    ckpt.save(state(step, step), meta=dict(epoch=step // 2), metrics=scored)
+  assert sorted(ckpt.all_steps()) == [2, 5]  # the best (80 %) and the newest
+  ckpt.close()

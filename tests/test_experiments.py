@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from launch import cross_validate, runs, sweep
-from lnl_jax import analysis, report
+from lnl_jax import analysis, paper, report
 from lnl_jax.data import synthetic
 from lnl_jax.config_base import base_config, dataset_config
 from lnl_jax.errors import ConfigError
@@ -251,6 +251,54 @@ def test_paper_numbers_follow_the_setting():
   assert report.paper_value('overlap', 'raf', 9, 144) is None
   assert report.paper_value('alpha', 'mmi', 1.0) == 66.25
   assert report.paper_value('ablation', 'synthetic', 'none') is None
+
+
+# Tables IV–VII of the paper, typed again by hand from its text (test accuracy, %), apart from
+# lnl_jax/paper.py's copy: a typo in either fails the test below. Table IV: the rows of the four
+# variants; columns AffectNet, RAF-DB, SFEW, CK+, MMI.
+PAPER_TABLE_IV = {
+    'none': (56.26, 83.80, 54.82, 94.14, 63.52),  # Model-S
+    'local': (57.63, 84.55, 56.42, 96.44, 65.42),  # Model-Local
+    'nonlocal': (58.09, 85.04, 55.73, 96.63, 66.56),  # Model-NonLocal
+    'both': (59.28, 86.15, 57.80, 98.18, 68.75),  # LNLAttenNet
+}
+# Table V: α = 0, 0.1, ..., 1.
+PAPER_TABLE_V = {
+    'raf': (84.09, 85.60, 85.69, 86.15, 85.59, 85.33, 85.17, 85.23, 83.74, 83.54, 83.02),
+    'sfew': (55.06, 55.73, 56.88, 57.80, 57.34, 57.11, 56.65, 56.88, 55.96, 54.59, 53.67),
+    'ckplus': (96.02, 96.75, 97.56, 98.18, 98.30, 97.74, 97.36, 96.60, 96.22, 96.04, 95.28),
+    'mmi': (67.00, 67.45, 68.50, 68.75, 68.88, 68.25, 67.50, 67.38, 66.93, 66.50, 66.25),
+    'affectnet': (57.94, 58.71, 59.43, 59.28, 58.03, 57.80, 56.83, 56.86, 56.71, 56.66, 56.63),
+}
+# Table VI: M = 4, 9, 16, 25, 36.
+PAPER_TABLE_VI = {
+    'raf': (84.97, 85.66, 86.15, 85.53, 85.63),
+    'sfew': (55.28, 56.88, 57.80, 58.03, 57.80),
+    'ckplus': (96.22, 97.17, 98.18, 97.92, 97.74),
+    'mmi': (67.60, 67.90, 68.75, 68.83, 67.13),
+    'affectnet': (58.06, 58.43, 59.28, 59.06, 57.97),
+}
+# Table VII (RAF-DB): the overlaps 12, 16, 20, 22 px; two more columns with unreadable overlaps.
+PAPER_TABLE_VII = {12: 85.29, 16: 86.15, 20: 86.16, 22: 86.24}
+PAPER_TABLE_VII_UNREADABLE = (84.63, 84.96)
+
+
+def test_every_paper_number_the_report_uses_is_the_papers():
+  """Each number the report and the sweeps set beside a run, looked up the way the report looks
+  it up, against the paper's Tables IV–VII as printed."""
+  datasets = ('affectnet', 'raf', 'sfew', 'ckplus', 'mmi')
+  for attention, row in PAPER_TABLE_IV.items():
+    for dataset, value in zip(datasets, row):
+      assert report.paper_value('ablation', dataset, attention) == value, (attention, dataset)
+  for dataset, row in PAPER_TABLE_V.items():
+    for i, value in enumerate(row):
+      assert report.paper_value('alpha', dataset, i / 10) == value, (dataset, i / 10)
+  for dataset, row in PAPER_TABLE_VI.items():
+    for m, value in zip((4, 9, 16, 25, 36), row):
+      assert report.paper_value('patches', dataset, m) == value, (dataset, m)
+  for overlap, value in PAPER_TABLE_VII.items():
+    assert report.paper_value('overlap', 'raf', overlap) == value, overlap
+  assert tuple(paper.TABLE_VII_UNREADABLE) == PAPER_TABLE_VII_UNREADABLE
 
 
 # --- analyses -------------------------------------------------------------------------------------

@@ -302,3 +302,38 @@ def test_ensemble_refuses_parameters_of_another_member_count(execution, loop_ref
   model = LNLAttenNet(**AGREE, **dict(TINY, ensemble=execution))
   with pytest.raises(ScopeParamShapeError, match=r'"members".* shape \(4, .* shape \(3, '):
     model.apply({'params': {**params, 'ensemble': {'members': fewer}}}, images)
+
+
+def test_bfloat16_compute_forms_the_attention_weights_in_float32():
+  """`bf16` computes in bfloat16 on float32 parameters (README), but the attention weights are
+  formed in float32 (`NonLocalAttention`, `LocalAttention`): under bfloat16 every row of R (Table
+  I's L1-normalised rows) and wᵍ (their column means) still sum to one to float32 precision, and
+  wᵍ, wˡ (a sigmoid in (0, 1)) and R come out as float32 (a bfloat16 sum is off by ~1e-3, a
+  bfloat16 sigmoid keeps 8 bits)."""
+  config = model_config(width=1 / 16, head_widths=(32, 16), init='he', ensemble='scan',
+                        dtype='bfloat16', overlap=8)
+  model = create_model(config, 64, 7)
+  images = jax.random.normal(jax.random.key(1), (3, 64, 64, 3))
+  _, (_, aux) = init_apply(model, images)
+  for name in ('r', 'w_global', 'w_local'):
+    assert aux[name].dtype == jnp.float32, (name, aux[name].dtype)
+  r = np.asarray(aux['r'], np.float64)
+  np.testing.assert_allclose(r.sum(-1), 1.0, atol=1e-5)  # L1 rows
+  np.testing.assert_allclose(np.asarray(aux['w_global'], np.float64), r.mean(axis=1), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(aux['w_global'], np.float64).sum(-1), 1.0, atol=1e-5)
+  w_local = np.asarray(aux['w_local'])
+  assert ((w_local > 0) & (w_local < 1)).all()
+
+
+@pytest.mark.parametrize('alpha', [0.3, 1.0])
+def test_create_model_builds_the_configs_alpha_and_overlap(alpha):
+  """The `model` block's α (Eq. 1, swept by Table V) and overlap (Eq. 5, swept by Table VII) reach
+  the network `create_model` builds. At 64 px with an 8-px overlap, Eq. (5) gives
+  4·P − 3·8 = 64: P = 22, origins 0, 14, 28, 42; and g* = (1 − α)·g + α·flat(s)."""
+  config = model_config(width=1 / 32, head_widths=(16, 8), init='he', ensemble='scan',
+                        overlap=8, alpha=alpha)
+  model = create_model(config, 64, 7)
+  assert (model.geometry.patch_size, model.geometry.origins) == (22, (0, 14, 28, 42))
+  _, (_, aux) = init_apply(model, jax.random.normal(jax.random.key(2), (2, 64, 64, 3)))
+  assert not np.allclose(aux['g'], aux['s'])
+  chex.assert_trees_all_close(aux['g_star'], (1 - alpha) * aux['g'] + alpha * aux['s'], atol=1e-6)

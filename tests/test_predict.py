@@ -13,7 +13,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from lnl_jax import checkpoints, export, predict, steps, train
+from lnl_jax import checkpoints, export, inference, predict, steps, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
 from lnl_jax.errors import ConfigError
@@ -238,3 +238,14 @@ def test_export_check(run, exported, capsys, tmp_path):
   assert cli_main(export, ['--check', '--workdir', run.workdir, '--exported',
                                str(tmp_path / 'absent'), run.faces]) == 1
   assert 'absent.json does not exist' in capsys.readouterr().err
+
+
+def test_predictor_returns_one_row_per_face_whatever_its_batch_size(run):
+  """`inference.Predictor` (what the analyses and the evidence run faces through) pads the
+  last batch up to its batch size and returns only the faces' own rows: 5 faces in batches of 4
+  give 5 rows, those of eval_step on all the faces in one batch."""
+  predictor = inference.Predictor(run.trained.model, run.trained.params, 4, stored=False)
+  out = predictor(run.records.images[:5])
+  for key in ('prediction', 'probs', 'w_global', 'w_local'):
+    assert len(out[key]) == 5, (key, len(out[key]))
+    np.testing.assert_allclose(out[key], run.reference[key][:5], atol=TOL)

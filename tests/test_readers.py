@@ -403,3 +403,28 @@ def test_mmi_and_registry(tmp_path):
     readers.read('rafdb', rafdb, 'val')
   with pytest.raises(ConfigError, match='no option.*num_classes.*its options: none'):
     readers.read('rafdb', rafdb, 'train', num_classes=7)
+
+
+def test_fer2013_folders_spelled_otherwise_keep_fer2013s_order(tmp_path):
+  """Exports name FER2013's folders in other spellings (anger, disgusted, fearful, happiness,
+  sadness, surprised): each still maps to its FER2013 label 0..6 = angry, disgust, fear, happy,
+  sad, surprise, neutral."""
+  counts = {'anger': 1, 'disgusted': 2, 'fearful': 3, 'happiness': 4, 'sadness': 5,
+            'surprised': 6, 'Neutral': 7}
+  fixtures.write_class_folders(str(tmp_path / 'train'), counts, '.jpg')
+  train = readers.read_fer2013(str(tmp_path), 'train')
+  assert train.class_names == ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
+  np.testing.assert_array_equal(np.bincount(train.labels, minlength=7), [1, 2, 3, 4, 5, 6, 7])
+
+
+def test_ckplus48_folders_spelled_otherwise_keep_ckplus_classes(tmp_path):
+  """CK+48 exports spell some class folders otherwise (angry, disgusted, fearful, happiness, sad,
+  surprised): each is its CK+ class, in CK+'s order (neutral, anger, contempt, disgust, fear,
+  happy, sadness, surprise; contempt left out)."""
+  files = {'angry': 1, 'disgusted': 2, 'fearful': 3, 'happiness': 4, 'sad': 5, 'surprised': 6}
+  root = fixtures.write_ckplus48(str(tmp_path), {
+      name: [f'S{100 + 10 * i + k:03d}_001_{k + 1:08d}.png' for k in range(n)]
+      for i, (name, n) in enumerate(files.items())})
+  records = readers.read_ckplus(root)
+  assert records.class_names == ('anger', 'disgust', 'fear', 'happy', 'sadness', 'surprise')
+  np.testing.assert_array_equal(np.bincount(records.labels, minlength=6), [1, 2, 3, 4, 5, 6])
