@@ -25,7 +25,7 @@ import sys
 from absl import app, flags
 
 from launch.runs import bench_train_step, checkout_revisions, report
-from lnl_jax import cli
+from lnl_jax import cli, host
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('peer_python', None, 'Python interpreter that has PyTorch.')
@@ -60,6 +60,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   checkouts, revisions = checkout_revisions(FLAGS.checkout)
+  cpu, isa = host.cpu_model()
   for r in range(FLAGS.rounds):
     ours = [{name: jax_step(FLAGS.batch, FLAGS.steps, name == 'xla_defaults', checkout)
              for name in ('product', 'xla_defaults')} for checkout in checkouts]
@@ -68,7 +69,7 @@ def main(argv):
       line = dict(what='peer_ratio', round=r, revision=commit, batch=FLAGS.batch, config=CONFIG,
                   ensemble=mine['product']['ensemble'], peer_step_s=peer['step_s_median'],
                   peer_img_per_s=peer['img_per_s'], peer_torch=peer.get('torch'),
-                  cpu_count=os.cpu_count())
+                  cpu=cpu, cpu_isa=isa, cpu_count=os.cpu_count())
       for name, o in mine.items():
         line.update({f'jax_{name}_step_s': o['step_s'], f'jax_{name}_img_per_s': o['img_per_s'],
                      f'ratio_{name}': round(o['img_per_s'] / peer['img_per_s'], 3)})

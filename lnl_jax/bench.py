@@ -473,14 +473,10 @@ def emit(**record):
 
 def machine_record() -> dict:
   device = jax.devices()[0]
-  cpu = platform.processor()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
-  except OSError:
-    pass
+  cpu, isa = host.cpu_model()
   return dict(what='machine', backend=jax.default_backend(), device_kind=device.device_kind,
-              devices=jax.device_count(), cpu=cpu, cpu_count=os.cpu_count(),
+              devices=jax.device_count(), cpu=cpu, cpu_isa=isa, cpu_count=os.cpu_count(),
+              xla_flags=os.environ.get('XLA_FLAGS', ''),
               python=platform.python_version(), jax=jax.__version__,
               jaxlib=importlib.metadata.version('jaxlib'),
               flax=flax.__version__, argv=' '.join(sys.argv))

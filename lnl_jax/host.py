@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 
 from absl import logging
@@ -18,6 +19,26 @@ def usable_cores() -> int:
   if hasattr(os, 'sched_getaffinity'):  # Linux; macOS and Windows have no affinity call
     return len(os.sched_getaffinity(0))
   return os.cpu_count() or 1
+
+
+def cpu_model() -> tuple[str, str]:
+  """The processor's model name and its widest x86 vector extension ('avx512', 'avx2', or '' where
+  neither or unknown): the same model name can hide processors whose convolution libraries differ
+  by 2× at float32, so benchmark records name both."""
+  name, isa = platform.processor(), ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name':
+          name = value.strip()
+        elif key.strip() == 'flags':
+          words = value.split()
+          isa = 'avx512' if 'avx512f' in words else 'avx2' if 'avx2' in words else ''
+          break
+  except OSError:
+    pass
+  return name, isa
 
 
 def keep_freed_memory() -> bool:
