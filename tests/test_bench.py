@@ -35,6 +35,7 @@ def test_train_and_eval_lines(bench_run):
   proc = bench_run
   (machine,) = records(proc, 'machine')
   assert machine['backend'] == 'cpu' and machine['devices'] == 1
+  assert machine['cpu_isa'] in ('avx512', 'avx2', '') and 'xla_flags' in machine
 
   rows = records(proc, 'ceiling')
   assert sorted((r['when'], r['op']) for r in rows) == [

@@ -119,7 +119,8 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
   before, after, final = ([r for r in records if r.get('revision') == rev]
                           for rev in ('824504b', 'c3cc552', '69423aa'))
   assert len(before) == len(after) == len(final) == 3
-  assert len(rounds) + len(before) + len(after) + len(final) == len(records)
+  xeon = [r for r in records if r.get('cpu_isa') == 'avx512']  # the next test's
+  assert len(rounds) + len(before) + len(after) + len(final) + len(xeon) == len(records)
   expected = (f'three more rounds gave {span(after, product)} (median {median(after, product)}), '
               f'where the code before it gave {span(before, product)} (median '
               f'{median(before, product)}) in the same rounds')
@@ -150,6 +151,87 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
   assert all(1 < r[product] < 1.2 for r in two_programs)  # 'ahead', 'short of 1.2 in every one'
   for number, r in enumerate(final, 1):
     assert row(number, r) in table, row(number, r)
+
+
+def test_the_avx512_figures_are_those_of_their_records():
+  """benchmarks.md's "On an AVX-512 Xeon" and the README's sentence on it: the side-by-side rounds
+  on that processor (docs/peer_ratio.jsonl) and the two --layers runs, XLA's own convolutions
+  then oneDNN's (docs/conv_libraries.jsonl), recomputed from the records."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    readme = ' '.join(f.read().split())
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
+    table = f.read()
+  prose = ' '.join(table.split())
+  xeon = [r for r in bench_lines('peer_ratio.jsonl') if r.get('cpu_isa') == 'avx512']
+  assert len(xeon) == 3 and {r['revision'] for r in xeon} == {'2cfc27d'}
+  assert [r['round'] for r in xeon] == [0, 1, 2] and all(r['cpu_count'] == 2 for r in xeon)
+  product, defaults = 'ratio_product', 'ratio_xla_defaults'
+  span = f'{min(r[product] for r in xeon):.2f}–{max(r[product] for r in xeon):.2f}'
+  median = lambda key: f'{np.median([r[key] for r in xeon]):.2f}'
+  for number, r in enumerate(xeon, 1):
+    row = (f"| {number} | {r['jax_product_step_s']:.3f} / {r['jax_xla_defaults_step_s']:.3f} | "
+           f"{r['peer_step_s']:.3f} | {r[product]:.3f} / {r[defaults]:.3f} |")
+    assert row in table, row
+  jax_steps = [r[k] for r in xeon for k in ('jax_product_step_s', 'jax_xla_defaults_step_s')]
+  peer_steps = [r['peer_step_s'] for r in xeon]
+  earlier = [r['peer_step_s'] for r in bench_lines('peer_ratio.jsonl') if 'cpu_isa' not in r]
+  expected = [
+      f"PyTorch's step took {min(peer_steps):.2f}–{max(peer_steps):.2f} s here, JAX's "
+      f"{min(jax_steps):.2f}–{max(jax_steps):.2f} s: JAX ÷ PyTorch {span} (median "
+      f"{median(product)}; {median(defaults)} with XLA's defaults)",
+      f'(their PyTorch step took {min(earlier):.2f}–{max(earlier):.2f} s)',
+  ]
+  assert all(r[product] < 1 for r in xeon)  # 'behind PyTorch'
+  assert (f'on a 2-core Xeon with AVX-512, three rounds gave {span} (median {median(product)}): '
+          'behind PyTorch') in readme
+
+  runs = split_runs(bench_lines('conv_libraries.jsonl'), lambda r: r['what'] == 'machine')
+  assert len(runs) == 2
+  (ynn_machine, ynn), (onednn_machine, onednn) = [(run[0], run[1:]) for run in runs]
+  assert ynn_machine['xla_flags'] == '' and ynn_machine['cpu_isa'] == 'avx512'
+  assert onednn_machine['xla_flags'] == ('--xla_cpu_experimental_ynn_fusion_type= '
+                                         '--xla_cpu_use_onednn=true '
+                                         '--xla_cpu_experimental_onednn_fusion_type='
+                                         'individual_convolution')
+  assert f"`XLA_FLAGS='{onednn_machine['xla_flags']}'`" in prose
+  matmul_rates = [r['flop_per_s'] for run in runs for r in run
+                  if r['what'] == 'ceiling' and r['op'] == 'matmul']
+  assert (f'2048³ float32 matmul ran at {min(matmul_rates) / 1e9:.0f}–'
+          f'{max(matmul_rates) / 1e9:.0f} GFLOP/s') in prose
+  layers = lambda run: [r for r in run if r['what'] == 'layer']
+  pairs = list(zip(layers(ynn), layers(onednn)))
+  assert len(pairs) == 25
+  chosen = lambda r: r[r['chosen'] + '_ms']
+  for y, o in pairs:
+    assert (y['input_shape'], y['features'], y['chosen']) == (
+        o['input_shape'], o['features'], o['chosen'])
+    k = y['kernel']
+    row = (f"| {'×'.join(map(str, y['input_shape']))} | {k}×{k} → {y['features']} | {y['count']} | "
+           f"{y['chosen']} | {y['xla_ms']:.1f} | {chosen(y):.1f} | {o['xla_ms']:.1f} | "
+           f"{o['conv_ms']:.1f} | {o['matmul_ms']:.1f} |")
+    assert row in table, row
+  total = lambda run, ms: sum(ms(r) * r['count'] for r in layers(run))
+  step = lambda run: next(r for r in run if r['what'] == 'train_step')['step_s']
+  ynn_sum, onednn_sum = total(ynn, chosen), total(onednn, lambda r: r['xla_ms'])
+  onednn_chosen = total(onednn, chosen)
+  # The U-Net's layers on 36×36 to 144×144 maps (one or two each; a SimpleNet's occur 16 times a
+  # pass), its 3-channel first layer apart.
+  unet = [o['xla_ms'] / chosen(y) for y, o in pairs
+          if 36 <= y['input_shape'][1] <= 144 and y['input_shape'][3] > 3 and y['count'] < 16]
+  assert len(unet) == 8 and max(unet) < 0.7  # 'about half the time'
+  expected += [
+      f'add up to {ynn_sum:,.0f} ms a step in the lowerings the model chooses (YNNPACK), '
+      f"{ynn_sum / 1e3 / step(ynn):.2f} of the same run's {step(ynn):.3f}-s train step",
+      f'they add up to {onednn_sum:,.0f} ms',
+      f'(its first layer apart) in {min(unet):.2f}–{max(unet):.2f} of the time',
+      f'The whole train step did not gain ({step(onednn):.3f} s against {step(ynn):.3f} s)',
+      f'convolutions then add up to {onednn_chosen:,.0f} ms',
+      f'took {step(onednn) - onednn_chosen / 1e3:.2f} s against '
+      f'{step(ynn) - ynn_sum / 1e3:.2f} s',
+  ]
+  assert step(onednn) >= step(ynn)  # 'did not gain'
+  missing = [e for e in expected if e not in prose]
+  assert not missing, missing
 
 
 def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
