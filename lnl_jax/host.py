@@ -23,8 +23,9 @@ def usable_cores() -> int:
 
 def cpu_model() -> tuple[str, str]:
   """The processor's model name and its widest x86 vector extension ('avx512', 'avx2', or '' where
-  neither or unknown): the same model name can hide processors whose convolution libraries differ
-  by 2× at float32, so benchmark records name both."""
+  neither or unknown). Benchmark records name both: a virtual machine's model name (e.g. "Intel(R)
+  Xeon(R) Processor") does not say which extensions the convolution libraries can use, and their
+  speed depends on it."""
   name, isa = platform.processor(), ''
   try:
     with open('/proc/cpuinfo') as f:
