@@ -80,14 +80,33 @@ def test_sweep_members_follow_the_paper():
   assert [m.overrides['model.overlap'] for m in sweep.members('overlap', 144)] == [8, 12, 16, 20, 22]
   assert [m.overrides['model.overlap'] for m in sweep.members('overlap', 72)] == [4, 6, 8, 10, 11]
   assert [m.name for m in sweep.select(alpha, ['7', '3'])] == ['alpha_0.7', 'alpha_0.3']
-  with pytest.raises(ConfigError, match='11 members, 0..10'):
-    sweep.select(alpha, ['11'])
+  for bad in ('11', '-1'):  # -1 is no index of --members (not Python's last one)
+    with pytest.raises(ConfigError, match='11 members, 0..10'):
+      sweep.select(alpha, [bad])
   with pytest.raises(ConfigError, match='--config.model.alpha'):
     sweep.check_overrides('alpha', {'model.alpha': 0.5})
+  # Table VI ties the overlap to M (Eq. 5): a --config.model.overlap flag would be overwritten too.
+  with pytest.raises(ConfigError, match='--config.model.overlap'):
+    sweep.check_overrides('patches', {'model.overlap': 8})
   with pytest.raises(ConfigError, match='patches_25.*data.image_size=64'):
     runs.check_members(dataset_config('synthetic', 'smoke'), sweep.members('patches', 64))
   with pytest.raises(ConfigError, match='does not fit --sweep=ablation'):
     sweep.members('ablation', 144, ['both', 'global'])
+
+
+def test_member_commands_keep_tuples_and_members_leave_the_config_alone():
+  """A printed command must give lnl_jax.main the values the member trains with: a one-element
+  tuple is written `(64,)` (`(64)` would be read back as the int 64), a float as Python writes it.
+  And each member's config is a copy: setting a member's fields leaves the sweep's config as it
+  was."""
+  text = runs.command('configs/raf.py', {'model.head_widths': (64,), 'model.alpha': 0.3},
+                      '--workdir=w')
+  assert text == ("python -m lnl_jax.main --config=configs/raf.py --workdir=w "
+                  "'--config.model.head_widths=(64,)' --config.model.alpha=0.3")
+  config = base_config()
+  member = runs.member_config(config, runs.Member('m', {'model.alpha': 0.3, 'data.fold': 2}))
+  assert (member.model.alpha, member.data.fold) == (0.3, 2)
+  assert (config.model.alpha, config.data.fold) == (0.7, 0)
 
 
 MEMBERS = ('attention_none', 'attention_both')
@@ -251,6 +270,34 @@ def test_paper_numbers_follow_the_setting():
   assert report.paper_value('overlap', 'raf', 9, 144) is None
   assert report.paper_value('alpha', 'mmi', 1.0) == 66.25
   assert report.paper_value('ablation', 'synthetic', 'none') is None
+
+
+def test_report_at_64_px_sets_each_overlap_beside_the_nearest_144_px_column():
+  """The overlap sweep at 64 px runs round(o · 64/144) px for Table VII's o = 8, 12, 16, 20, 22:
+  4, 5, 7, 9, 10 px, i.e. 9, 11.25, 15.75, 20.25, 22.5 px at 144 px. Each lies within half a 64-px
+  pixel (1.125 px at 144 px) of its column, so each gets that column's number (8 px: none); a
+  value whose runs are not all finished is the mean of the finished ones, not called a mean of
+  several. At 144 px, 17 px is one pixel off Eq. (5)'s 16: a setting the paper does not report."""
+  def run(overlap, accuracy, name):
+    config = base_config().to_dict()
+    config['data'].update(name='raf', image_size=64)
+    config['model']['overlap'] = overlap
+    summary = None if accuracy is None else dict(test_accuracy_mean_last_epochs=accuracy)
+    return report.Run(f'overlap/{name}', config, summary)
+
+  members = [run(4, 84.0, 'o4'), run(5, 85.0, 'o5'), run(7, 86.0, 'o7'), run(9, 86.1, 'o9'),
+             run(10, 86.3, 'o10'), run(10, None, 'o10_again')]
+  _, rows, _ = report.sweep_rows('overlap', members)
+  assert rows == [['4', '9', '84.00', 'unknown', '—'],
+                  ['5', '11.2', '85.00', '85.29', '-0.29'],
+                  ['7', '15.8', '86.00', '86.15', '-0.15'],
+                  ['9', '20.2', '86.10', '86.16', '-0.06'],
+                  ['10', '22.5', '86.30', '86.24', '+0.06']]
+  assert report.paper_value('overlap', 'raf', 5, 64) == 85.29
+  config = base_config().to_dict()
+  config['data']['name'] = 'raf'
+  config['model']['overlap'] = 17
+  assert report.paper_accuracy(config) is None
 
 
 # Tables IV–VII of the paper, typed again by hand from its text (test accuracy, %), apart from

@@ -406,6 +406,31 @@ def test_patch_geometry_is_eq5_at_144(m):
   assert patch_geometry(144, m, 16).patch_size == README_AT_144_OVERLAP_16[m]
 
 
+# Geometries worked by hand where Eq. (5) leaves a choice: (S, M, overlap) → (P, origins).
+EQ5_BY_HAND = {
+    # Table VII's 22 px: 4P − 3·22 = 144 gives P = 52.5, rounded up to 53; the origins spread
+    # evenly over [0, 91] are 0, 30⅓, 60⅔, 91, rounded to the nearest pixel.
+    (144, 16, 22): (53, (0, 30, 61, 91)),
+    # No overlap: four 36-px patches side by side.
+    (144, 16, 0): (36, (0, 36, 72, 108)),
+    # One patch: the whole image, whatever the overlap.
+    (144, 1, 16): (144, (0,)),
+}
+
+
+@pytest.mark.parametrize('args', sorted(EQ5_BY_HAND))
+def test_patch_geometry_by_hand(args):
+  geo = patch_geometry(*args)
+  assert (geo.patch_size, geo.origins) == EQ5_BY_HAND[args]
+
+
+@pytest.mark.parametrize('m', [0, -4, 15])
+def test_patch_counts_that_are_no_square_grid_are_config_errors(m):
+  """M = n² patches with n ≥ 1: anything else is a ConfigError naming the field, not a crash."""
+  with pytest.raises(ConfigError, match=f'model.num_patches={m} is not a perfect square'):
+    patch_geometry(144, m, 16)
+
+
 @pytest.mark.parametrize('m', sorted(README_AT_144_OVERLAP_16))
 def test_local_attention_convs_are_valid_wherever_the_pooled_map_allows(m):
   """Table III's two 3×3 valid convolutions take SimpleNet's ⌊P/8⌋ map p to p − 2, then p − 4: at

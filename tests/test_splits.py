@@ -105,6 +105,26 @@ def test_kfold_subject_wise_balances_identical_subjects():
     np.testing.assert_array_equal(np.bincount(test.labels), [2, 2])
 
 
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_kfold_subject_wise_keeps_fold_sizes_as_even_as_whole_subjects_allow(seed):
+  """Two folds of whole subjects, worked by hand. One class, subjects of 2, 1, 1 images: only
+  {2}, {1, 1} splits 2 / 2, which dealing the largest subject first finds (dealt smallest first,
+  the two singles split and the pair lands on one of them: 3 / 1). Subjects of 3 × 'b', 2 × 'a',
+  1 × 'b': 'a' cannot be split, and 'b' splits 3 / 1 either way, so the class shares tie and only
+  the module's tie rule (the smaller fold) decides: {3}, {2, 1} gives 3 / 3, not 5 / 1."""
+  def fold_sizes(subject_sizes, labels):
+    subjects = np.repeat([f'S{i}' for i in range(len(subject_sizes))], subject_sizes)
+    records = Records(class_names=('a', 'b'), labels=np.array(labels),
+                      paths=np.array([f'{s}_{k}.png' for k, s in enumerate(subjects)]),
+                      subjects=subjects)
+    folds = _folds(records, 2, seed)
+    _check_partition(records, folds)
+    return sorted(len(test) for _, test in folds)
+
+  assert fold_sizes((2, 1, 1), [0, 0, 0, 0]) == [2, 2]
+  assert fold_sizes((3, 2, 1), [1, 1, 1, 0, 0, 1]) == [3, 3]
+
+
 def test_kfold_in_memory_images_order_independent():
   rng = np.random.default_rng(0)
   records = Records(class_names=('x', 'y'), labels=np.arange(12) % 2,
@@ -139,6 +159,9 @@ def test_holdout_stratified():
   for fraction in (0.0, 1.0, -0.5):
     with pytest.raises(ConfigError, match='strictly between 0 and 1'):
       splits.holdout_split(records, fraction, 0)
+  # 1 % of 2..13 examples rounds to 0 in every class: nothing left to test on is an error.
+  with pytest.raises(ConfigError, match='leaves the test split empty'):
+    splits.holdout_split(records, 0.01, 0)
 
 
 def test_holdout_subject_wise():

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lnl_jax.data import synthetic
+from lnl_jax.config_base import dataset_config
+from lnl_jax.data import datasets, synthetic
 from lnl_jax.errors import ConfigError
 
 RAF_ORDER = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
@@ -79,6 +80,11 @@ def test_crucial_patch_rules():
   np.testing.assert_array_equal(synthetic.crucial_patches(tiny, 144, 16, 16)[0], only_first)
   corner = np.array([[[0, 0, 40, 40]]])  # patch 0 covers all; patches 1, 4 cover 8/40 = 20 %
   np.testing.assert_array_equal(synthetic.crucial_patches(corner, 144, 16, 16)[0], only_first)
+  # 'At least' the patch share: columns 36..144 hold exactly 12 of patch 0's 48 columns (25 % of
+  # it, 3.7 % of the box), so patch 0 is crucial at min_patch_fraction 0.25, not above it.
+  wide = np.array([[[0, 36, 144, 144]]])
+  assert synthetic.crucial_patches(wide, 144, 16, 16, min_patch_fraction=0.25)[0, 0]
+  assert not synthetic.crucial_patches(wide, 144, 16, 16, min_patch_fraction=0.26)[0, 0]
 
 
 def test_crucial_at_144_eyes_up_mouth_down():
@@ -134,6 +140,14 @@ def test_occluder_changes_only_its_box():
     outside = _outside(parts.occluder_boxes[i:i + 1], 64)
     np.testing.assert_array_equal(plain.images[i][outside], occluded.images[i][outside])
     assert not np.array_equal(plain.images[i], occluded.images[i])
+
+
+def test_occluder_boxes_stay_inside_the_image():
+  """The occluder's box is clipped to the image like the part boxes (SyntheticParts): a hand near
+  the edge (seed 5 has one whose fingers reach past the top or left) still gets a box in [0, S]."""
+  _, parts = synthetic.generate_with_parts(12, image_size=64, seed=5, occlusion_prob=1.0)
+  assert parts.occluder_boxes.min() >= 0 and parts.occluder_boxes.max() <= 64
+  assert parts.part_boxes.min() >= 0 and parts.part_boxes.max() <= 64
 
 
 def _blank(images, boxes):
@@ -240,6 +254,28 @@ def test_load_or_generate_caches(tmp_path, monkeypatch):
   monkeypatch.setattr(synthetic, 'SOURCE_DIGEST', 'edited')  # the generator's source changed
   synthetic.load_or_generate(5, image_size=64, seed=2, cache_dir=str(tmp_path))
   assert len(list(tmp_path.glob('*.npz'))) == 3  # drawn again, not read from the older file
+
+
+def test_load_or_generate_keys_the_cache_by_occlusion(tmp_path):
+  """occlusion_prob changes the pixels, so faces cached without occluders must not be handed out
+  for occlusion_prob=1, where every face has one (an occluder box, not the -1s of none)."""
+  plain = synthetic.load_or_generate(4, image_size=64, seed=4, cache_dir=str(tmp_path))
+  occluded, parts = synthetic.load_or_generate(4, image_size=64, seed=4, occlusion_prob=1.0,
+                                               cache_dir=str(tmp_path), with_parts=True)
+  assert np.all(parts.occluder_boxes >= 0)
+  for a, b in zip(plain.images, occluded.images):
+    assert not np.array_equal(a, b)
+
+
+def test_load_splits_cuts_the_synthetic_faces_into_train_then_test():
+  """data.num_train faces for training, the next data.num_test for testing: as many as asked, no
+  face on both sides, and the training faces are the first ones drawn (the prefix property)."""
+  config = dataset_config('synthetic', 'smoke')
+  config.data.update(num_train=5, num_test=3, limit=0)
+  train, test = datasets.load_splits(config.data, 2, 16, 8)
+  assert (len(train), len(test)) == (5, 3)
+  assert not {a.tobytes() for a in train.images} & {b.tobytes() for b in test.images}
+  np.testing.assert_array_equal(train.images, synthetic.generate(5, 64, 2, 16, 8).images)
 
 
 def test_load_or_generate_without_a_writable_cache_warns_and_goes_on(tmp_path, caplog):
