@@ -21,25 +21,26 @@ def usable_cores() -> int:
   return os.cpu_count() or 1
 
 
-def cpu_model() -> tuple[str, str]:
+def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> tuple[str, str]:
   """The processor's model name and its widest x86 vector extension ('avx512', 'avx2', or '' where
-  neither or unknown). Benchmark records name both: a virtual machine's model name (e.g. "Intel(R)
-  Xeon(R) Processor") does not say which extensions the convolution libraries can use, and their
-  speed depends on it."""
-  name, isa = platform.processor(), ''
+  neither or unknown), read from the first processor of Linux's `cpuinfo`; elsewhere the machine
+  type and ''. Benchmark records name both: a virtual machine's model name (e.g. "Intel(R) Xeon(R)
+  Processor") does not say which extensions the convolution libraries can use, and their speed
+  depends on it."""
+  name, isa = '', ''
   try:
-    with open('/proc/cpuinfo') as f:
+    with open(cpuinfo) as f:
       for line in f:
         key, _, value = line.partition(':')
-        if key.strip() == 'model name':
+        if key.strip() == 'model name' and not name:
           name = value.strip()
-        elif key.strip() == 'flags':
+        elif key.strip() in ('flags', 'Features'):  # x86, ARM
           words = value.split()
           isa = 'avx512' if 'avx512f' in words else 'avx2' if 'avx2' in words else ''
           break
   except OSError:
     pass
-  return name, isa
+  return name or platform.processor() or platform.machine(), isa
 
 
 def keep_freed_memory() -> bool:

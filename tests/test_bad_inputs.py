@@ -367,7 +367,7 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                                            ['1 test image(s) are byte-identical',
                                             'test/sad/img_001.png']),
     'M = 15 (main)': (through_main('num_patches_15'), 'error',
-                      ['model.num_patches=15 is not a perfect square']),
+                      ['model.num_patches=15 is not n² for a whole n ≥ 1']),
     'α = 1.5': (case_alpha_1_5, 'error', ['model.alpha=1.5 is outside [0, 1]']),
     'image smaller than the patch grid': (case_image_smaller_than_patch_grid, 'error',
                                           ['data.image_size=32', 'data.image_size ≥ 64']),

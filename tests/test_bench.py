@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from fixtures import run_module
+from lnl_jax import host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # synthetic:smoke with one patch and no attention modules: the network that compiles fastest.
@@ -35,7 +36,8 @@ def test_train_and_eval_lines(bench_run):
   proc = bench_run
   (machine,) = records(proc, 'machine')
   assert machine['backend'] == 'cpu' and machine['devices'] == 1
-  assert machine['cpu_isa'] in ('avx512', 'avx2', '') and 'xla_flags' in machine
+  assert machine['cpu'] and 'xla_flags' in machine
+  assert (machine['cpu'], machine['cpu_isa']) == host.cpu_model()
 
   rows = records(proc, 'ceiling')
   assert sorted((r['when'], r['op']) for r in rows) == [
@@ -155,3 +157,33 @@ def test_import_pulls_in_no_tensorflow():
   proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+CPUINFO = {
+    # Two processors of a virtual Xeon: the first one's name and extensions.
+    'xeon': ('processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx '
+             'avx2 fma avx512f avx512bw\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) '
+             'Processor\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw\n',
+             ('Intel(R) Xeon(R) Processor', 'avx512')),
+    'epyc': ('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n',
+             ('AMD EPYC', 'avx2')),
+    'avx512 names that are not avx512f': (
+        'model name\t: Some CPU\nflags\t\t: avx avx512_vnni avx512vl\n', ('Some CPU', '')),
+    # ARM: no model name, its extensions under 'Features', none of them x86's.
+    'arm': ('processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd sve\n', (None, '')),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(CPUINFO))
+def test_cpu_model_reads_the_first_processor(kind, tmp_path):
+  """The machine line's `cpu` and `cpu_isa`: the model name and the widest of AVX-512 (avx512f,
+  its foundation) and AVX2 that the first processor lists; without a model name, the machine type
+  (never an empty name); without a cpuinfo file, the same."""
+  text, (name, isa) = CPUINFO[kind]
+  path = tmp_path / 'cpuinfo'
+  path.write_text(text)
+  got_name, got_isa = host.cpu_model(str(path))
+  assert got_isa == isa
+  assert got_name == name if name else got_name
+  assert host.cpu_model(str(tmp_path / 'missing'))[1] == '' and host.cpu_model(
+      str(tmp_path / 'missing'))[0]

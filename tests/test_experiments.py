@@ -273,11 +273,13 @@ def test_paper_numbers_follow_the_setting():
 
 
 def test_report_at_64_px_sets_each_overlap_beside_the_nearest_144_px_column():
-  """The overlap sweep at 64 px runs round(o · 64/144) px for Table VII's o = 8, 12, 16, 20, 22:
+  """The overlap sweep at 64 px runs round(o · 64/144) px for its o = 8, 12, 16, 20, 22 (Table
+  VII's columns, 8 px being the sweep's guess for the one the PDF does not render):
   4, 5, 7, 9, 10 px, i.e. 9, 11.25, 15.75, 20.25, 22.5 px at 144 px. Each lies within half a 64-px
   pixel (1.125 px at 144 px) of its column, so each gets that column's number (8 px: none); a
   value whose runs are not all finished is the mean of the finished ones, not called a mean of
-  several. At 144 px, 17 px is one pixel off Eq. (5)'s 16: a setting the paper does not report."""
+  several. At 144 px, 17 px is one pixel off Eq. (5)'s 16 px (γ = 1/3): a setting the paper does
+  not report."""
   def run(overlap, accuracy, name):
     config = base_config().to_dict()
     config['data'].update(name='raf', image_size=64)

@@ -427,7 +427,7 @@ def test_patch_geometry_by_hand(args):
 @pytest.mark.parametrize('m', [0, -4, 15])
 def test_patch_counts_that_are_no_square_grid_are_config_errors(m):
   """M = n² patches with n ≥ 1: anything else is a ConfigError naming the field, not a crash."""
-  with pytest.raises(ConfigError, match=f'model.num_patches={m} is not a perfect square'):
+  with pytest.raises(ConfigError, match=f'model.num_patches={m} is not n² for a whole n ≥ 1'):
     patch_geometry(144, m, 16)
 
 

@@ -107,11 +107,15 @@ def test_kfold_subject_wise_balances_identical_subjects():
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_kfold_subject_wise_keeps_fold_sizes_as_even_as_whole_subjects_allow(seed):
-  """Two folds of whole subjects, worked by hand. One class, subjects of 2, 1, 1 images: only
-  {2}, {1, 1} splits 2 / 2, which dealing the largest subject first finds (dealt smallest first,
-  the two singles split and the pair lands on one of them: 3 / 1). Subjects of 3 × 'b', 2 × 'a',
-  1 × 'b': 'a' cannot be split, and 'b' splits 3 / 1 either way, so the class shares tie and only
-  the module's tie rule (the smaller fold) decides: {3}, {2, 1} gives 3 / 3, not 5 / 1."""
+  """Two folds of whole subjects, worked by hand.
+
+  One class, subjects of 2, 1 and 1 images: only {2} | {1, 1} gives folds of 2 and 2. Dealing the
+  largest subject first finds it; dealing the smallest first puts the two singles apart, and the
+  pair then joins one of them (3 and 1).
+
+  Subjects of 3 × 'b', 2 × 'a' and 1 × 'b', dealt largest first: when the 'a' subject is dealt,
+  neither fold has an 'a' yet, so the class balance ties and only the tie rule (the smaller fold
+  takes it) decides. It gives {3} | {2, 1}, folds of 3 and 3; without it, {3, 2} | {1}, 5 and 1."""
   def fold_sizes(subject_sizes, labels):
     subjects = np.repeat([f'S{i}' for i in range(len(subject_sizes))], subject_sizes)
     records = Records(class_names=('a', 'b'), labels=np.array(labels),

@@ -144,9 +144,10 @@ def test_occluder_changes_only_its_box():
 
 def test_occluder_boxes_stay_inside_the_image():
   """The occluder's box is clipped to the image like the part boxes (SyntheticParts): a hand near
-  the edge (seed 5 has one whose fingers reach past the top or left) still gets a box in [0, S]."""
+  the edge (seed 5 draws one whose fingers reach past the left edge) still gets a box in [0, S]."""
   _, parts = synthetic.generate_with_parts(12, image_size=64, seed=5, occlusion_prob=1.0)
   assert parts.occluder_boxes.min() >= 0 and parts.occluder_boxes.max() <= 64
+  assert (parts.occluder_boxes[:, 1] == 0).any()  # the clipped hand is still among these draws
   assert parts.part_boxes.min() >= 0 and parts.part_boxes.max() <= 64
 
 
@@ -272,10 +273,13 @@ def test_load_splits_cuts_the_synthetic_faces_into_train_then_test():
   face on both sides, and the training faces are the first ones drawn (the prefix property)."""
   config = dataset_config('synthetic', 'smoke')
   config.data.update(num_train=5, num_test=3, limit=0)
-  train, test = datasets.load_splits(config.data, 2, 16, 8)
+  grid = dict(num_patches=16, overlap=8)
+  train, test = datasets.load_splits(config.data, seed=2, **grid)
   assert (len(train), len(test)) == (5, 3)
   assert not {a.tobytes() for a in train.images} & {b.tobytes() for b in test.images}
-  np.testing.assert_array_equal(train.images, synthetic.generate(5, 64, 2, 16, 8).images)
+  drawn = synthetic.generate(8, image_size=config.data.image_size, seed=2, **grid).images
+  np.testing.assert_array_equal(train.images, drawn[:5])
+  np.testing.assert_array_equal(test.images, drawn[5:])
 
 
 def test_load_or_generate_without_a_writable_cache_warns_and_goes_on(tmp_path, caplog):
