@@ -273,6 +273,19 @@ def test_the_avx512_figures_are_those_of_their_records():
   assert not missing, missing
 
 
+def test_the_readme_cpu_headlines_name_the_processor_of_their_runs():
+  """The README's CPU rows of its performance table name the processor that the bench runs they
+  cite (runs A and B, and the 96-px run) recorded."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    rows = [line for line in f if line.startswith('| 2-core ')]
+  cpu = bench_lines('cpu_bench.jsonl')
+  cited = [bench_run(cpu, '--steps=5 --ensembles=loop,vmap,scan --parts --layers'),
+           bench_run(cpu, '--steps=7 --ensembles=loop,vmap,scan --parts --noeval'),
+           bench_run(cpu, 'configs/raf.py:cpu --batch=32 --steps=5 --pipeline')]  # then 96 px
+  (processor,) = {run[0]['cpu'] for run in cited}
+  assert len(rows) == 2 and all(row.startswith(f'| 2-core {processor} CPU') for row in rows)
+
+
 def test_the_table_of_each_compile_option_alone_is_that_of_its_records():
   """Every record of a `launch.compile_options` run that timed the options one by one is a row of
   benchmarks.md's "Each option alone" table."""
