@@ -49,8 +49,8 @@ def grid_side(num_patches: int) -> int:
   n = math.isqrt(num_patches) if num_patches > 0 else 0
   if num_patches < 1 or n * n != num_patches:
     raise ConfigError(
-        f'model.num_patches={num_patches} is not n² for a whole n ≥ 1; the face is cut into an n×n grid '
-        '(the paper uses M ∈ {4, 9, 16, 25, 36}).')
+        f'model.num_patches={num_patches} is not n² for a whole n ≥ 1; the face is cut into an '
+        'n×n grid (the paper uses M ∈ {4, 9, 16, 25, 36}).')
   return n
 
 

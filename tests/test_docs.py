@@ -176,7 +176,8 @@ def test_the_avx512_figures_are_those_of_their_records():
     row = (f"| {number} | {r['jax_product_step_s']:.3f} / {r['jax_xla_defaults_step_s']:.3f} | "
            f"{r['peer_step_s']:.3f} | {r[product]:.3f} / {r[defaults]:.3f} |")
     assert row in table, row
-  jax_steps = lambda rs: [r[k] for r in rs for k in ('jax_product_step_s', 'jax_xla_defaults_step_s')]
+  jax_steps = lambda rs: [r[k] for r in rs
+                          for k in ('jax_product_step_s', 'jax_xla_defaults_step_s')]
   peer_steps = lambda rs: [r['peer_step_s'] for r in rs]
   assert max(peer_steps(xeon)) < min(peer_steps(earlier))  # 'shorter than in any of them'
   assert min(jax_steps(xeon)) > min(jax_steps(earlier))  # 'JAX's was not'
