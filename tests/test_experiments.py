@@ -426,8 +426,9 @@ def test_occlusion_lowers_the_occluded_patchs_weight_on_a_known_model():
       r, labels=np.zeros(5, int))
 
   blind = lambda x: dict(grey_sensitive_model(x), w_local=np.full((len(x), 9), 0.7))
-  assert 'is not shown' in analysis.occlusion_verdict(
-      analysis.occlusion_analysis(blind, images, np.zeros(5, int), BOXES))
+  unmoved = analysis.occlusion_analysis(blind, images, np.zeros(5, int), BOXES)
+  assert 'is not shown' in analysis.occlusion_verdict(unmoved)
+  assert unmoved['own_drop_largest'] == 0  # no patch falls: none falls most (a tie is no win)
   # wˡ rising with the grey share: the occluded patch gains weight, the opposite of the claim.
   opposed = lambda x: dict(grey_sensitive_model(x), w_local=1 - grey_sensitive_model(x)['w_local'])
   assert 'is refuted' in analysis.occlusion_verdict(
@@ -437,6 +438,23 @@ def test_occlusion_lowers_the_occluded_patchs_weight_on_a_known_model():
   outside[4:10, 4:10] = False
   assert np.array_equal(noisy[:, outside], images[:, outside])
   assert not np.array_equal(noisy[:, 4:10, 4:10], images[:, 4:10, 4:10])
+
+
+def test_patches_that_only_touch_are_not_neighbours():
+  """neighbour_drop averages over the patches whose pixels the occluded patch's box covers.
+  Patches of a grid without overlap only share edges: none is a neighbour, all are far."""
+  boxes = [(0, 0, 4, 4), (0, 4, 4, 8), (4, 0, 8, 4), (4, 4, 8, 8)]  # 2×2 patches of 4 px
+
+  def model(images):
+    grey = np.all(images == analysis.GREY, axis=-1)
+    w_local = np.stack([1 - grey[:, t:b, l:r].mean((1, 2)) for t, l, b, r in boxes], axis=1)
+    return dict(prediction=np.zeros(len(images), int), w_local=w_local)
+  images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+  images[images == analysis.GREY] = 127
+  r = analysis.occlusion_analysis(model, images, np.zeros(3, int), boxes)
+  assert r['own_drop'] == pytest.approx([1.0] * 4)
+  assert r['neighbour_drop'] == [None] * 4
+  assert r['far_drop'] == pytest.approx([0.0] * 4)
 
 
 def test_analysis_refuses_what_it_cannot_measure(tmp_path):

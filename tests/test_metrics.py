@@ -45,3 +45,13 @@ def test_summarize_means_the_last_epochs():
   assert s['confusion_matrix'] == [[3, 1], [0, 4]] and s['num_params'] == 5
   empty = metrics.summarize([], cm, ('a', 'b'), mean_of_last=3)
   assert empty['test_accuracy_mean_last_epochs'] is None and empty['mean_over_epochs'] == 0
+
+
+def test_summary_best_is_the_highest_epoch_not_the_last():
+  """test_accuracy_best is the highest test accuracy of any epoch. Here the accuracy rises and
+  then falls, so the best epoch (2) is neither the first nor the last."""
+  history = [dict(epoch=e, test_accuracy=a) for e, a in enumerate([30.0, 70.0, 50.0], 1)]
+  s = metrics.summarize(history, np.eye(2, dtype=np.int64), ('a', 'b'), mean_of_last=2)
+  assert s['test_accuracy_best'] == 70.0
+  assert s['test_accuracy_last_epoch'] == 50.0
+  assert s['test_accuracy_mean_last_epochs'] == pytest.approx(60.0)

@@ -302,6 +302,12 @@ def _format_cases(tmp_path):
   pal.putpalette([0, 0, 0, 10, 120, 230] + [0] * 762)
   cases['palette'] = (_save(tmp_path, 'palette.png', pal), (10, 120, 230), 0)
   cases['grey_tiff'] = (_save(tmp_path, 'grey.tiff', Image.new('L', (11, 13), 77)), (77, 77, 77), 0)
+  # 32-bit float [0, 1] data and 32-bit int 8-bit data, each at its top value (1.0, 255): white.
+  cases['float_one'] = (_save(tmp_path, 'one.tiff', Image.fromarray(np.ones((8, 6), np.float32))),
+                        (255, 255, 255), 0)
+  cases['int32_255'] = (_save(tmp_path, 'top.tiff',
+                              Image.fromarray(np.full((8, 6), 255, np.int32), 'I')),
+                        (255, 255, 255), 0)
   cases['one_pixel'] = (_save(tmp_path, 'dot.png', Image.new('RGB', (1, 1), (10, 20, 30))),
                         (10, 20, 30), 0)
   return cases
@@ -338,6 +344,43 @@ def test_boxes_crop_the_face_region(tmp_path):
   assert (b['image'][1] == blue).all()
   np.testing.assert_array_equal(b['image'][2], decode.load_image(path, None, S))
   assert list(b['mask']) == [True, True, True, False] and counter.count == 1  # box off the image
+
+
+def test_a_box_running_off_the_top_left_is_clipped_not_ignored(tmp_path):
+  """A face box (top, left, height, width) may start above or left of the image (`predict`'s
+  boxes grown about a face near an edge do): it is clipped to the image. A box 24 tall and 12
+  wide from (−8, 30) keeps rows 0..16 and columns 30..42 of the image, the green region."""
+  green = (0, 200, 0)
+  pixels = np.full((40, 60, 3), 90, np.uint8)
+  pixels[:16, 30:42] = green
+  path = _save(tmp_path, 'edge.png', Image.fromarray(pixels))
+  crop = decode.load_image(path, np.array([-8, 30, 24, 12]))
+  assert crop.shape == (16, 12, 3) and (crop == green).all()
+  crop = decode.load_image(path, np.array([2, -4, 10, 20]))  # off the left edge: columns 0..16
+  np.testing.assert_array_equal(crop, pixels[2:12, :16])
+
+
+def test_subset_slices_every_per_example_field_alike():
+  """`Records.subset` keeps each example's fields together: row i of every field (label, path or
+  image, box, soft label, subject, crucial flags) is that of example index[i], for an index
+  array and for a slice. Each field here encodes its example's number."""
+  n = 5
+  ids = np.arange(n)
+  fields = dict(boxes=np.repeat(ids[:, None], 4, 1), soft_labels=np.repeat(ids[:, None], 2, 1) / n,
+                subjects=np.array([f'S{i}' for i in ids]),
+                crucial=((ids[:, None] >> np.arange(3)) & 1).astype(bool))
+  by_path = Records(class_names=('a', 'b'), labels=ids % 2,
+                    paths=np.array([f'{i}.png' for i in ids]), **fields)
+  images = np.broadcast_to(ids[:, None, None, None], (n, 2, 2, 3)).astype(np.uint8)
+  by_image = Records(class_names=('a', 'b'), labels=ids % 2, images=images)
+  for index in (np.array([3, 0, 4]), slice(1, 4)):
+    kept = ids[index]
+    sub = by_path.subset(index)
+    np.testing.assert_array_equal(sub.labels, kept % 2)
+    assert list(sub.paths) == [f'{i}.png' for i in kept]
+    for name, values in fields.items():
+      np.testing.assert_array_equal(getattr(sub, name), values[kept], err_msg=name)
+    np.testing.assert_array_equal(by_image.subset(index).images[:, 0, 0, 0], kept)
 
 
 def test_box_in_large_jpeg_uses_scaled_decode_coordinates(tmp_path):

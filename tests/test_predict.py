@@ -159,6 +159,32 @@ def test_crop_faces(run, capsys):
     assert len(_json_lines(capsys.readouterr().out)) == NUM_FACES
 
 
+def test_load_face_decodes_the_box_the_cropper_finds(tmp_path):
+  """With a face cropper, `load_face` shows it the whole image and decodes the box (top, left,
+  height, width) it returns, resized to the image size; with no face found, the whole image and
+  a warning. (The real cropper needs OpenCV; this one returns a fixed box.)"""
+  pixels = np.zeros((30, 40, 3), np.uint8)
+  pixels[5:15, 20:32] = (0, 200, 0)
+  path = str(tmp_path / 'face.png')
+  Image.fromarray(pixels).save(path)
+  seen = []
+
+  class Cropper:
+    def __init__(self, box):
+      self.found = box
+
+    def box(self, image):
+      seen.append(image.shape)
+      return self.found
+  face = inference.load_face(path, 8, Cropper((5, 20, 10, 12)))
+  assert face.shape == (8, 8, 3) and (face == (0, 200, 0)).all()
+  assert seen == [(30, 40, 3)]
+  warnings = []
+  whole = inference.load_face(path, 8, Cropper(None), warnings.append)
+  np.testing.assert_array_equal(whole, inference.load_face(path, 8))
+  assert warnings == [f'no face found in {path}; using the whole image']
+
+
 def test_summary_names_the_checkpoint_that_best_loads(run):
   """The best checkpoint, found here from metrics.jsonl and the checkpoint folders on disk: the
   highest test accuracy, a tie going to the later step (README). summary.json names it and

@@ -3,9 +3,12 @@ the schedule are pinned to the paper in test_paper_training.py), and the jitted 
 keeps."""
 import copy
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
 from lnl_jax import steps
 from lnl_jax.config_base import dataset_config
@@ -22,6 +25,72 @@ def test_all_finite():
   assert bool(steps.all_finite({'a': jnp.ones(2), 'b': jnp.zeros(3)}))
   assert not bool(steps.all_finite({'a': jnp.ones(2), 'b': jnp.array([0.0, jnp.nan])}))
   assert not bool(steps.all_finite({'a': jnp.array([jnp.inf])}))
+
+
+class ConstantLogits(nn.Module):
+  """The same logits for every face: a parameter `b` (C,), or √b with `root`. Tiny and eager: the
+  step functions below run on it without compiling the network."""
+  num_classes: int
+  root: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    b = self.param('b', nn.initializers.zeros, (self.num_classes,))
+    logits = jnp.sqrt(b) if self.root else b
+    return jnp.broadcast_to(logits, (x.shape[0], self.num_classes)), {}
+
+
+def constant_batch(labels, mask=None) -> dict:
+  labels = np.asarray(labels, np.int32)
+  return dict(image=np.zeros((len(labels), 4, 4, 3), np.uint8), label=labels,
+              soft_label=np.eye(3, dtype=np.float32)[labels],
+              mask=np.ones(len(labels), bool) if mask is None else np.asarray(mask))
+
+
+def test_a_finite_loss_with_a_non_finite_gradient_is_not_applied():
+  """The guard checks the gradient as well as the loss. With logits √b at b = 0 the loss is
+  finite (log 3) but the gradient is infinite: the step is reported non-finite, and the update
+  leaves the parameters and Adam's state as they were (only the step count moves)."""
+  model, params = ConstantLogits(3, root=True), {'b': jnp.zeros(3)}
+  grads, finite, metrics = steps.gradient_step(params, constant_batch([0, 1]), model=model,
+                                               weight_decay=0.0, label_smoothing=0.0)
+  assert float(metrics['loss']) == pytest.approx(np.log(3))
+  assert not np.isfinite(np.asarray(grads['b'])).all()
+  assert not bool(finite) and bool(metrics['nonfinite'])
+  tx = optax.adam(1e-3)
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  after = steps.update_step(state, grads, finite, tx=tx)
+  assert int(after.step) == 1
+  np.testing.assert_array_equal(after.params['b'], np.zeros(3))
+  for new, old in zip(jax.tree.leaves(after.opt_state), jax.tree.leaves(state.opt_state)):
+    np.testing.assert_array_equal(new, old)
+
+
+def test_step_metrics_count_only_the_real_rows():
+  """`correct` and `count` (the epoch's train accuracy) cover the rows whose mask is True; padded
+  or skipped rows are not counted, whatever their labels. Every row's logits favour class 0 here:
+  of the 3 real rows 2 are labelled 0, and so is the masked fourth row."""
+  params = {'b': jnp.array([2.0, 0.0, 0.0])}
+  batch = constant_batch([0, 0, 1, 0], mask=[True, True, True, False])
+  _, finite, metrics = steps.gradient_step(params, batch, model=ConstantLogits(3),
+                                           weight_decay=0.0, label_smoothing=0.0)
+  assert bool(finite) and not bool(metrics['nonfinite'])
+  assert int(metrics['correct']) == 2 and int(metrics['count']) == 3
+
+
+def test_label_smoothing_mixes_the_labels_with_the_uniform_distribution():
+  """train.label_smoothing = ε (an option the paper does not use; 0 by default) trains on the
+  labels (1 − ε)·y + ε/C. The cross-entropy of those labels is worked out here in NumPy."""
+  b = np.array([2.0, 0.0, -1.0])
+  log_p = b - np.log(np.exp(b).sum())
+  labels = np.array([0, 2])
+  for eps in (0.0, 0.3):
+    y = (1 - eps) * np.eye(3)[labels] + eps / 3
+    expected = float(-(y * log_p).sum(1).mean())
+    loss, (ce, _) = steps.loss_fn({'b': jnp.asarray(b, jnp.float32)}, constant_batch(labels),
+                                  model=ConstantLogits(3), weight_decay=0.0, label_smoothing=eps)
+    assert float(ce) == pytest.approx(expected, rel=1e-6), eps
+    assert float(loss) == pytest.approx(expected, rel=1e-6), eps
 
 
 def test_runs_with_equal_settings_share_their_jitted_steps_and_others_do_not():

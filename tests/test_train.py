@@ -298,6 +298,39 @@ def test_nonfinite_loss_stops_or_skips_and_never_reaches_a_checkpoint(tmp_path, 
   assert np.isfinite(record['train_loss'])
 
 
+def test_a_nonfinite_last_step_of_an_epoch_stops_the_run(tmp_path, monkeypatch):
+  """An epoch's end fetches its last steps' metrics, not only every log_every_steps: with no log
+  or checkpoint step in it, a non-finite step 2 of a 2-step epoch (max_steps) still stops the run
+  before that epoch is evaluated or saved. The settings of the test above: its programs are
+  reused."""
+  config = dataset_config('synthetic', 'smoke')
+  config.train.max_steps, config.train.log_every_steps = 2, 100
+  poison_batches(monkeypatch, poisoned_step=2)
+  monkeypatch.setattr(train, 'Parallel', lambda: Parallel(jax.devices()[:1]))
+  with pytest.raises(FloatingPointError, match='non-finite loss or gradient at step 2 '):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert finalized_steps(str(tmp_path)) == [] and read_metrics(str(tmp_path)) == []
+
+
+def test_epoch_stats_mean_the_loss_over_steps_and_the_accuracy_over_images():
+  """The epoch's train_loss is the mean of its steps' losses (each a mean over its batch), and
+  train_accuracy is the share of counted images predicted right: two finite steps of 16 images,
+  losses 2 and 1, 12 and 4 right, give 1.5 and 50 %. The skipped non-finite step between them
+  counts in neither."""
+  class Writer:
+    def write_scalars(self, step, scalars):
+      pass
+  stats = train.EpochStats('skip')
+  for step, (loss, correct) in enumerate([(2.0, 12), (np.nan, 0), (1.0, 4)], 1):
+    stats.add(step, dict(loss=np.float32(loss), cross_entropy=np.float32(loss),
+                         nonfinite=np.bool_(np.isnan(loss)), correct=np.int32(correct),
+                         count=np.int32(16)), 16)
+  stats.flush(Writer())
+  summary = stats.summary()
+  assert summary['train_loss'] == pytest.approx(1.5)
+  assert summary['train_accuracy'] == pytest.approx(50.0)
+
+
 def test_the_loop_keeps_at_most_two_steps_in_flight(monkeypatch):
   """After dispatching step n the loop waits for step n − 2: a stop signal's checkpoint then waits
   for three steps at most, not for every step queued since the last log."""
