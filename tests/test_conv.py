@@ -89,6 +89,9 @@ def test_cpu_lowering_is_matmul_only_for_small_maps():
   assert 'dot_general' not in primitives(cpu.inside_loop())
   assert cpu((2, 4, 4, 3), (3, 3, 3, 5), 0) == 'matmul'
   assert cpu.inside_loop()((2, 4, 4, 3), (3, 3, 3, 5), 0) == 'conv'
+  # Positions are the output's: a 'same' 3×3 on 12×12 has 144 (> 128), a 'valid' one 100.
+  assert cpu((1, 12, 12, 3), (3, 3, 3, 5), 1) == 'conv'
+  assert cpu((1, 12, 12, 3), (3, 3, 3, 5), 0) == 'matmul'
   # A symbolic batch (jax.export) has no position count: the convolution.
   b, = jax.export.symbolic_shape('b')
   assert cpu((b, 4, 4, 3), (3, 3, 3, 5), 0) == 'conv'

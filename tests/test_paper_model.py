@@ -310,6 +310,25 @@ def test_nonlocal_attention_is_table1(params, f5_map):
   assert np.ptp(ref_w) > 1e-3  # column means differ here; row means would all be 1/M
 
 
+def test_nonlocal_attention_row_of_a_dead_query_is_uniform(params, f5_map):
+  """A patch whose queries are all zero after the ReLU (F5 zero over its 2×2 pooling window, no
+  positive query bias) gives an all-zero row of Q·Kᵀ. ROW_EPS, added to R before the L1 row
+  normalisation, makes that row uniform 1/M: R's rows and wᵍ still sum to one, nothing is NaN,
+  and the other rows are the Table I rows."""
+  p = params['NonLocalAttention_0']
+  p = {**p, 'query': {**p['query'], 'bias': -np.abs(np.asarray(p['query']['bias']))}}
+  f5 = f5_map.copy()
+  f5[:, :2, :2] = 0  # patch 0's pooling window
+  w_global, s, r = apply(NonLocalAttention(grid=4, width=WIDTH), p, f5)
+  ref_w, ref_s, ref_r = nonlocal_ref(f64(f5), p)
+  np.testing.assert_allclose(ref_r[:, 0], 1 / 16, rtol=1e-12)  # the dead row, in the reference
+  assert np.ptp(ref_r[:, 1:], axis=-1).min() > 1e-3  # the others are not uniform
+  assert_close(r, ref_r)
+  assert_close(w_global, ref_w)
+  assert_close(s, ref_s)
+  np.testing.assert_allclose(r.sum(-1), 1.0, rtol=1e-5)
+
+
 def test_global_vector_is_sec3c_and_aligned_with_flat_s(params, f5_map):
   """Sec. III-C: two 3×3 convs (1024, 512) + ReLU and one pooling to 4×4×512, flattened patch by
   patch: element j of g belongs to patch j // 512 and channel j % 512, as in flat(s), so Eq. (1)
@@ -641,3 +660,39 @@ def test_module_initialisers_draw_the_same_variances(shape):
   for scheme, want in (('xavier', 2 / (fan_in + fan_out)), ('he', 2 / fan_in)):
     x = np.asarray(KERNEL_INITS[scheme](key(1), shape), np.float64)
     assert abs(np.var(x) / want - 1) < 6 * math.sqrt(0.8 / x.size), (scheme, np.var(x), want)
+
+
+def uniform_bound(scheme, fan_in, fan_out):
+  """Glorot & Bengio's uniform Xavier initialiser draws from U(−b, b), b = √(6 / (fan_in +
+  fan_out)): variance b²/3 = 2 / (fan_in + fan_out); He's uniform form has b = √(6 / fan_in)."""
+  return math.sqrt(6 / (fan_in + fan_out)) if scheme == 'xavier' else math.sqrt(6 / fan_in)
+
+
+def assert_centred_uniform(x, bound, name):
+  """x looks like a sample of U(−bound, bound): within the bound, reaching near both ends, mean 0
+  within six standard errors (bound / √(3N))."""
+  x = np.asarray(x, np.float64)
+  assert np.abs(x).max() <= bound * (1 + 1e-6), (name, np.abs(x).max(), bound)
+  assert x.min() < -0.9 * bound and x.max() > 0.9 * bound, (name, x.min(), x.max(), bound)
+  assert abs(x.mean()) < 6 * bound / math.sqrt(3 * x.size), (name, x.mean(), bound)
+
+
+def test_kernels_are_drawn_from_a_centred_uniform(initial, initial_he):
+  """Every kernel is a draw from U(−b, b) (the uniform Xavier of Sec. IV-A, or He with
+  `model.init='he'`), both where training draws it (`init_state`) and in the modules' own
+  initialisers. The variance alone does not pin this: U(0, 2b) has the same variance b²/3."""
+  for tree, scheme in ((initial, 'xavier'), (initial_he, 'he')):
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      names = [getattr(k, 'key', '') for k in path]
+      if names[-1] != 'kernel' or x.size < 1000:
+        continue
+      shape = x.shape[1:] if 'members' in names else x.shape
+      receptive = math.prod(shape[:-2])
+      bound = uniform_bound(scheme, shape[-2] * receptive, shape[-1] * receptive)
+      assert_centred_uniform(x, bound, '/'.join(names))
+  for shape in ((3, 3, 32, 64), (256, 128), (2, 2, 64, 32)):
+    receptive = math.prod(shape[:-2])
+    for scheme in ('xavier', 'he'):
+      x = KERNEL_INITS[scheme](key(1), shape)
+      assert_centred_uniform(x, uniform_bound(scheme, shape[-2] * receptive,
+                                              shape[-1] * receptive), (scheme, shape))
