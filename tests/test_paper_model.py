@@ -696,3 +696,27 @@ def test_kernels_are_drawn_from_a_centred_uniform(initial, initial_he):
       x = KERNEL_INITS[scheme](key(1), shape)
       assert_centred_uniform(x, uniform_bound(scheme, shape[-2] * receptive,
                                               shape[-1] * receptive), (scheme, shape))
+
+
+def test_no_two_kernels_are_drawn_alike(initial):
+  """Each kernel, and each member's slice of a stacked one, is its own draw: the query, key and
+  value convolutions of Table I share a shape, and so do the layers of the 16 SimpleNets, but no
+  two of them may start from the same numbers (they would then stay alike under symmetric
+  gradients)."""
+  kernels = {}
+  for path, x in jax.tree_util.tree_flatten_with_path(initial)[0]:
+    names = [getattr(k, 'key', '') for k in path]
+    if names[-1] != 'kernel':
+      continue
+    x = np.asarray(x)
+    slices = list(x) if 'members' in names else [x]
+    for i, kernel in enumerate(slices):
+      kernels[f"{'/'.join(names)}[{i}]"] = kernel
+  seen = {}
+  for name, kernel in kernels.items():
+    if kernel.size < 16:
+      continue
+    seen.setdefault((kernel.shape, kernel.tobytes()), []).append(name)
+  alike = [names for names in seen.values() if len(names) > 1]
+  assert not alike, alike
+  assert len(seen) > 40  # the whole network: U-Net, attention, 16 SimpleNets, head
