@@ -619,9 +619,9 @@ def test_full_model_logits(full, params):
 # ---------------------------------------------------------------------------------------------
 # Initialisation: Xavier (Sec. IV-A) and its He rescaling (`model.init='he'`).
 
-def kernel_variances(params):
-  """(path, sample variance, fan_in, fan_out, count) per kernel with ≥ 1000 entries; a leading
-  ensemble axis (`members`) is a stack of independent kernels, not part of the fan."""
+def large_kernels(params):
+  """(path, kernel, fan_in, fan_out) per kernel with ≥ 1000 entries; a leading ensemble axis
+  (`members`) is a stack of independent kernels, not part of the fan."""
   out = []
   for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
     names = [getattr(k, 'key', '') for k in path]
@@ -629,9 +629,14 @@ def kernel_variances(params):
       continue
     shape = x.shape[1:] if 'members' in names else x.shape
     receptive = math.prod(shape[:-2])
-    out.append(('/'.join(names), float(np.var(np.asarray(x, np.float64))),
-                shape[-2] * receptive, shape[-1] * receptive, x.size))
+    out.append(('/'.join(names), x, shape[-2] * receptive, shape[-1] * receptive))
   return out
+
+
+def kernel_variances(params):
+  """(path, sample variance, fan_in, fan_out, count) per kernel of `large_kernels`."""
+  return [(name, float(np.var(np.asarray(x, np.float64))), fan_in, fan_out, x.size)
+          for name, x, fan_in, fan_out in large_kernels(params)]
 
 
 def test_xavier_init_and_he_rescaling(initial, initial_he):
@@ -682,14 +687,8 @@ def test_kernels_are_drawn_from_a_centred_uniform(initial, initial_he):
   `model.init='he'`), both where training draws it (`init_state`) and in the modules' own
   initialisers. The variance alone does not pin this: U(0, 2b) has the same variance b²/3."""
   for tree, scheme in ((initial, 'xavier'), (initial_he, 'he')):
-    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      names = [getattr(k, 'key', '') for k in path]
-      if names[-1] != 'kernel' or x.size < 1000:
-        continue
-      shape = x.shape[1:] if 'members' in names else x.shape
-      receptive = math.prod(shape[:-2])
-      bound = uniform_bound(scheme, shape[-2] * receptive, shape[-1] * receptive)
-      assert_centred_uniform(x, bound, '/'.join(names))
+    for name, x, fan_in, fan_out in large_kernels(tree):
+      assert_centred_uniform(x, uniform_bound(scheme, fan_in, fan_out), name)
   for shape in ((3, 3, 32, 64), (256, 128), (2, 2, 64, 32)):
     receptive = math.prod(shape[:-2])
     for scheme in ('xavier', 'he'):
