@@ -43,10 +43,10 @@ effect (normalised excess of wᵍ; own fall of wˡ − the others') lies above 0
 excess; the own fall) reaches the analysis module's smallest one that counts (MIN_EXCESS_MASS,
 MIN_OWN_DROP); it is refuted when the interval lies below 0 and not shown otherwise; with one seed
 it is undecided, and a model at chance in any seed (its last test accuracy no better than always
-answering the most common test class) decides neither claim. Table IV's pairs are compared on the seeds both models have, by the t-interval of
-the paired differences. README.md's evidence block is
-then rendered from evidence.json; tests/test_evidence.py checks that both are what the
-committed records give. `--commit` commits the run's records, evidence.json and README.md after
+answering the most common test class) decides neither claim. Table IV's pairs are compared on the
+seeds both models have, by the t-interval of the paired differences. README.md's evidence block is
+then rendered from evidence.json; tests/test_evidence.py checks that both are what the committed
+records give. `--commit` commits the run's records, evidence.json and README.md after
 each run.
 """
 from __future__ import annotations

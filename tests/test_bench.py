@@ -184,6 +184,6 @@ def test_cpu_model_reads_the_first_processor(kind, tmp_path):
   path.write_text(text)
   got_name, got_isa = host.cpu_model(str(path))
   assert got_isa == isa
-  assert got_name == name if name else got_name
-  assert host.cpu_model(str(tmp_path / 'missing'))[1] == '' and host.cpu_model(
-      str(tmp_path / 'missing'))[0]
+  assert got_name == (name or host.platform.processor() or host.platform.machine()) and got_name
+  missing_name, missing_isa = host.cpu_model(str(tmp_path / 'missing'))
+  assert missing_name and missing_isa == ''

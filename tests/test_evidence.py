@@ -440,7 +440,7 @@ def test_commit_takes_only_the_given_paths(tmp_path):
   assert git('status', '--porcelain') == ' M other.txt\n'
 
 
-# --- the analyses' statistics, worked by hand -------------------------------------------------------
+# --- the analyses' statistics, worked by hand ------------------------------------------------
 
 def test_at_chance_is_the_binomial_bound_of_the_majority_guesser():
   # 4 faces, 2 balanced classes: p = 0.5, bound 0.5 + 1.959964 · √(0.25 / 4) = 0.98999.

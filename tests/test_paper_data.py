@@ -28,9 +28,11 @@ PAPER_CKPLUS_CLASSES = {'neutral', 'anger', 'disgust', 'fear', 'happy', 'sadness
 PAPER_AFFECTNET_CLASSES = ('neutral', 'happy', 'sad', 'surprise', 'fear', 'disgust', 'anger')
 
 
-def _splits(name, root):
+def _splits(name, root, **data):
+  """`configs/<name>.py`'s (train, test) records of the dataset at `root`, with `data` fields
+  set (e.g. the fold)."""
   c = load_config_file(name)
-  c.data.root = str(root)
+  c.data.update(root=str(root), **data)
   return datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap)
 
 
@@ -84,22 +86,18 @@ def test_ckplus_config_reads_the_papers_seven_classes(tmp_path):
 
 def test_ckplus_config_is_subject_wise_5_fold_cv(tmp_path):
   root = _ckplus_root(tmp_path)
-  c = load_config_file('ckplus')
-  assert c.data.num_folds == PAPER_FOLDS
-  c.data.root = root
+  assert load_config_file('ckplus').data.num_folds == PAPER_FOLDS
   tested = []
   for fold in range(PAPER_FOLDS):
-    c.data.fold = fold
-    train, test = datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap)
+    train, test = _splits('ckplus', root, fold=fold)
     assert not set(train.subjects) & set(test.subjects)
     tested += list(test.paths)
   assert sorted(tested) == sorted(list(train.paths) + list(test.paths))  # 5 folds cover them all
 
 
 def test_mmi_config_is_stratified_5_fold_cv(tmp_path):
-  c = load_config_file('mmi')
-  assert c.data.num_folds == PAPER_FOLDS
+  assert load_config_file('mmi').data.num_folds == PAPER_FOLDS
   # Class folders name no subject: each fold tests a fifth of every class.
-  c.data.root = fixtures.write_class_folders(str(tmp_path / 'mmi'), {'happy': 10, 'sad': 10})
-  _, test = datasets.load_splits(c.data, c.seed, c.model.num_patches, c.model.overlap)
+  _, test = _splits('mmi', fixtures.write_class_folders(str(tmp_path / 'mmi'),
+                                                        {'happy': 10, 'sad': 10}))
   np.testing.assert_array_equal(np.bincount(test.labels), [2, 2])

@@ -619,17 +619,25 @@ def test_full_model_logits(full, params):
 # ---------------------------------------------------------------------------------------------
 # Initialisation: Xavier (Sec. IV-A) and its He rescaling (`model.init='he'`).
 
-def large_kernels(params):
-  """(path, kernel, fan_in, fan_out) per kernel with ≥ 1000 entries; a leading ensemble axis
-  (`members`) is a stack of independent kernels, not part of the fan."""
-  out = []
+def kernels(params):
+  """(path, kernel, stacked) per kernel: `stacked` when a leading ensemble axis (`members`) holds
+  a stack of independent kernels."""
   for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
     names = [getattr(k, 'key', '') for k in path]
-    if names[-1] != 'kernel' or x.size < 1000:
+    if names[-1] == 'kernel':
+      yield '/'.join(names), x, 'members' in names
+
+
+def large_kernels(params):
+  """(path, kernel, fan_in, fan_out) per kernel with ≥ 1000 entries; a stacked kernel's fans are
+  those of one member's."""
+  out = []
+  for name, x, stacked in kernels(params):
+    if x.size < 1000:
       continue
-    shape = x.shape[1:] if 'members' in names else x.shape
+    shape = x.shape[1:] if stacked else x.shape
     receptive = math.prod(shape[:-2])
-    out.append(('/'.join(names), x, shape[-2] * receptive, shape[-1] * receptive))
+    out.append((name, x, shape[-2] * receptive, shape[-1] * receptive))
   return out
 
 
@@ -702,20 +710,12 @@ def test_no_two_kernels_are_drawn_alike(initial):
   value convolutions of Table I share a shape, and so do the layers of the 16 SimpleNets, but no
   two of them may start from the same numbers (they would then stay alike under symmetric
   gradients)."""
-  kernels = {}
-  for path, x in jax.tree_util.tree_flatten_with_path(initial)[0]:
-    names = [getattr(k, 'key', '') for k in path]
-    if names[-1] != 'kernel':
-      continue
-    x = np.asarray(x)
-    slices = list(x) if 'members' in names else [x]
-    for i, kernel in enumerate(slices):
-      kernels[f"{'/'.join(names)}[{i}]"] = kernel
   seen = {}
-  for name, kernel in kernels.items():
-    if kernel.size < 16:
-      continue
-    seen.setdefault((kernel.shape, kernel.tobytes()), []).append(name)
+  for name, x, stacked in kernels(initial):
+    x = np.asarray(x)
+    for i, kernel in enumerate(x if stacked else [x]):
+      if kernel.size >= 16:
+        seen.setdefault((kernel.shape, kernel.tobytes()), []).append(f'{name}[{i}]')
   alike = [names for names in seen.values() if len(names) > 1]
   assert not alike, alike
   assert len(seen) > 40  # the whole network: U-Net, attention, 16 SimpleNets, head

@@ -409,7 +409,7 @@ def test_measure_throughput_counts_images_per_second_after_the_warm_up(monkeypat
   assert clock[0] == 4 * 0.5  # the warm-up batch and the three timed ones, no more
 
 
-# --- the augmentation's distributions ---------------------------------------------------------------
+# --- the augmentation's distributions --------------------------------------------------------
 # The tests above check that each output is some flip, crop or erasure of its source; these check
 # how often and how large, against the README's open choices: horizontal flips with probability
 # 0.5, a reflect-padded random crop over every window, random erasing of 2–40 % of the area with
