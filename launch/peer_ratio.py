@@ -37,7 +37,10 @@ flags.DEFINE_list('checkout', ['.'], 'The git checkouts whose lnl_jax.bench runs
                   'this one.')
 cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 CONFIG = 'configs/raf.py'
-XLA_DEFAULTS = '--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true'
+# Naming each option of `steps.CPU_COMPILER_OPTIONS` with XLA's default value ('+individual_dot'
+# adds to YNNPACK's default fusion types one they already hold).
+XLA_DEFAULTS = ('--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true '
+                '--xla_cpu_experimental_ynn_fusion_type=+individual_dot')
 
 
 def jax_step(batch: int, steps: int, xla_defaults: bool, checkout: str) -> dict:

@@ -222,6 +222,13 @@ def on_accelerator() -> bool:
   return jax.default_backend() in ('gpu', 'tpu')
 
 
+def jit(fn, **kwargs):
+  """`jax.jit` with the XLA options the model's programs get on this backend
+  (`steps.compiler_options`): what is timed alone runs in the kernels the step runs in."""
+  return jax.jit(fn, compiler_options=steps_lib.compiler_options(steps_lib.Parallel().mesh),
+                 **kwargs)
+
+
 # --- Ceilings ---------------------------------------------------------------------------------
 
 def ceilings(dtype_names, num_steps: int, when: str = 'start') -> dict[tuple[str, str], float]:
@@ -240,7 +247,7 @@ def ceilings(dtype_names, num_steps: int, when: str = 'start') -> dict[tuple[str
     key_a, key_b = jax.random.split(jax.random.key(0))
     a = jax.random.normal(key_a, (n, n), dtype)
     w = jax.random.normal(key_b, (n, n), dtype)
-    t = time_jitted(jax.jit(jnp.matmul), (a, w), max(num_steps, 3), inner=inner)
+    t = time_jitted(jit(jnp.matmul), (a, w), max(num_steps, 3), inner=inner)
     flops = 2.0 * n ** 3
     results[name, 'matmul'] = flops / t.step_s
     emit(what='ceiling', when=when, op='matmul', dtype=name, shape=[n, n, n], flops=flops,
@@ -249,7 +256,7 @@ def ceilings(dtype_names, num_steps: int, when: str = 'start') -> dict[tuple[str
     k = jax.random.normal(key_b, (3, 3, cin, cout), dtype)
     conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding='SAME',
                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    t = time_jitted(jax.jit(conv), (x, k), max(num_steps, 3), inner=inner)
+    t = time_jitted(jit(conv), (x, k), max(num_steps, 3), inner=inner)
     flops = 2.0 * b * s * s * cin * cout * 9
     results[name, 'conv'] = flops / t.step_s
     emit(what='ceiling', when=when, op='conv3x3', dtype=name, shape=[b, s, s, cin, cout],
@@ -339,7 +346,7 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
     init_input = x if init_input is None else init_input
     abstract = jax.eval_shape(lambda k: module.init(k, init_input)['params'], jax.random.key(0))
     params = jax.device_put(draw_params(abstract, 'xavier', seed=0))
-    grad_step = jax.jit(jax.value_and_grad(functools.partial(loss, module), argnums=argnums))
+    grad_step = jit(jax.value_and_grad(functools.partial(loss, module), argnums=argnums))
     t = time_jitted(grad_step, (params, x), num_steps)
     if reference is not None:  # the issue's target: ≤ 1.2
       extra['vs_shared'] = t.step_s / reference.step_s
@@ -410,7 +417,7 @@ def bench_layers(config, batch_size: int, num_steps: int):
     for lowering in conv_lib.LOWERINGS:
       loss = lambda x, w, lowering=lowering: jnp.sum(
           jnp.square(conv_lib.conv2d(x, w, pad, lowering).astype(jnp.float32)))
-      t = time_jitted(jax.jit(jax.grad(loss, argnums=(0, 1))), (x, kernel), num_steps)
+      t = time_jitted(jit(jax.grad(loss, argnums=(0, 1))), (x, kernel), num_steps)
       row[f'{lowering}_ms'] = t.step_s * 1e3
       row[f'{lowering}_flop_per_s'] = t.flops / t.step_s
     chosen = policy(shape, kernel.shape, pad)

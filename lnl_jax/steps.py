@@ -152,12 +152,28 @@ def eval_step(params, batch, *, model):
               w_global=aux['w_global'], w_local=aux['w_local'])
 
 
-# XLA options of the programs on CPU but the update step: LLVM's optimisation level 1 and XLA's
-# older CPU emitters compile them in less time than XLA's defaults (their effect on the step time is
-# in docs/benchmarks.md). The update step, elementwise passes over the parameters and the Adam
+# XLA options of the programs on CPU but the update step. LLVM's optimisation level 1 and XLA's
+# older CPU emitters compile them in less time than XLA's defaults. YNNPACK, the library XLA's CPU
+# backend hands convolutions and matrix products to by default, keeps the single matrix products
+# only: the convolutions go to XLA's own Eigen kernels, which compute the gradient of a 3×3 kernel
+# several times faster than YNNPACK's (the effect of each option on the step time is in
+# docs/benchmarks.md). The update step, elementwise passes over the parameters and the Adam
 # moments, keeps XLA's defaults: the older emitters make slower code of it. An option named in
-# $XLA_FLAGS is left to it.
-CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
+# $XLA_FLAGS is left to it, and one this jaxlib does not know is left out.
+CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False,
+                            xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+
+
+@functools.cache
+def known_option(name: str, value) -> bool:
+  """Whether this jaxlib's CPU compiler takes the option `name=value` (experimental options come
+  and go between versions): a small program compiled with it."""
+  try:
+    jax.jit(lambda x: x + 1, backend='cpu').lower(np.float32(0)).compile(
+        compiler_options={name: value})
+  except jax.errors.JaxRuntimeError:
+    return False
+  return True
 
 
 def compiler_options(mesh: Mesh) -> dict | None:
@@ -165,7 +181,8 @@ def compiler_options(mesh: Mesh) -> dict | None:
   if mesh.devices.flat[0].platform != 'cpu':
     return None
   named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
-  return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if k not in named} or None
+  return {k: v for k, v in CPU_COMPILER_OPTIONS.items()
+          if k not in named and known_option(k, v)} or None
 
 
 def bind_steps(model, tx, weight_decay: float, label_smoothing: float) -> tuple:
