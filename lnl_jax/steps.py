@@ -169,8 +169,8 @@ def known_option(name: str, value) -> bool:
   """Whether this jaxlib's CPU compiler takes the option `name=value` (experimental options come
   and go between versions): a small program compiled with it."""
   try:
-    jax.jit(lambda x: x + 1, backend='cpu').lower(np.float32(0)).compile(
-        compiler_options={name: value})
+    x = jax.device_put(np.float32(0), jax.local_devices(backend='cpu')[0])
+    jax.jit(lambda x: x + 1).lower(x).compile(compiler_options={name: value})
   except jax.errors.JaxRuntimeError:
     return False
   return True
