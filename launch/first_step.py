@@ -28,6 +28,7 @@ import time
 from absl import app, flags
 
 from launch.runs import checkout_revisions, flag_value, report
+from lnl_jax import host
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
@@ -86,6 +87,7 @@ def main(argv):
                                                  folder(j, 'faces')), checkout, FLAGS.timeout)
         if drawn['seconds'] is None:
           raise RuntimeError(f'{checkout} did not read its faces:\n' + '\n'.join(drawn['log_tail']))
+    cpu, isa = host.cpu_model()
     for i in range(FLAGS.runs):
       for j, (checkout, commit) in enumerate(zip(checkouts, revisions)):
         result = run_until(FIRST_STEP, main_flags(config, overrides, folder(j, f'run{i}'),
@@ -93,7 +95,8 @@ def main(argv):
                            checkout, FLAGS.timeout)
         line = dict(what='first_step', config=config, cache='cold' if i == 0 else 'warm',
                     faces='kept' if FLAGS.faces_kept or i else 'drawn',
-                    seconds=result['seconds'], cpu_count=os.cpu_count(), revision=commit)
+                    seconds=result['seconds'], cpu=cpu, cpu_isa=isa, cpu_count=os.cpu_count(),
+                    revision=commit)
         if overrides:
           line['overrides'] = dict(overrides)
         if result['log_tail']:

@@ -26,6 +26,7 @@ from absl import app, flags
 
 from launch.runs import bench_train_step, checkout_revisions, report
 from lnl_jax import cli, host
+from lnl_jax.steps import xla_default_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('peer_python', None, 'Python interpreter that has PyTorch.')
@@ -37,16 +38,13 @@ flags.DEFINE_list('checkout', ['.'], 'The git checkouts whose lnl_jax.bench runs
                   'this one.')
 cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 CONFIG = 'configs/raf.py'
-# Naming each option of `steps.CPU_COMPILER_OPTIONS` with XLA's default value ('+individual_dot'
-# adds to YNNPACK's default fusion types one they already hold).
-XLA_DEFAULTS = ('--xla_backend_optimization_level=3 --xla_cpu_use_fusion_emitters=true '
-                '--xla_cpu_experimental_ynn_fusion_type=+individual_dot')
 
 
 def jax_step(batch: int, steps: int, xla_defaults: bool, checkout: str) -> dict:
   """`lnl_jax.bench`'s train-step record of the code in `checkout`; with `xla_defaults`, compiled
-  with XLA's own CPU options (XLA_FLAGS naming them) instead of `steps.CPU_COMPILER_OPTIONS`."""
-  env = dict(os.environ, XLA_FLAGS=XLA_DEFAULTS if xla_defaults else '')
+  with XLA's own CPU options (XLA_FLAGS `steps.xla_default_flags()`) instead of
+  `steps.CPU_COMPILER_OPTIONS`."""
+  env = dict(os.environ, XLA_FLAGS=xla_default_flags() if xla_defaults else '')
   return bench_train_step(CONFIG, batch, steps, {}, env=env, checkout=checkout)
 
 

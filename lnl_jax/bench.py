@@ -7,7 +7,9 @@
 Needs no dataset: the steps run on random uint8 images of the config's shape. Prints one JSON line
 per measurement (`what` says which), in this order:
 
-  machine     versions, backend, device kind and count, the command line
+  machine     versions, backend, device kind and count, processor, XLA_FLAGS and the compile
+              options of the steps on this backend (what the ceilings, parts and layers get too),
+              the command line
   ceiling     XLA's FLOP/s on this device for a large matmul and a large 3×3 convolution, per dtype:
               the yardsticks the steps are divided by (`frac_of_matmul`, `frac_of_conv`); measured
               again at the end (`when`), so a machine shared with other work shows as a difference
@@ -222,11 +224,16 @@ def on_accelerator() -> bool:
   return jax.default_backend() in ('gpu', 'tpu')
 
 
+@functools.cache
+def compiler_options() -> dict | None:
+  """The XLA options the model's programs get on this backend (`steps.compiler_options`)."""
+  return steps_lib.compiler_options(steps_lib.Parallel().mesh)
+
+
 def jit(fn, **kwargs):
-  """`jax.jit` with the XLA options the model's programs get on this backend
-  (`steps.compiler_options`): what is timed alone runs in the kernels the step runs in."""
-  return jax.jit(fn, compiler_options=steps_lib.compiler_options(steps_lib.Parallel().mesh),
-                 **kwargs)
+  """`jax.jit` with `compiler_options()`: what is timed alone runs in the kernels the step runs
+  in."""
+  return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
 
 
 # --- Ceilings ---------------------------------------------------------------------------------
@@ -483,7 +490,7 @@ def machine_record() -> dict:
   cpu, isa = host.cpu_model()
   return dict(what='machine', backend=jax.default_backend(), device_kind=device.device_kind,
               devices=jax.device_count(), cpu=cpu, cpu_isa=isa, cpu_count=os.cpu_count(),
-              xla_flags=os.environ.get('XLA_FLAGS', ''),
+              xla_flags=os.environ.get('XLA_FLAGS', ''), compiler_options=compiler_options(),
               python=platform.python_version(), jax=jax.__version__,
               jaxlib=importlib.metadata.version('jaxlib'),
               flax=flax.__version__, argv=' '.join(sys.argv))

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lnl_jax import program_store
@@ -160,20 +161,39 @@ def eval_step(params, batch, *, model):
 # docs/benchmarks.md). The update step, elementwise passes over the parameters and the Adam
 # moments, keeps XLA's defaults: the older emitters make slower code of it. An option named in
 # $XLA_FLAGS is left to it, and one this jaxlib does not know is left out.
-CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False,
-                            xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+CPU_COMPILER_OPTIONS = dict(
+    xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False,
+    xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
 
 
 @functools.cache
 def known_option(name: str, value) -> bool:
   """Whether this jaxlib's CPU compiler takes the option `name=value` (experimental options come
-  and go between versions): a small program compiled with it."""
+  and go between versions): a one-operation program compiled with it. An option it does not know,
+  or a value it does not take, is logged and answers False; any other failure is raised."""
+  x = jax.device_put(np.float32(0), jax.local_devices(backend='cpu')[0])
   try:
-    x = jax.device_put(np.float32(0), jax.local_devices(backend='cpu')[0])
     jax.jit(lambda x: x + 1).lower(x).compile(compiler_options={name: value})
-  except jax.errors.JaxRuntimeError:
+  except jax.errors.JaxRuntimeError as e:
+    if 'No such compile option' not in str(e) and f'While setting option {name},' not in str(e):
+      raise
+    logging.warning('This jaxlib does not take the CPU compile option %s=%r; compiling without '
+                    'it: %s', name, value, e)
     return False
   return True
+
+
+# XLA's default value of each option of CPU_COMPILER_OPTIONS, as XLA_FLAGS spells it
+# ('+individual_dot' adds to YNNPACK's default fusion types one they already hold).
+XLA_DEFAULT_VALUES = dict(xla_backend_optimization_level='3', xla_cpu_use_fusion_emitters='true',
+                          xla_cpu_experimental_ynn_fusion_type='+individual_dot')
+
+
+def xla_default_flags() -> str:
+  """XLA_FLAGS that give every program XLA's defaults: each option of CPU_COMPILER_OPTIONS that
+  this jaxlib knows, named with XLA's default value (XLA stops at a flag it does not know)."""
+  return ' '.join(f'--{name}={XLA_DEFAULT_VALUES[name]}'
+                  for name, value in CPU_COMPILER_OPTIONS.items() if known_option(name, value))
 
 
 def compiler_options(mesh: Mesh) -> dict | None:

@@ -122,8 +122,8 @@ def test_runs_with_equal_settings_share_their_jitted_steps_and_others_do_not():
 
 
 def test_cpu_compiler_options_leave_an_option_named_in_xla_flags_to_it(monkeypatch):
-  mesh = steps.Parallel(jax.devices()[:1]).mesh
   ynn = dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+  mesh = steps.Parallel(jax.devices('cpu')[:1]).mesh
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
   assert steps.compiler_options(mesh) == dict(xla_backend_optimization_level=1,
                                               xla_cpu_use_fusion_emitters=False, **ynn)
@@ -140,7 +140,7 @@ def test_cpu_compiler_options_leave_an_option_named_in_xla_flags_to_it(monkeypat
 def test_cpu_compiler_options_leave_out_an_option_this_jaxlib_does_not_know(monkeypatch):
   """Every option of the product is known to the jaxlib the tests run on; one that a later jaxlib
   drops (or a value it no longer takes) is left out instead of failing every compilation."""
-  mesh = steps.Parallel(jax.devices()[:1]).mesh
+  mesh = steps.Parallel(jax.devices('cpu')[:1]).mesh
   monkeypatch.delenv('XLA_FLAGS', raising=False)
   assert all(steps.known_option(k, v) for k, v in steps.CPU_COMPILER_OPTIONS.items())
   monkeypatch.setattr(steps, 'CPU_COMPILER_OPTIONS',
@@ -150,10 +150,18 @@ def test_cpu_compiler_options_leave_out_an_option_this_jaxlib_does_not_know(monk
                                               xla_cpu_use_fusion_emitters=False)
 
 
+def test_the_xla_default_flags_name_every_option_of_the_product(monkeypatch):
+  """`steps.xla_default_flags()` (`launch.peer_ratio`'s "XLA defaults" rounds) names every CPU
+  option, so the steps take none of them: an option added to the product is not left on there."""
+  monkeypatch.setenv('XLA_FLAGS', steps.xla_default_flags())
+  assert steps.compiler_options(steps.Parallel(jax.devices('cpu')[:1]).mesh) is None
+
+
 def test_on_cpu_the_convolutions_leave_ynnpack_and_the_matrix_products_stay():
   """With the programs' CPU options a convolution and its two gradients are XLA's own kernels and
   a matrix product is YNNPACK's; with XLA's defaults both are YNNPACK's (so this test can fail)."""
-  x, k = jnp.ones((2, 16, 16, 64)), jnp.ones((3, 3, 64, 64))
+  x, k = jax.device_put((jnp.ones((2, 16, 16, 64)), jnp.ones((3, 3, 64, 64))),
+                        jax.devices('cpu')[0])
   conv = lambda x, k: jnp.sum(jax.lax.conv_general_dilated(
       x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')) ** 2)
   matmul = lambda a: a @ a
@@ -164,7 +172,8 @@ def test_on_cpu_the_convolutions_leave_ynnpack_and_the_matrix_products_stay():
   options = dict(steps.CPU_COMPILER_OPTIONS)
   assert library_calls(jax.grad(conv, argnums=(0, 1)), (x, k), {})
   assert not library_calls(jax.grad(conv, argnums=(0, 1)), (x, k), options)
-  assert library_calls(matmul, (jnp.ones((64, 64)),), options)
+  assert library_calls(matmul, (jax.device_put(jnp.ones((64, 64)), jax.devices('cpu')[0]),),
+                       options)
 
 
 def test_the_batch_shapes_are_those_of_a_batch():
