@@ -28,8 +28,7 @@ import time
 from absl import app, flags
 
 from launch.runs import checkout_revisions, flag_value, report
-from lnl_jax import host
-from lnl_jax import cli
+from lnl_jax import cli, host
 
 FLAGS = flags.FLAGS
 DEFAULT_CONFIG = 'configs/synthetic.py:cpu'

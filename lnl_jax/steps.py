@@ -157,10 +157,10 @@ def eval_step(params, batch, *, model):
 # older CPU emitters compile them in less time than XLA's defaults. YNNPACK, the library XLA's CPU
 # backend hands convolutions and matrix products to by default, keeps the single matrix products
 # only: the convolutions go to XLA's own Eigen kernels, which compute the gradient of a 3×3 kernel
-# faster than YNNPACK's (the effect of each option on the step time is in
-# docs/benchmarks.md). The update step, elementwise passes over the parameters and the Adam
-# moments, keeps XLA's defaults: the older emitters make slower code of it. An option named in
-# $XLA_FLAGS is left to it, and one this jaxlib does not know is left out.
+# faster than YNNPACK's. The effect of each option on the step time is in docs/benchmarks.md. The
+# update step, elementwise passes over the parameters and the Adam moments, keeps XLA's defaults:
+# the older emitters make slower code of it. An option named in $XLA_FLAGS is left to it, and one
+# this jaxlib does not know is left out.
 CPU_COMPILER_OPTIONS = dict(
     xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False,
     xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
