@@ -470,3 +470,43 @@ def test_random_erasing_rectangles_follow_the_readme():
   # Filled with uniform noise 0..255: mean 127.5, sd √((256² − 1)/12) ≈ 73.9, both ends reached.
   assert abs(erased.mean() - 127.5) < 5 and abs(erased.std() - 73.9) < 5
   assert erased.min() < 5 and erased.max() > 250
+
+
+def test_start_step_gives_the_rest_of_the_uninterrupted_epoch():
+  """Resuming mid-epoch: `start_step=k` skips the epoch's first k batches, and the batches that
+  follow are exactly those of the uninterrupted epoch from step k on (same examples in the same
+  order, same augmentation), so a resumed run trains on what an uninterrupted one would."""
+  records = _memory_records(n=24)
+  kw = dict(batch_size=4, image_size=S, epoch=1, seed=2, process_index=0, process_count=1)
+  whole = _all(pipeline.train_batches(records, **kw))
+  rest = _all(pipeline.train_batches(records, start_step=2, **kw))
+  assert len(whole) == 6 and len(rest) == 4
+  for expected, got in zip(whole[2:], rest):
+    for key in expected:
+      np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_random_erasing_happens_with_its_probability():
+  """erase_prob=0.5 erases a rectangle in about half the faces, not in every one: of 200 faces,
+  Binomial(200, 0.5) (mean 100, sd ~7) erased, so between 70 and 130."""
+  n = 200
+  records = _memory_records(n=n, seed=4)
+  (batch,) = pipeline.train_batches(records, batch_size=n, image_size=S, epoch=0, seed=1,
+                                    crop_padding=0, flip=False, erase_prob=0.5, process_index=0,
+                                    process_count=1)
+  erased = sum(bool((image != records.images[i]).any())
+               for image, i in zip(batch['image'], batch['index']))
+  assert 70 < erased < 130, erased
+
+
+@pytest.mark.parametrize('size', [48, 64])  # FER2013's 48 px enlarged, synthetic faces shrunk
+def test_resized_in_memory_images_round_to_the_nearest_grey_level(size):
+  """Resizing in-memory faces rounds to the nearest grey level, as PIL does: over 4 faces the mean
+  signed difference from PIL's bilinear resize is near 0 (truncating instead would make the
+  faces ~0.5 grey levels darker on average)."""
+  records = _memory_records(n=4, size=size)
+  (b,) = _all(pipeline.eval_batches(records, batch_size=4, image_size=S, process_index=0,
+                                    process_count=1))
+  want = np.stack([np.asarray(Image.fromarray(image).resize((S, S), Image.BILINEAR))
+                   for image in records.images])
+  assert abs(np.mean(b['image'].astype(float) - want)) < 0.2

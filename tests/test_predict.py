@@ -3,6 +3,7 @@ import functools
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -13,7 +14,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from lnl_jax import checkpoints, export, inference, predict, steps, train
+from lnl_jax import checkpoints, evaluate, export, inference, predict, steps, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
 from lnl_jax.errors import ConfigError
@@ -42,7 +43,7 @@ def run(tmp_path_factory):
   reference = jax.device_get(jax.jit(functools.partial(steps.eval_step, model=trained.model))(
       trained.params, {'image': records.images}))
   return types.SimpleNamespace(workdir=workdir, config=config, records=records, faces=str(faces),
-                               trained=trained, reference=reference)
+                               trained=trained, reference=reference, test=test)
 
 
 @pytest.fixture(scope='module')
@@ -275,3 +276,96 @@ def test_predictor_returns_one_row_per_face_whatever_its_batch_size(run):
   for key in ('prediction', 'probs', 'w_global', 'w_local'):
     assert len(out[key]) == 5, (key, len(out[key]))
     np.testing.assert_allclose(out[key], run.reference[key][:5], atol=TOL)
+
+
+def _steps_on_disk(workdir):
+  return sorted(int(n) for n in os.listdir(os.path.join(workdir, 'checkpoints')) if n.isdigit())
+
+
+def test_export_check_refuses_an_export_of_other_classes(run, exported, capsys, tmp_path):
+  """--check compares like with like: an export whose sidecar names the workdir's classes in
+  another order would map every probability to the wrong expression, so it is refused (exit
+  status 1, a message naming the classes) before any comparison."""
+  copy = str(tmp_path / 'reordered.jaxexport')
+  for suffix in ('', '.params.npz'):
+    shutil.copyfile(exported + suffix, copy + suffix)
+  with open(exported + '.json') as f:
+    info = json.load(f)
+  info['class_names'] = info['class_names'][::-1]
+  with open(copy + '.json', 'w') as f:
+    json.dump(info, f)
+  assert cli_main(export, ['--check', '--workdir', run.workdir, '--exported', copy, run.faces]) == 1
+  assert 'classes' in capsys.readouterr().err
+
+
+def test_export_check_compares_with_the_exported_checkpoint(run, capsys, tmp_path):
+  """An export of the first epoch's checkpoint (`--checkpoint=STEP`, not the newest) passes
+  --check given without --checkpoint: the check loads the step its sidecar names."""
+  first, newest = _steps_on_disk(run.workdir)[0], _steps_on_disk(run.workdir)[-1]
+  assert first < newest
+  path = str(tmp_path / 'first.jaxexport')
+  argv = ['--workdir', run.workdir, '--checkpoint', str(first), '--out', path]
+  assert cli_main(export, argv) == 0
+  with open(path + '.json') as f:
+    assert json.load(f)['checkpoint_step'] == first
+  capsys.readouterr()
+  assert cli_main(export, ['--check', '--workdir', run.workdir, '--exported', path, run.faces]) == 0
+  assert 'OK' in capsys.readouterr().out
+
+
+def test_overlays_of_faces_with_the_same_file_name_do_not_overwrite_each_other(run, tmp_path):
+  """Three folders each holding 00.png give three overlays, 00.png, 00-2.png and 00-3.png (the
+  module's rule: a stem met before gets -2, -3, ...), one per face."""
+  folders = []
+  for name in ('a', 'b', 'c'):
+    folder = tmp_path / name
+    folder.mkdir()
+    Image.fromarray(run.records.images[0]).save(folder / '00.png')
+    folders.append(str(folder))
+  out = tmp_path / 'overlays'
+  assert cli_main(predict, ['--workdir', run.workdir, '--overlay', str(out), *folders]) == 0
+  assert sorted(os.listdir(out)) == ['00-2.png', '00-3.png', '00.png']
+
+
+def test_evaluate_scores_the_requested_checkpoint_on_the_test_split(run, tmp_path):
+  """`lnl_jax.evaluate` of the first epoch's checkpoint (not the newest) writes eval_<step>.json:
+  the confusion matrix counts (true class, predicted class) over every test face, rows the true
+  classes; accuracy is its trace over the total, each class's accuracy its row's diagonal over the
+  row, keyed by the class's name, and the balanced accuracy their mean. The predictions here are
+  `steps.eval_step`'s on the in-memory test faces, in one batch, with that checkpoint."""
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(run.workdir, workdir)
+  first = _steps_on_disk(workdir)[0]
+  evaluate.evaluate_workdir(workdir, str(first))
+  with open(os.path.join(workdir, f'eval_{first}.json')) as f:
+    out = json.load(f)
+  trained = checkpoints.load_trained(workdir, str(first))
+  predicted = jax.device_get(jax.jit(functools.partial(steps.eval_step, model=trained.model))(
+      trained.params, {'image': run.test.images}))['prediction']
+  labels = run.test.labels
+  assert (np.bincount(labels, minlength=7) > 0).all()  # every class has test faces
+  cm = np.zeros((7, 7), int)
+  np.add.at(cm, (labels, predicted), 1)
+  names = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
+  per_class = {n: 100 * np.mean(predicted[labels == i] == i) for i, n in enumerate(names)}
+  assert out['step'] == first
+  np.testing.assert_array_equal(out['confusion_matrix'], cm)
+  assert out['accuracy'] == pytest.approx(100 * np.mean(predicted == labels))
+  assert list(out['per_class_accuracy']) == list(names)
+  for name in names:
+    assert out['per_class_accuracy'][name] == pytest.approx(per_class[name]), name
+  assert out['balanced_accuracy'] == pytest.approx(np.mean(list(per_class.values())))
+
+
+def test_class_names_of_an_unfinished_run_come_from_its_checkpoint(run, tmp_path):
+  """A run on a real dataset that has not finished has no summary.json, and its config names no
+  synthetic data to fall back on: its class names come from the checkpoint's metadata, written
+  at train time (here the synthetic faces' own, with config.json's dataset renamed 'folder')."""
+  workdir = tmp_path / 'workdir'
+  shutil.copytree(run.workdir, workdir)
+  (workdir / 'summary.json').unlink()
+  config = json.loads((workdir / 'config.json').read_text())
+  config['data']['name'] = 'folder'
+  (workdir / 'config.json').write_text(json.dumps(config))
+  assert checkpoints.load_trained(str(workdir)).class_names == (
+      'surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')

@@ -286,6 +286,7 @@ def test_ckplus_last3(tmp_path):
     ('abc\n', "'abc' is not a number"),
     ('   9.0000000e+00\n', 'emotion code 9 is out of range; expected 1..7'),
     ('   0.0000000e+00\n', 'emotion code 0 is out of range'),
+    ('   3.5000000e+00\n', 'not a whole number; expected an emotion code 1..7'),
 ])
 def test_ckplus_malformed_emotion_file(tmp_path, text, message):
   root = fixtures.write_ckplus(str(tmp_path), CK_SEQUENCES, {('S005', '001'): text})
@@ -428,3 +429,89 @@ def test_ckplus48_folders_spelled_otherwise_keep_ckplus_classes(tmp_path):
   records = readers.read_ckplus(root)
   assert records.class_names == ('anger', 'disgust', 'fear', 'happy', 'sadness', 'surprise')
   np.testing.assert_array_equal(np.bincount(records.labels, minlength=6), [1, 2, 3, 4, 5, 6])
+
+
+def test_rafdb_prefers_the_aligned_faces_when_both_image_folders_exist(tmp_path):
+  """The basic release ships Image/aligned/ (the aligned 100×100 faces) next to Image/original/:
+  with both present the reader lists the aligned faces, `<stem>_aligned.jpg`, as its docstring and
+  the README's `Image/aligned/ (or Image/original/)` say."""
+  root = fixtures.write_rafdb(str(tmp_path), [4, 2], [6], layout='original')
+  fixtures.write_rafdb(root, [4, 2], [6], layout='aligned')
+  train = readers.read_rafdb(root, 'train')
+  assert _rel(train, root) == [os.path.join('Image', 'aligned', 'train_00001_aligned.jpg'),
+                               os.path.join('Image', 'aligned', 'train_00002_aligned.jpg')]
+  np.testing.assert_array_equal(train.labels, [3, 1])
+
+
+def test_ferplus_drops_a_face_without_votes(tmp_path):
+  """A fer2013new.csv row whose ten vote columns are all 0 has no expression vote: it is dropped
+  (the reader's docstring), not kept as a neutral face with a 0/0 vote distribution. The row after
+  it, 3 surprise votes, is a surprise face of distribution 1 on surprise."""
+  votes = [[0] * 10, [0, 0, 3, 0, 0, 0, 0, 0, 0, 0]]
+  pixels = fixtures.write_ferplus(str(tmp_path), votes, ['Training'] * 2)
+  train = readers.read_ferplus(str(tmp_path), 'train')
+  np.testing.assert_array_equal(train.labels, [2])
+  np.testing.assert_array_equal(train.soft_labels, [[0, 0, 1, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(train.images[..., 0], pixels[[1]])
+
+
+def test_ferplus_usage_columns_that_disagree_are_refused(tmp_path):
+  """fer2013new.csv's rows match fer2013.csv's by position, so a row whose Usage differs from the
+  same row of fer2013.csv means the files are not aligned (a re-sorted or filtered copy): a
+  DataError names the line, instead of faces paired with another face's votes."""
+  fixtures.write_ferplus(str(tmp_path), [[1] + [0] * 9] * 3, ['Training', 'PublicTest', 'Training'])
+  fixtures.write_fer2013_csv(str(tmp_path / 'fer2013.csv'), [0] * 3,
+                             ['Training', 'Training', 'PublicTest'])
+  with pytest.raises(DataError, match=r'fer2013new\.csv:3: Usage .PublicTest. disagrees'):
+    readers.read_ferplus(str(tmp_path), 'train')
+
+
+def test_fer2013_reads_the_csv_when_class_folders_sit_beside_it(tmp_path):
+  """A FER2013 folder may hold Kaggle's fer2013.csv and an image export (train/<class>/) side by
+  side: the reader takes the CSV (its docstring: the CSV when present, else class folders), so
+  the split is the CSV's Usage rows with their pixels in memory."""
+  fixtures.write_fer2013_csv(str(tmp_path / 'fer2013.csv'), [4, 1, 2], ['Training'] * 3)
+  fixtures.write_class_folders(str(tmp_path / 'train'), {'happy': 2}, '.jpg')
+  train = readers.read_fer2013(str(tmp_path), 'train')
+  np.testing.assert_array_equal(train.labels, [4, 1, 2])
+  assert train.paths is None and train.images.shape == (3, 48, 48, 3)
+
+
+def test_ckplus_peak_frames_only(tmp_path):
+  """frames='peak': the labelled (last) frame of each labelled sequence and nothing else; no first
+  frame is added as a neutral face (that is 'peak_and_neutral'), and there is no neutral class. CK_SEQUENCES' labelled
+  sequences without contempt: S005/001 (code 3, disgust, 4 frames), S010/002 (7, surprise, 3),
+  S011/004 (5, happy, 6)."""
+  root = fixtures.write_ckplus(str(tmp_path), CK_SEQUENCES)
+  records = readers.read_ckplus(root, frames='peak')
+  assert _names(records) == ['S005_001_00000004.png', 'S010_002_00000003.png',
+                             'S011_004_00000006.png']
+  # No neutral face, so no neutral class: a head for it would learn a class never shown.
+  assert records.class_names == ('anger', 'disgust', 'fear', 'happy', 'sadness', 'surprise')
+  assert [records.class_names[l] for l in records.labels] == ['disgust', 'surprise', 'happy']
+  np.testing.assert_array_equal(records.subjects, ['S005', 'S010', 'S011'])
+
+
+def test_registry_reads_ferplus_votes(tmp_path):
+  """`readers.read('ferplus', ...)`, what configs/ferplus.py loads, gives FERPlus's majority
+  labels and vote distributions over its 8 classes, not fer2013.csv's own `emotion` column (all 0,
+  angry, in this fixture)."""
+  votes = [[0, 7, 0, 0, 0, 0, 0, 0, 3, 0], [0, 0, 0, 0, 0, 1, 4, 0, 0, 0]]
+  fixtures.write_ferplus(str(tmp_path), votes, ['PrivateTest'] * 2)
+  test = readers.read('ferplus', str(tmp_path), 'test')
+  assert test.class_names == ('neutral', 'happiness', 'surprise', 'sadness', 'anger', 'disgust',
+                              'fear', 'contempt')
+  np.testing.assert_array_equal(test.labels, [1, 6])
+  np.testing.assert_allclose(test.soft_labels, [[0, 1, 0, 0, 0, 0, 0, 0],
+                                                [0, 0, 0, 0, 0, 0.2, 0.8, 0]], rtol=1e-6)
+
+
+def test_fer2013_csv_pixel_above_255_names_the_line(tmp_path):
+  """Pixels are 8-bit grey, 0..255: a row holding 256 is a DataError naming its line, rather than
+  a value that wraps round to 0 in uint8."""
+  pixels = ' '.join(['7'] * (48 * 48 - 1) + ['256'])
+  fixtures.write_text(str(tmp_path / 'fer2013.csv'),
+                      f'emotion,pixels,Usage\n3,{" ".join(["7"] * 48 * 48)},Training\n'
+                      f'3,{pixels},Training\n')
+  with pytest.raises(DataError, match=r'fer2013\.csv:3: pixel values outside 0\.\.255'):
+    readers.read_fer2013_csv(str(tmp_path), 'train')

@@ -29,7 +29,8 @@ JAFFE_NAME = re.compile(r'^([A-Za-z]+)\.([A-Za-z]{2})(\d*)\.(\d+)\.tiff?$', re.I
 
 
 def _ckplus_classes(frames: str, include_contempt: bool) -> tuple[str, ...]:
-  classes = CKPLUS_CLASSES if frames != 'last3' else CKPLUS_CLASSES[1:]
+  # Only 'peak_and_neutral' takes neutral faces (the sequences' first frames).
+  classes = CKPLUS_CLASSES if frames == 'peak_and_neutral' else CKPLUS_CLASSES[1:]
   return tuple(c for c in classes if include_contempt or c != 'contempt')
 
 
@@ -132,8 +133,8 @@ def read_ckplus(root: str, frames: str = 'peak_and_neutral',
   Args:
     root: the dataset directory.
     frames: 'peak_and_neutral' (the paper: first frame as neutral + the labelled peak frame, 618
-      images without contempt), 'peak' (the peak frame only) or 'last3' (the peak frame and the two
-      before it, labelled alike; no neutral class).
+      images without contempt), 'peak' (the peak frame only; no neutral class) or 'last3' (the
+      peak frame and the two before it, labelled alike; no neutral class).
     include_contempt: keep contempt (8 classes: neutral, anger, contempt, disgust, fear, happy,
       sadness, surprise); the paper's 7 leave it out (its sequences are dropped entirely).
   """
