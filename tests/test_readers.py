@@ -479,9 +479,9 @@ def test_fer2013_reads_the_csv_when_class_folders_sit_beside_it(tmp_path):
 
 def test_ckplus_peak_frames_only(tmp_path):
   """frames='peak': the labelled (last) frame of each labelled sequence and nothing else; no first
-  frame is added as a neutral face (that is 'peak_and_neutral'), and there is no neutral class. CK_SEQUENCES' labelled
-  sequences without contempt: S005/001 (code 3, disgust, 4 frames), S010/002 (7, surprise, 3),
-  S011/004 (5, happy, 6)."""
+  frame is added as a neutral face (that is 'peak_and_neutral'), and there is no neutral class.
+  CK_SEQUENCES' labelled sequences without contempt: S005/001 (code 3, disgust, 4 frames),
+  S010/002 (7, surprise, 3), S011/004 (5, happy, 6)."""
   root = fixtures.write_ckplus(str(tmp_path), CK_SEQUENCES)
   records = readers.read_ckplus(root, frames='peak')
   assert _names(records) == ['S005_001_00000004.png', 'S010_002_00000003.png',
