@@ -58,6 +58,16 @@ def last(lines: list[dict], **match) -> dict:
   return found[-1]
 
 
+def readme_and_benchmarks() -> tuple[str, str, str]:
+  """The README as one line of words, docs/benchmarks.md as written (its tables' rows), and
+  docs/benchmarks.md as one line of words (its prose, whatever the line breaks)."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    readme = ' '.join(f.read().split())
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
+    table = f.read()
+  return readme, table, ' '.join(table.split())
+
+
 def split_runs(lines: list[dict], starts_run) -> list[list[dict]]:
   """A record file's lines cut into runs, each beginning at a line for which `starts_run` holds."""
   starts = [i for i, r in enumerate(lines) if starts_run(r)] + [len(lines)]
@@ -161,11 +171,7 @@ def test_the_avx512_figures_are_those_of_their_records():
   and the README's paragraph on it: the side-by-side rounds on that processor
   (docs/peer_ratio.jsonl) and the two --layers runs, XLA's default kernels then the oneDNN flags
   (docs/conv_libraries.jsonl), recomputed from the records."""
-  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
-    readme = ' '.join(f.read().split())
-  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
-    table = f.read()
-  prose = ' '.join(table.split())
+  readme, table, prose = readme_and_benchmarks()
   span = lambda values, digits=2: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   peer = bench_lines('peer_ratio.jsonl')
   xeon = [r for r in peer if r.get('revision') == '2cfc27d']  # later ones: the next test
@@ -282,11 +288,7 @@ def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records(
   README's sentence on it: the third --layers run against the first (docs/conv_libraries.jsonl),
   the compile options at 802fe47 (docs/compile_options.jsonl; its rows: the test of "Each option
   alone") and the side-by-side rounds of aaeece4 and 802fe47 (docs/peer_ratio.jsonl)."""
-  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
-    readme = ' '.join(f.read().split())
-  with open(os.path.join(ROOT, 'docs', 'benchmarks.md'), encoding='utf-8') as f:
-    table = f.read()
-  prose = ' '.join(table.split())
+  readme, table, prose = readme_and_benchmarks()
   span = lambda values, digits=2: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   runs = split_runs(bench_lines('conv_libraries.jsonl'), lambda r: r['what'] == 'machine')
   (default_machine, *default), _, (machine, *now) = runs
