@@ -166,21 +166,40 @@ CPU_COMPILER_OPTIONS = dict(
     xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
 
 
+def _rejected(options: dict) -> str | None:
+  """None when a one-operation CPU program compiles with `options`, else the compiler's words on
+  the option or value it does not take; any other failure is raised."""
+  x = jax.device_put(np.float32(0), jax.local_devices(backend='cpu')[0])
+  try:
+    jax.jit(lambda x: x + 1).lower(x).compile(compiler_options=options)
+  except jax.errors.JaxRuntimeError as e:
+    if 'No such compile option' in str(e) or 'While setting option ' in str(e):
+      return str(e)
+    raise
+  return None
+
+
 @functools.cache
 def known_option(name: str, value) -> bool:
   """Whether this jaxlib's CPU compiler takes the option `name=value` (experimental options come
-  and go between versions): a one-operation program compiled with it. An option it does not know,
-  or a value it does not take, is logged and answers False; any other failure is raised."""
-  x = jax.device_put(np.float32(0), jax.local_devices(backend='cpu')[0])
-  try:
-    jax.jit(lambda x: x + 1).lower(x).compile(compiler_options={name: value})
-  except jax.errors.JaxRuntimeError as e:
-    if 'No such compile option' not in str(e) and f'While setting option {name},' not in str(e):
-      raise
+  and go between versions); one it does not take is logged."""
+  rejected = _rejected({name: value})
+  if rejected:
     logging.warning('This jaxlib does not take the CPU compile option %s=%r; compiling without '
-                    'it: %s', name, value, e)
-    return False
-  return True
+                    'it: %s', name, value, rejected)
+  return rejected is None
+
+
+@functools.cache
+def _known_items(items: tuple) -> tuple:
+  if _rejected(dict(items)) is None:  # the usual case: one probe for all of them
+    return items
+  return tuple((name, value) for name, value in items if known_option(name, value))
+
+
+def known_options(options: dict) -> dict:
+  """The options of `options` that this jaxlib's CPU compiler takes (`known_option`)."""
+  return dict(_known_items(tuple(options.items())))
 
 
 # XLA's default value of each option of CPU_COMPILER_OPTIONS, as XLA_FLAGS spells it
@@ -193,7 +212,7 @@ def xla_default_flags() -> str:
   """XLA_FLAGS that give every program XLA's defaults: each option of CPU_COMPILER_OPTIONS that
   this jaxlib knows, named with XLA's default value (XLA stops at a flag it does not know)."""
   return ' '.join(f'--{name}={XLA_DEFAULT_VALUES[name]}'
-                  for name, value in CPU_COMPILER_OPTIONS.items() if known_option(name, value))
+                  for name in known_options(CPU_COMPILER_OPTIONS))
 
 
 def compiler_options(mesh: Mesh) -> dict | None:
@@ -201,8 +220,7 @@ def compiler_options(mesh: Mesh) -> dict | None:
   if mesh.devices.flat[0].platform != 'cpu':
     return None
   named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
-  return {k: v for k, v in CPU_COMPILER_OPTIONS.items()
-          if k not in named and known_option(k, v)} or None
+  return {k: v for k, v in known_options(CPU_COMPILER_OPTIONS).items() if k not in named} or None
 
 
 def bind_steps(model, tx, weight_decay: float, label_smoothing: float) -> tuple:
