@@ -413,6 +413,57 @@ def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records(
   assert not missing, missing
 
 
+def test_what_1_2x_would_take_on_the_xeon_follows_from_its_records():
+  """benchmarks.md's "What 1.2× would take on this processor", its clause in the targets' row and
+  the README's sentence: the target's step from the PyTorch steps of the rounds at 802fe47
+  (docs/peer_ratio.jsonl), and what it leaves the convolutions from the third --layers run
+  (docs/conv_libraries.jsonl): the step less its convolutions timed alone, in their chosen
+  lowering, and the rate they would need against the run's 2048³ matmul."""
+  readme, _, prose = readme_and_benchmarks()
+  span = lambda values, digits=3: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
+  peer = [r['peer_step_s'] for r in bench_lines('peer_ratio.jsonl')
+          if r.get('revision') == '802fe47']
+  assert len(peer) == 3
+  target = [s / 1.2 for s in peer]
+  *_, run = split_runs(bench_lines('conv_libraries.jsonl'), lambda r: r['what'] == 'machine')
+  layers = [r for r in run if r['what'] == 'layer']
+  assert len(layers) == 25
+  ms = lambda r: r[r['chosen'] + '_ms']
+  conv_s = sum(ms(r) * r['count'] for r in layers) / 1e3
+  conv_flops = sum(r['flops'] * r['count'] for r in layers)
+  (step,) = [r['step_s'] for r in run if r['what'] == 'train_step']
+  matmul = [r['flop_per_s'] / 1e9 for r in run if r['what'] == 'ceiling' and r['op'] == 'matmul']
+  budget = [t - (step - conv_s) for t in target]
+  needed = [conv_flops / b / 1e9 for b in budget]
+  rate = lambda r: r['flops'] / ms(r) * 1e3 / 1e9
+  fastest = sorted(layers, key=rate, reverse=True)
+  assert [r['input_shape'][1] for r in fastest[:2]] == [18, 18]
+  assert {r['chosen'] for r in fastest[:2]} == {'matmul'}
+  assert rate(fastest[2]) < min(needed) <= max(needed) < max(matmul)  # 'only the two fastest'
+  patches = [r for r in layers if r['count'] >= 16 and 12 <= r['input_shape'][1] <= 48]
+  patch_share = sum(r['flops'] * r['count'] for r in patches) / conv_flops
+  expected = [
+      f'1.2× the PyTorch steps of these three rounds ({span(peer)} s) is at most {span(target)} s '
+      f'a step',
+      f'the train step took {step:.3f} s, and its convolutions, each timed alone in the lowering '
+      f'the model chooses, add up to {conv_s * 1e3:,.0f} ms: {conv_flops / 1e9:.1f} GFLOP at '
+      f'{conv_flops / conv_s / 1e9:.0f} GFLOP/s',
+      f'With the rest of the step ({step - conv_s:.3f} s) as it is, the convolutions would have '
+      f'{span(budget)} s, that is {span(needed, 0)} GFLOP/s: the rate of the 2048³ matrix product '
+      f'in the same run ({span(matmul, 0)} GFLOP/s)',
+      f"(the global branch's 18×18 layers as matrix products, {rate(fastest[1]):.0f} GFLOP/s)",
+      f"The patch networks' layers on 12–48-px maps, {patch_share:.2f} of the convolutions' "
+      f'arithmetic, run at {span([rate(r) for r in patches], 0)} GFLOP/s',
+      f'on the Xeon for every convolution at the rate of a 2048³ matrix product, where they run at '
+      f'{conv_flops / conv_s / 1e9:.0f} GFLOP/s against {span(matmul, 0)}',
+  ]
+  missing = [e for e in expected if e not in prose]
+  assert not missing, missing
+  sentence = (f'There 1.2× would ask every convolution to run at the rate of a 2048³ matrix product '
+              f'({span(needed, 0)} GFLOP/s against {conv_flops / conv_s / 1e9:.0f} now)')
+  assert sentence in readme, sentence
+
+
 def test_the_readme_cpu_headlines_name_the_processor_of_their_runs():
   """The README's CPU rows of its performance table name the processor that the bench runs they
   cite (runs A and B, and the 96-px run) recorded."""
