@@ -33,9 +33,12 @@ from lnl_jax.errors import ConfigError
 from lnl_jax.models import LNLAttenNet, create_model
 
 # Fields that change the parameters' shapes or the data a checkpoint was trained on: a resumed run
-# must agree with the checkpoint on every one of them.
-FROZEN_FIELDS = ('data.name', 'data.image_size', 'data.num_classes', 'data.fold', 'model.attention',
-                 'model.num_patches', 'model.overlap', 'model.width', 'model.head_widths', 'seed')
+# must agree with the checkpoint on every one of them. Some change the data of some datasets only
+# (the folds of k-fold datasets, the synthetic faces' counts and occluders); they are held for all.
+FROZEN_FIELDS = ('data.name', 'data.image_size', 'data.num_classes', 'data.num_folds', 'data.fold',
+                 'data.num_train', 'data.num_test', 'data.occlusion_prob', 'data.limit',
+                 'model.attention', 'model.num_patches', 'model.overlap', 'model.width',
+                 'model.head_widths', 'seed')
 
 
 class Checkpoints:
@@ -110,8 +113,7 @@ def check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> No
   from the saved one in a field the checkpoint depends on, naming the field."""
   path = os.path.join(workdir, 'config.json')
   if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+    saved = load_config(workdir).to_dict()  # a field added since it was written: its default
     for field in FROZEN_FIELDS:
       old, new = _get(saved, field), _get(config.to_dict(), field)
       if old != new:

@@ -119,7 +119,9 @@ def test_leftover_temporary_checkpoint_folders_are_ignored(tmp_path):
 @pytest.mark.parametrize('field,value', [
     ('model.num_patches', 9), ('data.image_size', 96), ('model.head_widths', (64, 32)),
     ('model.attention', 'none'), ('seed', 1), ('data.fold', 1), ('model.overlap', 12),
-    ('model.width', 0.125), ('data.name', 'raf'), ('data.num_classes', 8)])
+    ('model.width', 0.125), ('data.name', 'raf'), ('data.num_classes', 8), ('data.num_folds', 10),
+    ('data.num_train', 200), ('data.num_test', 50), ('data.occlusion_prob', 0.5),
+    ('data.limit', 0)])
 def test_resuming_with_a_shape_changing_config_is_refused(tmp_path, field, value):
   config = dataset_config('synthetic', 'smoke')
   checkpoints.check_or_write_config(config, str(tmp_path))
