@@ -40,6 +40,9 @@ analysis; of the train step, the larger of its two programs', the gradient step'
 optimiser's state it leaves in memory); `peak_rss_bytes` (host) and `peak_device_bytes`
 (accelerators) are process-wide peaks so far, so only the first measurement of a process is its
 own peak.
+`compile_s` times real compilations: the persistent compilation cache is on only where
+--compilation_cache=DIR or $JAX_COMPILATION_CACHE_DIR names one, never in the other commands'
+default directory.
 """
 from __future__ import annotations
 
@@ -78,6 +81,7 @@ RAF_FIXTURE_SIDE = 100  # RAF-DB's aligned faces are 100×100 JPEGs
 
 FLAGS = flags.FLAGS
 cli.define_config_flag()
+cli.uses_cache_flags(data=False)
 flags.DEFINE_list('batch', ['2'], 'Global batch size(s) to measure, e.g. 2 or 64,256.')
 flags.DEFINE_integer('steps', 3, 'Timed steps per measurement, after one warm-up step; the median '
                      'is reported.')
@@ -500,8 +504,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   host.keep_freed_memory()
-  # compile_s times compilation: the persistent cache only where one is asked for (the flag, or
-  # $JAX_COMPILATION_CACHE_DIR), never the commands' default one.
   cli.enable_compilation_cache(FLAGS.compilation_cache if FLAGS.compilation_cache is not None
                                else os.environ.get('JAX_COMPILATION_CACHE_DIR', ''))
   config = FLAGS.config
@@ -519,6 +521,7 @@ def main(argv):
   if any(b < 1 for b in batches):
     raise app.UsageError(f'--batch={",".join(FLAGS.batch)}: batch sizes must be ≥ 1')
 
+  create_model(config.model, config.data.image_size, config.data.num_classes)  # a bad config: now
   emit(**machine_record())
   ceiling_dtypes = sorted(set(dtypes) | ({'bfloat16'} if on_accelerator() else set()))
   ceiling = ceilings(ceiling_dtypes, FLAGS.steps)

@@ -136,12 +136,13 @@ def fail(message: str) -> None:
 
 def run(main) -> None:
   """`app.run(main)` for every command of the project: a mistake in its flags or arguments ends it
-  with one line (`parse_flags`; a `app.UsageError` from `main`), and `--help` lists the flags it
-  takes from shared modules (`define_once`) with its own."""
+  with one line (`parse_flags`; a `app.UsageError` from `main`), as does one in its config or data
+  (`run_or_exit`), and `--help` lists the flags it takes from shared modules (`define_once`) with
+  its own."""
 
   def main_or_fail(argv):
     try:
-      return main(argv)
+      return run_or_exit(main, argv)
     except app.UsageError as e:
       fail(str(e))
 

@@ -1,4 +1,5 @@
 """cli: how a command ends on errors the user can fix, and where the caches go."""
+import os
 import signal
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def test_data_cache_dir(monkeypatch, tmp_path):
     # launch.evidence imports lnl_jax.analysis, whose --workdir and --what it does not read.
     ('launch.evidence', ['--config', '--runs_dir', '--compilation_cache'], ['--workdir', '--what']),
     ('lnl_jax.report', ['--out'], ['--compilation_cache', '--data_cache']),  # runs no model
+    ('lnl_jax.bench', ['--config', '--batch', '--compilation_cache'], ['--data_cache']),
 ])
 def test_help_lists_the_flags_the_command_takes(module, present, absent):
   """`--help` (not only `--helpfull`) lists the flags a command takes from lnl_jax.cli and its
@@ -72,3 +74,17 @@ def test_help_lists_the_flags_the_command_takes(module, present, absent):
   listed = {line.split(':')[0].strip().replace('[no]', '') for line in out.splitlines()
             if line.startswith('  --')}
   assert set(present) <= listed and not set(absent) & listed, out
+
+
+@pytest.mark.parametrize('module', ['lnl_jax.bench', 'launch.compile_options'])
+def test_a_bad_config_ends_a_command_without_a_workdir_with_one_line(module):
+  """README: a bad config value ends every command with one line `error: ...` and status 1, also
+  those that take no workdir (the benchmarks), and before they time anything."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # compile_options refuses it
+  proc = subprocess.run([sys.executable, '-m', module, '--config=configs/raf.py',
+                         '--config.model.num_patches=15'], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.splitlines()[-1].startswith(
+      'error: model.num_patches=15 is not n² for a whole n ≥ 1'), proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr and proc.stdout == ''
