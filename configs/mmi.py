@@ -1,6 +1,7 @@
 """MMI exported as class folders (neutral + peak frames), 7 classes, 5-fold CV. Paper: 68.75 %.
 
---config.data.root: `root/<class>/*.png|jpg`. Folds are subject-wise where file names carry a subject id.
+--config.data.root: `root/<class>/*.png|jpg`. The folds are stratified by class: class folders
+name no subject, so a subject's faces can fall on both sides of a fold.
 """
 from lnl_jax.config_base import dataset_config
 

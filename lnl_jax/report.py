@@ -13,9 +13,8 @@ dataset and setting, and the difference ours − paper in points; sweeps also ge
 against the swept value, with the paper's curve where it is known). The markdown is printed and
 written to --out (default RUNS_DIR/report.md), the plots beside it.
 
-The paper's numbers are read from its text (`paper/lnlattennet-paper.txt`), whose tables lost most
-decimal points in the PDF extraction ('5482' is 54.82); numbers whose column cannot be read are left
-out, and the table says 'unknown'.
+The paper's numbers are those of `lnl_jax/paper.py` (Tables IV–VII as printed); a setting the
+paper gives no number for is left out, and the table says 'unknown'.
 """
 from __future__ import annotations
 

@@ -386,8 +386,9 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
     'unknown dataset name': (case_unknown_dataset, 'error', ["data.name='rafdb2' is unknown"]),
     'read-only workdir (main)': (through_main('read_only_workdir'), 'error',
                                  ['is not writable', '/run']),
-    'crop padding ≥ the image size (main)': (through_main('crop_padding_too_large'), 'error',
-                                             ['crop_padding=999 must be in [0, image_size=64)']),
+    'crop padding ≥ the image size (main)': (
+        through_main('crop_padding_too_large'), 'error',
+        ['data.crop_padding=999 must be in [0, data.image_size=64)']),
     'workdir under a file': (case_workdir_is_a_file, 'error',
                              ['is not writable', 'Not a directory', 'file/run']),
     'config override naming no field (main)': (

@@ -459,8 +459,8 @@ def test_what_1_2x_would_take_on_the_xeon_follows_from_its_records():
   ]
   missing = [e for e in expected if e not in prose]
   assert not missing, missing
-  sentence = (f'There 1.2× would ask every convolution to run at the rate of a 2048³ matrix product '
-              f'({span(needed, 0)} GFLOP/s against {conv_flops / conv_s / 1e9:.0f} now)')
+  sentence = (f'There 1.2× would ask every convolution to run at the rate of a 2048³ matrix '
+              f'product ({span(needed, 0)} GFLOP/s against {conv_flops / conv_s / 1e9:.0f} now)')
   assert sentence in readme, sentence
 
 

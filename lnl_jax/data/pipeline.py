@@ -113,15 +113,16 @@ def check_train_settings(*, image_size: int, crop_padding: int, erase_prob: floa
   """ConfigError for augmentation or bad-image settings that `train_batches` refuses (the training
   loop checks them before it starts compiling)."""
   if not 0 <= crop_padding < image_size:
-    raise ConfigError(f'crop_padding={crop_padding} must be in [0, image_size={image_size})')
+    raise ConfigError(f'data.crop_padding={crop_padding} must be in '
+                      f'[0, data.image_size={image_size})')
   if not 0.0 <= erase_prob <= 1.0:
-    raise ConfigError(f'erase_prob={erase_prob} must be a probability in [0, 1]')
+    raise ConfigError(f'data.erase_prob={erase_prob} must be a probability in [0, 1]')
   _check_on_bad_image(on_bad_image)
 
 
 def _check_on_bad_image(on_bad_image: str) -> None:
   if on_bad_image not in ('skip', 'fail'):
-    raise ConfigError(f"on_bad_image={on_bad_image!r} must be 'skip' or 'fail'")
+    raise ConfigError(f"data.on_bad_image={on_bad_image!r} must be 'skip' or 'fail'")
 
 
 def eval_batches(records: Records, *, batch_size: int, image_size: int, on_bad_image: str = 'skip',
