@@ -32,13 +32,14 @@ from lnl_jax.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from lnl_jax.errors import ConfigError
 from lnl_jax.models import LNLAttenNet, create_model
 
-# Fields that change the parameters' shapes or the data a checkpoint was trained on: a resumed run
-# must agree with the checkpoint on every one of them. Some change the data of some datasets only
-# (the folds of k-fold datasets, the synthetic faces' counts and occluders); they are held for all.
+# Fields that change the parameters' shapes, the network they feed (Eq. 1's α) or the data a
+# checkpoint was trained on: a resumed run must agree with the checkpoint on every one of them. Some
+# change the data of some datasets only (the folds of k-fold datasets, the synthetic faces' counts
+# and occluders); they are held for all.
 FROZEN_FIELDS = ('data.name', 'data.image_size', 'data.num_classes', 'data.num_folds', 'data.fold',
                  'data.num_train', 'data.num_test', 'data.occlusion_prob', 'data.limit',
-                 'model.attention', 'model.num_patches', 'model.overlap', 'model.width',
-                 'model.head_widths', 'seed')
+                 'model.attention', 'model.alpha', 'model.num_patches', 'model.overlap',
+                 'model.width', 'model.head_widths', 'seed')
 
 
 class Checkpoints:
