@@ -521,7 +521,8 @@ def main(argv):
   if any(b < 1 for b in batches):
     raise app.UsageError(f'--batch={",".join(FLAGS.batch)}: batch sizes must be ≥ 1')
 
-  create_model(config.model, config.data.image_size, config.data.num_classes)  # a bad config: now
+  # A bad config ends the command here, before anything is timed.
+  create_model(config.model, config.data.image_size, config.data.num_classes)
   emit(**machine_record())
   ceiling_dtypes = sorted(set(dtypes) | ({'bfloat16'} if on_accelerator() else set()))
   ceiling = ceilings(ceiling_dtypes, FLAGS.steps)
