@@ -31,18 +31,24 @@ def evaluate(params, records: Records, *, eval_step, parallel: Parallel, config,
   None when `stop` received a signal it may act on alone (`StopSignal.received_alone`) mid-way."""
   labels, preds, w_global, w_local = [], [], [], []
   bad = pipeline.BadImageCounter()
-  for batch in pipeline.eval_batches(records, batch_size=config.train.batch_size,
-                                     image_size=config.data.image_size,
-                                     on_bad_image=config.data.on_bad_image, bad_images=bad):
-    if stop is not None and stop.received_alone():
-      return None
-    out = inference.run_padded(eval_step, params, parallel, batch['image'])
-    # eval_step's outputs are replicated: every process holds the global batch. Keep its rows.
-    keep = _global_rows(batch['mask'])
-    labels.append(_global_rows(batch['label'])[keep])
-    preds.append(out['prediction'][keep])
-    w_global.append(out['w_global'][keep])
-    w_local.append(out['w_local'][keep])
+  batch_size = config.train.batch_size
+  # A bar for the minutes a large test split takes on a CPU; it goes once the split is done.
+  bar = tqdm(total=pipeline.eval_steps(len(records), batch_size), desc='evaluating', unit='batch',
+             leave=False, disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
+  with bar:
+    for batch in pipeline.eval_batches(records, batch_size=batch_size,
+                                       image_size=config.data.image_size,
+                                       on_bad_image=config.data.on_bad_image, bad_images=bad):
+      if stop is not None and stop.received_alone():
+        return None
+      out = inference.run_padded(eval_step, params, parallel, batch['image'])
+      # eval_step's outputs are replicated: every process holds the global batch. Keep its rows.
+      keep = _global_rows(batch['mask'])
+      labels.append(_global_rows(batch['label'])[keep])
+      preds.append(out['prediction'][keep])
+      w_global.append(out['w_global'][keep])
+      w_local.append(out['w_local'][keep])
+      bar.update(1)
   labels, preds = np.concatenate(labels), np.concatenate(preds)
   cm = metrics.confusion(labels, preds, records.num_classes)
   return dict(cm=cm, w_global=np.concatenate(w_global), w_local=np.concatenate(w_local),

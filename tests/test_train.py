@@ -3,6 +3,7 @@ with a non-finite loss."""
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,9 @@ def test_main_writes_everything_and_resumes(tmp_path):
   assert (cm.sum(axis=0) != cm.sum(axis=1)).any()  # else a transposed matrix would pass too
   np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(test.labels, minlength=7))
   assert evaluation['confusion_matrix'] == summary['confusion_matrix']
+  # Its progress is shown, counted in batches of the test split.
+  shown = re.search(r'evaluating: +\d+%\|.*?\| \d+/(\d+) ', log)
+  assert shown and int(shown.group(1)) == -(-len(test) // config.train.batch_size), log[-2000:]
 
 
 def tensorboard_scalars(workdir) -> dict:
