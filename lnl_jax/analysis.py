@@ -30,6 +30,7 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 from scipy import stats
+from tqdm import tqdm
 
 from lnl_jax import checkpoints, cli, io, plots, train
 from lnl_jax.checkpoints import load_trained
@@ -278,7 +279,8 @@ def occlusion_analysis(apply_fn: ApplyFn, images, labels, boxes, fill: str = 'gr
     raise ValueError(f'apply_fn gives w_local for {base_w.shape} patches; expected {m}, one per box.')
   occluded_w, occluded_g, accuracy = [], [], []
   face_drop = []  # face_drop[i][n, j]: fall of patch j's wˡ on face n with patch i occluded
-  for box in boxes:
+  # One pass over the faces per patch: minutes of the full model on a CPU.
+  for box in tqdm(boxes, desc='occluding patches', unit='patch', leave=False, mininterval=2.0):
     out = apply_fn(occlude(images, box, fill, rng))
     face_drop.append(base_faces - np.asarray(out['w_local'], np.float64))
     occluded_w.append(np.asarray(out['w_local'], np.float64).mean(0))

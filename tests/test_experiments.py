@@ -7,6 +7,7 @@ checked against hand-written fixtures whose answers are known independently.
 """
 import json
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -487,3 +488,6 @@ def test_analysis_runs_on_a_trained_checkpoint(swept):
   assert [s['step'] for s in crucial['over_training']] == [2]  # tracked every 2 steps, 2 in all
   assert crucial['verdict'] in proc.stdout and occlusion['verdict'] in proc.stdout
   assert np.sum(load(os.path.join(out, 'per_class.json'))['confusion_matrix']) == 16
+  # The long parts show their progress: a pass per occluded patch, the test split's batches.
+  assert re.search(r'occluding patches: +\d+%\|.*?\| \d+/16 ', proc.stderr), proc.stderr[-2000:]
+  assert 'evaluating:' in proc.stderr
