@@ -268,6 +268,13 @@ def case_same_file_in_train_and_test(c):
   return raises(lambda: load('folder', c.tmp / 'd'))
 
 
+def case_class_folders_differ_between_splits(c):
+  # Folder classes are the sorted folder names of each split: 'sad' would be label 2 in train and
+  # 1 in test.
+  return raises(lambda: load('folder', folders(c.tmp, dict(angry=2, happy=2, sad=2),
+                                               dict(angry=2, sad=2))))
+
+
 def case_duplicate_file_names_across_splits(c):
   # write_image seeds pixels by path, so the same name in train/ and test/ differs in content:
   # fine, as in exports that number each split's files from 0. A byte-identical copy warns.
@@ -363,6 +370,9 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
     'same file in train and test': (case_same_file_in_train_and_test, 'error',
                                      ['4 test image(s) are also in the train split',
                                       'img_000.png']),
+    'class folders differ between splits': (case_class_folders_differ_between_splits, 'error',
+                                            ["train and test classes differ: ('angry', 'happy', "
+                                             "'sad') vs ('angry', 'sad')"]),
     'duplicate file names across splits': (case_duplicate_file_names_across_splits, 'warning',
                                            ['1 test image(s) are byte-identical',
                                             'test/sad/img_001.png']),

@@ -187,3 +187,15 @@ def test_cpu_model_reads_the_first_processor(kind, tmp_path):
   assert got_name == (name or host.platform.processor() or host.platform.machine()) and got_name
   missing_name, missing_isa = host.cpu_model(str(tmp_path / 'missing'))
   assert missing_name and missing_isa == ''
+
+
+def test_usable_cores_are_those_the_process_may_run_on():
+  """Under an affinity mask (taskset, a Slurm allocation) the cores counted are the mask's, not
+  all the machine's."""
+  allowed = os.sched_getaffinity(0)
+  try:
+    os.sched_setaffinity(0, {min(allowed)})
+    assert host.usable_cores() == 1
+  finally:
+    os.sched_setaffinity(0, allowed)
+  assert host.usable_cores() == len(allowed)

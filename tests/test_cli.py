@@ -4,10 +4,11 @@ import signal
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from fixtures import ROOT
-from lnl_jax import cli
+from lnl_jax import cli, program_store
 from lnl_jax.errors import ConfigError, DataError, Preempted
 
 
@@ -74,6 +75,33 @@ def test_help_lists_the_flags_the_command_takes(module, present, absent):
   listed = {line.split(':')[0].strip().replace('[no]', '') for line in out.splitlines()
             if line.startswith('  --')}
   assert set(present) <= listed and not set(absent) & listed, out
+
+
+CACHE_SETTINGS = ('jax_enable_compilation_cache', 'jax_compilation_cache_dir',
+                  'jax_persistent_cache_min_compile_time_secs')
+
+
+def test_enable_compilation_cache_turns_both_caches_on_in_the_folder_or_off(monkeypatch, tmp_path):
+  """A folder ('~' expanded) turns JAX's persistent cache on there, for programs that compile in
+  0.2 s or longer (README) when JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS is unset, and keeps the
+  lowered steps in its folder `lowered`; '' (`--compilation_cache=`) turns both off."""
+  monkeypatch.setenv('HOME', str(tmp_path))
+  monkeypatch.delenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', raising=False)
+  monkeypatch.setattr(program_store, '_directory', None)  # restored when the test ends
+  monkeypatch.setattr(program_store, '_digest', None)
+  saved = {name: jax.config.values[name] for name in CACHE_SETTINGS}
+  try:
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 5.0)
+    cli.enable_compilation_cache('~/cache')
+    assert [jax.config.values[name] for name in CACHE_SETTINGS] == [
+        True, str(tmp_path / 'cache'), 0.2]
+    assert program_store.directory() == str(tmp_path / 'cache' / 'lowered')
+    cli.enable_compilation_cache('')
+    assert jax.config.values['jax_enable_compilation_cache'] is False
+    assert program_store.directory() is None
+  finally:
+    for name, value in saved.items():
+      jax.config.update(name, value)
 
 
 @pytest.mark.parametrize('module', ['lnl_jax.bench', 'launch.compile_options'])

@@ -5,14 +5,17 @@ Expected values are written from the paper, not read from lnl_jax.geometry: 144�
 stride 32), F5 at 144/16 = 9 pooled by Table I's 2×2/2 max-pool to 4×4, SimpleNet's pooled patch
 map 48/8 = 6, and Table III's two valid 3×3 convolutions taking it to 4×4 and then 2×2.
 """
+import ast
 import glob
 import os
+import re
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 
+from lnl_jax.config_base import base_config, dataset_config
 from lnl_jax.models import create_model
 from lnl_jax.models.ensemble import LocalAttention
 from lnl_jax.models.nonlocal_attention import NonLocalAttention
@@ -50,6 +53,43 @@ def test_evidence_config_narrows_only_widths_and_the_training_faces():
              for k, v in cpu[block].items() if evidence[block][k] != v}
   assert changed == {'model.width', 'data.num_train'}
   assert evidence.model.width < cpu.model.width and evidence.data.num_train < cpu.data.num_train
+
+
+def test_variants_are_comma_separated_words_that_name_the_run():
+  """config_base's grammar: `raf.py:cpu,none` is the run 'raf:cpu,none'; spaces around the words
+  are allowed; fold=K takes a whole K ≥ 0; any other word is refused. A dataset file's data fields
+  are kept (FERPlus's 8 classes)."""
+  c = dataset_config('raf', 'cpu,none')
+  assert (c.name, c.model.attention, c.model.width) == ('raf:cpu,none', 'none', 1 / 16)
+  assert dataset_config('raf', None).name == 'raf'
+  c = dataset_config('ckplus', ' cpu , local,fold=3 ')
+  assert (c.model.attention, c.model.width, c.data.fold) == ('local', 1 / 16, 3)
+  for word in ('fold=-1', 'fold=x', 'fold=', 'smok'):
+    with pytest.raises(ValueError, match='unknown config variant'):
+      dataset_config('ckplus', word)
+  assert load_config_file('ferplus').data.num_classes == 8
+
+
+def test_every_default_the_readme_gives_is_the_configs():
+  """The README's table of config fields (`| `data.flip` | True | …`, several fields to a row
+  where it says `5, 0`) gives each field's default: base_config holds exactly those values."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    table = f.read().split('| field | default | meaning |\n')[1].split('\n\n')[0]
+  rows = re.findall(r'^\| (`[^|]+`) \| ([^|]+) \|', table, re.M)
+  config, checked = base_config(), []
+  for names, default in rows:
+    fields = re.findall(r'`([\w.]+)`', names)
+    if default.strip() == 'per config':
+      continue
+    values = ast.literal_eval(default.strip())
+    values = values if len(fields) > 1 else (values,)
+    for field, value in zip(fields, values, strict=True):
+      section, _, name = field.rpartition('.')
+      got = (config[section] if section else config)[name]
+      assert got == value and type(got) is type(value), (field, got, value)
+      checked.append(field)
+  assert {'seed', 'data.on_bad_image', 'model.head_widths', 'train.lr_decay'} <= set(checked)
+  assert len(checked) >= 35
 
 
 @pytest.mark.parametrize('name,arg', [('synthetic', ''), ('synthetic', 'cpu'), ('evidence', '')])

@@ -1,10 +1,12 @@
-"""metrics: confusion matrices, accuracies, the per-epoch history and summary.json."""
+"""metrics: confusion matrices, accuracies, the per-epoch history and summary.json, and the
+writes (`lnl_jax.io`) that keep such files whole."""
 import json
+import os
 
 import numpy as np
 import pytest
 
-from lnl_jax import metrics
+from lnl_jax import io, metrics
 
 
 def test_confusion_and_accuracies():
@@ -55,3 +57,27 @@ def test_summary_best_is_the_highest_epoch_not_the_last():
   assert s['test_accuracy_best'] == 70.0
   assert s['test_accuracy_last_epoch'] == 50.0
   assert s['test_accuracy_mean_last_epochs'] == pytest.approx(60.0)
+
+
+def test_a_write_that_fails_leaves_the_previous_file_and_nothing_else(tmp_path):
+  """A crash mid-write leaves the previous version in place and no temporary file beside it."""
+  path = tmp_path / 'summary.json'
+  io.write_json(str(path), {'epoch': 1})
+
+  def fails_midway(f):
+    f.write(b'{"epo')
+    raise OSError('disk full')
+  with pytest.raises(OSError, match='disk full'):
+    io.write_atomic(str(path), fails_midway)
+  assert json.loads(path.read_text()) == {'epoch': 1}
+  assert os.listdir(tmp_path) == ['summary.json']
+
+
+def test_writes_create_their_folders_and_take_a_bare_file_name(tmp_path, monkeypatch):
+  """A path in folders that do not exist yet has them created; a bare file name is written in the
+  working directory (`export --out=model.jaxexport`, say)."""
+  io.write_text(str(tmp_path / 'new' / 'deeper' / 'a.txt'), 'a')
+  assert (tmp_path / 'new' / 'deeper' / 'a.txt').read_text() == 'a'
+  monkeypatch.chdir(tmp_path)
+  io.write_json('b.json', [1])
+  assert json.loads((tmp_path / 'b.json').read_text()) == [1]

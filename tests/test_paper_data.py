@@ -62,6 +62,19 @@ def test_affectnet_tests_on_the_validation_list_with_seven_classes(tmp_path):
   assert [test.class_names[l] for l in test.labels] == ['surprise']
 
 
+def test_affectnet_and_ckplus_keep_contempt_with_eight_classes(tmp_path):
+  """`--config.data.num_classes=8` (the README's 8-class option) adds contempt, the eighth
+  class, to AffectNet (code 7) and to CK+ (emotion 2): its faces are read, not dropped."""
+  rows = {'training': [('1/a.jpg', 0, 0, 20, 20, 0), ('1/c.jpg', 0, 0, 20, 20, 7)],
+          'validation': [('2/f.jpg', 0, 0, 20, 20, 7)]}
+  fixtures.write_affectnet_csv(str(tmp_path / 'affectnet'), rows)
+  train, test = _splits('affectnet', tmp_path / 'affectnet', num_classes=8)
+  assert train.class_names == PAPER_AFFECTNET_CLASSES + ('contempt',)
+  assert _names(train) == ['a.jpg', 'c.jpg'] and _names(test) == ['f.jpg']
+  train, test = _splits('ckplus', _ckplus_root(tmp_path), num_classes=8)
+  assert set(train.class_names) == PAPER_CKPLUS_CLASSES | {'contempt'}
+  assert len(train) + len(test) == 2 * 11  # every sequence, contempt's 3 included
+
 def test_sfew_tests_on_val(tmp_path):
   fixtures.write_sfew(str(tmp_path), {'Angry': 2, 'Happy': 1}, {'Sad': 1, 'Neutral': 2})
   train, test = _splits('sfew', tmp_path)

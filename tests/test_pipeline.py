@@ -1,9 +1,11 @@
 """Tests of the tf.data input pipeline and PIL image decoding, on tiny files written with PIL."""
 import logging
+import struct
 import types
+import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 import pytest
 
 from lnl_jax.data import decode
@@ -294,6 +296,9 @@ def _format_cases(tmp_path):
   cases['png16_mid'] = (_save(tmp_path, 'mid16.png',
                               Image.fromarray(np.full((9, 7), 200 * 257, np.uint16))),
                         (200, 200, 200), 0)
+  cases['tiff16_big_endian'] = (_save(tmp_path, 'mid16.tiff',
+                                      Image.fromarray(np.full((9, 7), 200 * 257, '>u2'))),
+                                (200, 200, 200), 0)
   rgba = np.zeros((10, 10, 4), np.uint8)
   rgba[..., :3] = (200, 100, 50)
   rgba[:, 5:, 3] = 255  # left half transparent → black
@@ -301,10 +306,19 @@ def _format_cases(tmp_path):
   pal = Image.new('P', (12, 12), 1)
   pal.putpalette([0, 0, 0, 10, 120, 230] + [0] * 762)
   cases['palette'] = (_save(tmp_path, 'palette.png', pal), (10, 120, 230), 0)
+  pal = Image.new('P', (12, 12), 1)
+  pal.putpalette([250, 250, 250, 10, 120, 230] + [0] * 762)
+  pal.paste(0, (0, 0, 6, 12))  # left half: colour 0, the transparent one → black
+  cases['palette_transparent'] = (_save(tmp_path, 'palette_t.png', pal, transparency=0),
+                                  (5, 60, 115), 0)
   cases['grey_tiff'] = (_save(tmp_path, 'grey.tiff', Image.new('L', (11, 13), 77)), (77, 77, 77), 0)
   # 32-bit float [0, 1] data and 32-bit int 8-bit data, each at its top value (1.0, 255): white.
   cases['float_one'] = (_save(tmp_path, 'one.tiff', Image.fromarray(np.ones((8, 6), np.float32))),
                         (255, 255, 255), 0)
+  nan = np.full((8, 6), 0.5, np.float32)
+  nan[0, 0] = np.nan  # one missing value (black) must not hide that the data are [0, 1]
+  cases['float_nan'] = (_save(tmp_path, 'nan.tiff', Image.fromarray(nan)),
+                        np.full(3, 128 * 47 / 48), 2)
   cases['int32_255'] = (_save(tmp_path, 'top.tiff',
                               Image.fromarray(np.full((8, 6), 255, np.int32), 'I')),
                         (255, 255, 255), 0)
@@ -314,6 +328,9 @@ def _format_cases(tmp_path):
 
 
 def test_unusual_formats_decode_to_rgb(tmp_path):
+  """Each format of `_format_cases` decodes to its expected colour (decode.py's docstring: 16-bit
+  grey ÷257 whatever its byte order, transparency composited on black, float data taken as [0, 1]
+  by their maximum, missing values aside), alone and through the pipeline."""
   cases = _format_cases(tmp_path)
   for name, (path, mean, tol) in cases.items():
     image = decode.load_image(path, None, S)
@@ -390,6 +407,52 @@ def test_box_in_large_jpeg_uses_scaled_decode_coordinates(tmp_path):
   image = decode.load_image(path, np.array([300, 400, 200, 200]), S).astype(int)
   inner = image[2:-2, 2:-2].reshape(-1, 3)
   assert np.abs(inner - (230, 30, 30)).max() <= 12
+
+
+def test_a_large_jpeg_is_decoded_at_no_less_than_twice_the_size_needed(tmp_path, monkeypatch):
+  """The decoder's DCT scaling shrinks a 1600-px JPEG needed at 100 px to 200 px (1/8) and one
+  needed at 120 px to 400 px (1/4): never below twice the size needed, from which resizing
+  antialiases."""
+  decoded = []
+  load = JpegImagePlugin.JpegImageFile.load
+  def recorded_load(self):
+    decoded.append(self.size)
+    return load(self)
+  monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'load', recorded_load)
+  path = _save(tmp_path, 'big.jpg', Image.new('RGB', (1600, 1600), (40, 90, 200)))
+  assert decode.load_image(path, None, 100).shape == (100, 100, 3)
+  assert set(decoded) == {(200, 200)}
+  decoded.clear()
+  assert decode.load_image(path, None, 120).shape == (120, 120, 3)
+  assert set(decoded) == {(400, 400)}  # 1/8 would give 200 < 240
+
+
+def test_a_box_of_any_shape_is_resized_to_the_square_size(tmp_path):
+  """A face box S wide but 10 tall, or touching the image only along its edge, is a face resized
+  to S×S, or a bad file: never an image of another shape."""
+  path = _save(tmp_path, 'wide.png', Image.new('RGB', (40, 40), (10, 20, 30)))
+  np.testing.assert_array_equal(decode.load_image(path, np.array([0, 0, 10, S]), S),
+                                np.full((S, S, 3), (10, 20, 30)))
+  with pytest.raises(DataError, match='lies outside'):
+    decode.load_image(path, np.array([40, 0, 8, 8]), S)  # its top is the image's bottom edge
+
+
+def _png_without_pixels(width: int, height: int) -> bytes:
+  """A grey 8-bit PNG declaring this size, whose image data chunk is empty."""
+  chunk = lambda kind, data: (struct.pack('>I', len(data)) + kind + data +
+                              struct.pack('>I', zlib.crc32(kind + data)))
+  header = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', b'') +
+          chunk(b'IEND', b''))
+
+
+def test_a_decompression_bomb_is_a_bad_file(tmp_path):
+  """A file declaring 30000×30000 pixels (PIL refuses it as a decompression bomb) is a file
+  that cannot be decoded, named in a DataError, so the pipeline can skip and count it."""
+  path = tmp_path / 'bomb.png'
+  path.write_bytes(_png_without_pixels(30000, 30000))
+  with pytest.raises(DataError, match='cannot decode image .*bomb.png'):
+    decode.load_image(str(path), None, S)
 
 
 def test_measure_throughput_counts_images_per_second_after_the_warm_up(monkeypatch):

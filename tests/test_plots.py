@@ -123,6 +123,42 @@ def test_bad_shapes_raise_clear_errors(tmp_path):
     plots.local_weights_occlusion(np.ones((5, 5)), np.ones(5), p)
   with pytest.raises(ValueError, match=r'expected \(3, 3\)'):
     plots.confusion_matrix(np.ones((2, 2)), ['a', 'b', 'c'], p)
+  with pytest.raises(ValueError, match='non-negative'):
+    plots.confusion_matrix(np.array([[3, -1], [0, 2]]), ['a', 'b'], p)
+  with pytest.raises(ValueError, match='perfect square'):
+    plots.attention_grid(faces, np.ones((2, 0)), p)
+  with pytest.raises(ValueError, match=r'floats in \[0, 1\]'):
+    plots.attention_grid(faces.astype(np.float32) + 200, np.ones((2, 4)), p)
   with pytest.raises(ValueError, match='epoch'):
     plots.training_curves([{'train_loss': 1.0}], p)
   assert not p.exists()
+
+
+def test_overlay_without_boxes_stretches_the_grid_over_a_non_square_face():
+  """Without boxes the 2×2 grid covers an 8×12 face as four 4×6 cells: the highest weight, bottom
+  right, paints rows 4..7 and columns 6..11."""
+  image = np.full((8, 12, 3), GREY, np.uint8)
+  out = plots.attention_overlay(image, [0.1, 0.2, 0.3, 0.4])
+  np.testing.assert_array_equal(out[4:, 6:].reshape(-1, 3), np.tile(HIGHEST, (24, 1)))
+  np.testing.assert_array_equal(out[:4, :6].reshape(-1, 3), np.tile(LOWEST, (24, 1)))
+
+
+def test_overlay_colours_follow_the_given_range():
+  """With vmin and vmax given, weights are coloured on that range, not on this face's own: equal
+  weights halfway through it paint the middle colour, weights at its ends the end colours."""
+  image = np.full((8, 8, 3), GREY, np.uint8)
+  middle = np.rint(0.5 * GREY + 0.5 * 255 * np.array(colormaps['jet'](0.5)[:3]))
+  out = plots.attention_overlay(image, np.full(4, 0.5), vmin=0.0, vmax=1.0)
+  np.testing.assert_array_equal(out.reshape(-1, 3), np.tile(middle, (64, 1)))
+  out = plots.attention_overlay(image, [0.0, 0.5, 0.5, 1.0], vmin=0.0, vmax=1.0)
+  np.testing.assert_array_equal(out[0, 0], LOWEST)
+  np.testing.assert_array_equal(out[7, 7], HIGHEST)
+
+
+def test_faces_may_be_grey_or_floats_in_0_1():
+  """Grey faces (K, H, W) or (K, H, W, 1) are drawn as RGB, and float faces in [0, 1] are scaled
+  to 0..255 (0.5 is grey 128), not cut to 0 or 1."""
+  as_uint8 = plots._as_uint8_images  # pylint: disable=protected-access
+  for grey in (np.full((2, 4, 4), 0.5), np.full((2, 4, 4, 1), 0.5)):
+    np.testing.assert_array_equal(as_uint8(grey), np.full((2, 4, 4, 3), 128, np.uint8))
+  np.testing.assert_array_equal(as_uint8(np.full((1, 2, 2, 3), 1.0)), np.full((1, 2, 2, 3), 255))

@@ -1,12 +1,17 @@
 """Pre-emption and crashes of the real entry point (`python -m lnl_jax.main`, smoke size, as
-subprocesses): SIGKILL, SIGINT and SIGTERM at different moments, then resume."""
+subprocesses): SIGKILL, SIGINT and SIGTERM at different moments, then resume; and the states of
+`StopSignal` that decide between ending at once and checkpointing first, in a process of its own."""
 import json
 import re
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
 
+from fixtures import ROOT, command_env
 from processes import (TIMEOUT, assert_trees_identical, finalized_steps, load_state, main_command,
                        read_metrics)
 
@@ -99,3 +104,37 @@ def test_sigterm_while_the_first_step_compiles_ends_within_ten_seconds(tmp_path,
   assert ('preempted: SIGTERM received: no step had run, nothing to save; rerun the same command '
           'to resume.') in log
   assert 'Traceback' not in log and finalized_steps(workdir) == []
+
+
+STOP_SIGNAL_STATES = textwrap.dedent('''
+    import os, signal, sys, time
+    from lnl_jax.preemption import StopSignal
+    signals = (signal.SIGTERM, signal.SIGINT)
+    before = [signal.getsignal(s) for s in signals]
+    StopSignal().restore()
+    if [signal.getsignal(s) for s in signals] != before:
+      sys.exit(6)  # the handlers of before the run are not back
+    stop = StopSignal()
+    stop.stepped()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(1)  # room for the watcher to end the process, as it must not with a step unsaved
+    if not stop.agreed(1):
+      sys.exit(7)
+    print('stopping after step 1', flush=True)  # the loop would checkpoint here
+    stop.saved(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the watcher ends the process at once: nothing is unsaved
+    sys.exit(8)
+''')
+
+
+def test_a_stop_signal_waits_for_the_checkpoint_of_unsaved_steps_only():
+  """`StopSignal` in one process: `restore` puts the previous SIGTERM/SIGINT handlers back; a
+  signal after a step is left to the loop (`agreed`), which checkpoints; once `saved`, a signal ends
+  the process at once with 128 + signal and the line naming the checkpoint written."""
+  proc = subprocess.run([sys.executable, '-c', STOP_SIGNAL_STATES], cwd=ROOT, env=command_env(),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, proc.stderr[-2000:])
+  assert proc.stdout.splitlines() == ['stopping after step 1']
+  assert ('preempted: SIGTERM received: checkpoint of step 1 written; rerun the same command to '
+          'resume.') in proc.stderr

@@ -1,6 +1,7 @@
 """program_store: a train step whose lowered program is read back from the store computes what the
 step traced afresh computes, and the program's key changes with everything that shapes it."""
 import copy
+import hashlib
 import os
 import shutil
 import subprocess
@@ -8,8 +9,12 @@ import sys
 import textwrap
 import threading
 
+import flax
 import jax
+import jaxlib
+import ml_dtypes
 import numpy as np
+import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -177,13 +182,45 @@ def test_settings_without_a_canonical_text_or_an_unexportable_function_run_unsto
 
 
 def test_the_code_digest_changes_with_any_source_of_the_package(tmp_path):
+  """An edit to a module at the package's top level or in any of its subpackages changes the
+  digest."""
   root = tmp_path / 'lnl_jax'
   shutil.copytree(program_store.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns('__pycache__'))
   before = program_store.code_digest(str(root))
   assert program_store.code_digest(str(root)) == before
-  with open(root / 'models' / 'conv.py', 'a') as f:
-    f.write('\n# an edit\n')
-  assert program_store.code_digest(str(root)) != before
+  for source in ('steps.py', os.path.join('models', 'conv.py'), os.path.join('data', 'decode.py')):
+    with open(root / source, 'a') as f:
+      f.write('\n# an edit\n')
+    after = program_store.code_digest(str(root))
+    assert after != before, source
+    before = after
+
+
+def test_the_code_digest_changes_with_the_version_of_python_and_of_each_library(monkeypatch):
+  """A program lowered by another Python, JAX, jaxlib, Flax, Optax, NumPy or ml_dtypes is not read
+  back: the digest the keys start from changes with each of their versions."""
+  digests = {program_store.code_digest()}
+  with monkeypatch.context() as m:
+    m.setattr(sys, 'version', sys.version + ' (another build)')
+    digests.add(program_store.code_digest())
+  for library in (jax, jaxlib, flax, optax, np, ml_dtypes):
+    with monkeypatch.context() as m:
+      m.setattr(library, '__version__', library.__version__ + '.post1')
+      digests.add(program_store.code_digest())
+  assert len(digests) == 8
+
+
+def test_the_store_directory_expands_the_home_folder_and_is_off_with_several_processes(
+    tmp_path, monkeypatch):
+  """`enable('~/…')` keeps programs under the user's home folder (not in a folder named '~'), and
+  with several processes nothing is kept: each would write the same files."""
+  monkeypatch.setattr(program_store, '_directory', None)  # restored when the test ends
+  monkeypatch.setattr(program_store, '_digest', None)
+  monkeypatch.setenv('HOME', str(tmp_path))
+  program_store.enable('~/lowered')
+  assert program_store.directory() == str(tmp_path / 'lowered')
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  assert program_store.directory() is None
 
 
 def test_a_stored_program_is_read_back_only_for_the_arguments_it_takes(tmp_path):
@@ -197,6 +234,12 @@ def test_a_stored_program_is_read_back_only_for_the_arguments_it_takes(tmp_path)
   assert read(str(path), [aval((4,))])[0] is not None
   for other in ([aval((5,))], [aval((4,), np.int32)], [aval((4,)), aval((4,))]):
     assert read(str(path), other) == (None, None)
+  two = steps.Parallel(jax.devices()[:2]).replicated
+  stored = program_store.StoredFunction(lambda x: x * 3, 'f', (), str(tmp_path / 'two'),
+                                        in_shardings=(two,), out_shardings=two)
+  stored(jax.device_put(np.arange(4.0, dtype=np.float32), two))
+  (path,) = (tmp_path / 'two').iterdir()
+  assert read(str(path), [aval((4,))]) == (None, None)  # lowered for two devices, not one
 
 
 def test_a_configuration_change_within_the_process_gets_its_own_program(tmp_path):
@@ -262,7 +305,8 @@ class _Compiles:
 @pytest.mark.parametrize('stored', [False, True])
 def test_the_first_call_runs_the_program_compiled_ahead(tmp_path, stored):
   """`compile_ahead` compiles in the background what the first call with arguments of those
-  shapes runs: the call computes the function and compiles nothing more."""
+  shapes runs, once however often it is asked: the call computes the function and compiles
+  nothing more."""
   sharding = steps.Parallel(jax.devices()[:1]).replicated
   fn = program_store.StoredFunction(lambda x, y: {'sum': x['a'] @ x['a'] + y}, 'f', (),
                                     str(tmp_path) if stored else None,
@@ -270,8 +314,9 @@ def test_the_first_call_runs_the_program_compiled_ahead(tmp_path, stored):
   a = jax.device_put(np.arange(9, dtype=np.float32).reshape(3, 3), sharding)
   y = jax.device_put(np.float32(2), sharding)
   with _Compiles() as compiles:
-    fn.compile_ahead({'a': jax.ShapeDtypeStruct((3, 3), np.float32)},
-                     jax.ShapeDtypeStruct((), np.float32))
+    for _ in range(2):  # the second call finds the compilation started
+      fn.compile_ahead({'a': jax.ShapeDtypeStruct((3, 3), np.float32)},
+                       jax.ShapeDtypeStruct((), np.float32))
     got = fn({'a': a}, y)
   want = np.arange(9.0).reshape(3, 3)
   np.testing.assert_allclose(got['sum'], want @ want + 2)
@@ -345,3 +390,58 @@ def test_a_process_that_ends_while_compiling_ahead_exits_with_its_own_status():
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 3, proc.stderr[-2000:]
   assert 'terminate' not in proc.stderr
+
+
+def test_a_stored_function_donates_the_arguments_it_is_told_to(tmp_path):
+  """`donate_argnums` holds for a program lowered and written and for one read back: the donated
+  argument's buffer is given to the output (the train state is not held twice in memory), the
+  other argument is kept."""
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  for _ in range(2):  # lowered and written, then read back by a new StoredFunction
+    fn = program_store.StoredFunction(lambda x, y: x * y, 'f', (), str(tmp_path),
+                                      in_shardings=(sharding, sharding), out_shardings=sharding,
+                                      donate_argnums=(0,))
+    x, y = (jax.device_put(np.arange(4.0, dtype=np.float32), sharding) for _ in range(2))
+    np.testing.assert_array_equal(fn(x, y), np.arange(4.0) ** 2)
+    assert x.is_deleted() and not y.is_deleted()
+  assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_stored_shapes_are_each_functions_own_weak_types_included(tmp_path):
+  """Two functions of equal settings keep their own shapes (the name is part of the key), and the
+  shapes read back are those traced, weak types included (a Python scalar in the state)."""
+  functions = {
+      'state': lambda: jax.eval_shape(lambda: {'w': jax.numpy.zeros((3,)), 'scale': 1.0}),
+      'other': lambda: jax.eval_shape(lambda: {'w': jax.numpy.zeros((5, 2), np.int32)}),
+  }
+  for _ in range(2):  # traced and written, then read back
+    for name, fn in functions.items():
+      got, want = program_store.shapes(fn, name, (), str(tmp_path)), fn()
+      assert jax.tree.structure(got) == jax.tree.structure(want), name
+      assert [(x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(got)] == [
+          (x.shape, x.dtype, x.weak_type) for x in jax.tree.leaves(want)], name
+  assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_nothing_is_kept_when_the_sources_differ_from_those_the_process_imported(tmp_path,
+                                                                                  monkeypatch):
+  """A process whose package sources changed on disk after it imported them keeps nothing (what it
+  writes would be keyed as code it does not run), and still computes as usual."""
+  monkeypatch.setattr(program_store, '_digest', hashlib.sha256(b'the sources imported').digest())
+  sharding = steps.Parallel(jax.devices()[:1]).replicated
+  fn = program_store.StoredFunction(lambda x: x * 3, 'f', (), str(tmp_path),
+                                    in_shardings=(sharding,), out_shardings=sharding)
+  np.testing.assert_array_equal(fn(jax.device_put(np.ones(4, np.float32), sharding)), np.full(4, 3))
+  shapes = program_store.shapes(lambda: jax.ShapeDtypeStruct((2,), np.float32), 'g', (),
+                                str(tmp_path))
+  assert shapes.shape == (2,)
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_record_that_cannot_be_written_leaves_no_temporary_file(tmp_path):
+  """Storing is an optimisation: a record that cannot be put in place (here a folder stands where
+  the file goes) is reported, and its temporary file removed."""
+  (tmp_path / 'f.shapes').mkdir()
+  write = program_store._write  # pylint: disable=protected-access
+  write(str(tmp_path / 'f.shapes'), {'leaves': []})
+  assert [p.name for p in tmp_path.iterdir()] == ['f.shapes']

@@ -70,3 +70,12 @@ def test_missing_or_wrong_manual_dir_points_at_instructions(tmp_path):
                                       r'\.csv.*must be prepared as follows.*Kaggle'):
     tfds_builders.Fer2013(data_dir=str(tmp_path / 'tfds')).download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'manual')))
+
+
+def test_raf_db_manual_dir_may_be_the_basic_folder_itself(tmp_path):
+  """The instructions allow the release's `basic/` folder as the manual dir, as well as a folder
+  holding it."""
+  fixtures.write_rafdb(str(tmp_path / 'basic'), [2, 7, 1], [4])
+  ds = _load('raf_db', tmp_path / 'tfds', tmp_path / 'basic', split='train',
+             decoders={'image': tfds.decode.SkipDecoding()})
+  assert sorted(ex['label'] for ex in tfds.as_numpy(ds)) == [0, 1, 6]
