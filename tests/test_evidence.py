@@ -310,6 +310,17 @@ def test_render_says_plainly_when_nothing_is_measured(tmp_path):
   assert report.readme_block(report.replace_block(readme, text)) == text
 
 
+def test_a_readme_without_a_whole_evidence_block_is_refused():
+  """The block is rendered between its two markers; a README missing the end marker, or with it
+  before the beginning, is refused rather than cut (which would drop or duplicate its text)."""
+  begin, end = report.EVIDENCE_BEGIN, report.EVIDENCE_END
+  for text in (f'a\n{begin}\nold\n', f'a\n{end}\nold\n{begin}\nb\n', 'a\n'):
+    with pytest.raises(ConfigError, match='no evidence block'):
+      report.replace_block(text, 'new')
+  assert report.replace_block(f'a\n{begin}\nold\n{end}\nb\n', 'new') == (
+      f'a\n{begin}\nnew\n{end}\nb\n')
+
+
 def test_readme_quotes_exactly_what_the_committed_records_give():
   e = load(os.path.join(RESULTS, report.EVIDENCE_JSON))
   for name in e['recorded']:
@@ -322,6 +333,68 @@ def test_readme_quotes_exactly_what_the_committed_records_give():
   # Nothing else in the records folder: no checkpoints, no images.
   allowed = set(e['recorded']) | {report.EVIDENCE_JSON}
   assert set(os.listdir(RESULTS)) <= allowed
+
+
+# --- the runs and their records -------------------------------------------------------------------
+
+def test_runs_are_planned_in_table_iv_order_and_checked():
+  """The runs follow Table IV's row order whatever order --variants gives, then the
+  occlusion-trained LNLAttenNet per seed; --occlusion_prob=0 leaves those out, a value outside
+  [0, 1] or an unknown variant is refused, and --only picks runs in the planned order, refusing a
+  name that is not planned (a typo would otherwise run nothing)."""
+  planned = evidence.runs([0, 1], ('both', 'none'))
+  assert [m.name for m in planned] == [
+      'attention_none_seed0', 'attention_none_seed1', 'attention_both_seed0',
+      'attention_both_seed1', 'occluded_both_seed0', 'occluded_both_seed1']
+  assert planned[0].overrides == {'model.attention': 'none', 'seed': 0, 'data.occlusion_prob': 0.0}
+  assert planned[-1].overrides == {'model.attention': 'both', 'seed': 1, 'data.occlusion_prob': 0.3}
+  assert [m.name for m in evidence.runs([3], ('local',), occlusion_prob=0)] == [
+      'attention_local_seed3']
+  for prob in (-0.1, 1.5):
+    with pytest.raises(ConfigError, match='must be a probability'):
+      evidence.runs([0], occlusion_prob=prob)
+  with pytest.raises(ConfigError, match="'global' is not one of"):
+    evidence.runs([0], ('none', 'global'))
+  chosen = evidence.select(planned, ['occluded_both_seed0', 'attention_none_seed1'])
+  assert [m.name for m in chosen] == ['attention_none_seed1', 'occluded_both_seed0']
+  with pytest.raises(ConfigError, match='attention_both_seed2 not among the planned runs'):
+    evidence.select(planned, ['attention_both_seed0', 'attention_both_seed2'])
+
+
+def test_a_record_replaces_an_old_one_whole(tmp_path):
+  """`record` writes RESULTS/<run>/ whole: the workdir's small files and the analyses, over an
+  earlier record of the run (none of whose files survive) and over a .partial folder an
+  interrupted record left behind (which is gone afterwards)."""
+  workdir, results = tmp_path / 'runs' / 'attention_both_seed0', tmp_path / 'results'
+  workdir.mkdir(parents=True)
+  for f in report.WORKDIR_FILES:
+    (workdir / f).write_text(f'new {f}\n')
+  (results / 'attention_both_seed0').mkdir(parents=True)
+  (results / 'attention_both_seed0' / 'stale.json').write_text('{}')
+  (results / 'attention_both_seed0.partial').mkdir()
+  (results / 'attention_both_seed0.partial' / 'crucial.json').write_text('{"half": ')
+  path = evidence.record(str(workdir), str(results), 'attention_both_seed0',
+                         {'crucial.json': dict(mass=0.5), 'run.json': dict(wall_s=1.0)})
+  assert path == str(results / 'attention_both_seed0')
+  assert sorted(os.listdir(results)) == ['attention_both_seed0']
+  assert sorted(os.listdir(path)) == sorted(report.WORKDIR_FILES + ('crucial.json', 'run.json'))
+  assert load(os.path.join(path, 'crucial.json')) == dict(mass=0.5)
+  with open(os.path.join(path, 'summary.json')) as f:
+    assert f.read() == 'new summary.json\n'
+
+
+def test_a_record_counts_when_every_file_is_there_and_seeds_group_by_kind(tmp_path):
+  """A run is recorded only when its folder holds every record file, run.json and the analyses
+  included (a record missing one would be aggregated without what it lacks); its kind is its name
+  without the seed, for any number of digits."""
+  write_record(str(tmp_path), 'attention_both_seed12', 12, 'both', 80.0, 80.0)
+  assert report.is_recorded(str(tmp_path), 'attention_both_seed12')
+  for f in ('run.json', 'occlusion.json'):
+    os.rename(tmp_path / 'attention_both_seed12' / f, tmp_path / f)
+    assert not report.is_recorded(str(tmp_path), 'attention_both_seed12'), f
+    os.rename(tmp_path / f, tmp_path / 'attention_both_seed12' / f)
+  assert report.group_of('attention_both_seed12') == 'attention_both'
+  assert report.group_of('occluded_both_seed0') == 'occluded_both'
 
 
 # --- the script -----------------------------------------------------------------------------------

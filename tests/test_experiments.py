@@ -110,6 +110,28 @@ def test_member_commands_keep_tuples_and_members_leave_the_config_alone():
   assert (config.model.alpha, config.data.fold) == (0.7, 0)
 
 
+def test_overlap_sweep_rounds_each_144_px_overlap_to_the_nearest_pixel():
+  """At 64 px the overlap sweep scales Table VII's 8, 12, 16, 20, 22 px by 64/144 to 3.56, 5.33,
+  7.11, 8.89 and 9.78 px and rounds them: 4, 5, 7, 9, 10 px, the overlaps the report then sets
+  beside their 144-px columns. Cutting the fractions off instead would train 3, 5, 7, 8, 9 px, two
+  of them a pixel away from the columns they stand for."""
+  assert [m.overrides['model.overlap'] for m in sweep.members('overlap', 64)] == [4, 5, 7, 9, 10]
+  assert [m.name for m in sweep.members('overlap', 64)][0] == 'overlap_4'
+
+
+def test_benchmark_records_are_appended_to_their_file(tmp_path, capsys):
+  """`runs.report` prints each record as a JSON line and appends it to its file: a second record
+  keeps the first (a benchmark file collects every run's records); with no file it only prints."""
+  out = str(tmp_path / 'bench.jsonl')
+  runs.report(dict(what='train_step', batch=8), out)
+  runs.report(dict(what='train_step', batch=16), out)
+  runs.report(dict(what='eval'), '')
+  with open(out) as f:
+    assert [json.loads(line) for line in f] == [dict(what='train_step', batch=8),
+                                                dict(what='train_step', batch=16)]
+  assert capsys.readouterr().out.splitlines()[-1] == '{"what": "eval"}'
+
+
 MEMBERS = ('attention_none', 'attention_both')
 
 
@@ -198,6 +220,71 @@ def test_cross_validate_refuses_official_splits(tmp_path):
   with pytest.raises(ConfigError, match='train/ and test/ folders'):
     cross_validate.check_kfold(dataset_config('folder', None, root=str(tmp_path)).data)
   cross_validate.check_kfold(dataset_config('ckplus', None).data)  # k-fold: accepted
+
+
+def test_a_member_that_cannot_train_is_named(tmp_path):
+  """A member refused by training (here its workdir holds a run with another α, which cannot be
+  resumed) ends the sweep with an error that names the member and its workdir, so that the user
+  knows which of the sweep's runs to look at."""
+  root = fixtures.write_class_folders(str(tmp_path / 'faces'), {c: 5 for c in CLASSES}, '.png', 10)
+  config = dataset_config('folder', 'smoke', root=root)
+  workdir = tmp_path / 'alpha' / 'alpha_0.3'
+  workdir.mkdir(parents=True)
+  other = runs.member_config(config, runs.Member('alpha_0.5', {'model.alpha': 0.5}))
+  (workdir / 'config.json').write_text(other.to_json_best_effort())
+  member = runs.Member('alpha_0.3', {'model.alpha': 0.3})
+  named = re.escape(f'sweep member alpha_0.3 ({workdir}): ')
+  with pytest.raises(ConfigError, match=f'^{named}.*model.alpha=0.5'):
+    runs.run_members(config, str(tmp_path / 'alpha'), [member])
+
+
+def write_fold(runs_dir, fold, steps, accuracy, last, confusion):
+  """A fold's summary.json as training writes it, at `steps` of a 3-epoch, 2-steps-per-epoch
+  schedule, averaged over all 3 epochs."""
+  os.makedirs(os.path.join(runs_dir, f'fold_{fold}'), exist_ok=True)
+  with open(os.path.join(runs_dir, f'fold_{fold}', 'summary.json'), 'w') as f:
+    json.dump(dict(epochs=3, steps=steps, steps_per_epoch=2, mean_over_epochs=3,
+                   test_accuracy_mean_last_epochs=accuracy, test_accuracy_last_epoch=last,
+                   confusion_matrix=confusion, class_names=['a', 'b']), f)
+
+
+def test_cv_summary_waits_for_every_fold_and_sets_the_papers_number(tmp_path):
+  """cv_summary.json is written only once every fold has trained its whole schedule: a fold that
+  has a summary.json but stopped early (4 of its 6 steps) holds it back, and nothing is written.
+  Then it carries the paper's number for the setting, CK+ at the paper's LNLAttenNet: 98.18 %
+  (Table IV), which the printed line quotes beside both folds' figures."""
+  runs_dir = str(tmp_path)
+  config = dataset_config('ckplus', None)
+  config.data.num_folds, config.train.num_epochs, config.train.max_steps = 2, 3, 0
+  write_fold(runs_dir, 0, 6, 96.0, 95.0, [[4, 1], [0, 5]])
+  write_fold(runs_dir, 1, 4, 90.0, 90.0, [[5, 0], [1, 4]])
+  assert cross_validate.write_summary(config, runs_dir) is None
+  assert not os.path.exists(tmp_path / 'cv_summary.json')
+  write_fold(runs_dir, 1, 6, 98.0, 99.0, [[5, 0], [1, 4]])
+  cv = cross_validate.write_summary(config, runs_dir)
+  assert load(tmp_path / 'cv_summary.json') == cv
+  assert cv['paper_accuracy'] == 98.18 and cv['dataset'] == 'ckplus'
+  assert cv['mean_of_last_epochs'] == pytest.approx(dict(mean=97.0, std=2 / np.sqrt(2)))
+  assert cv['pooled_accuracy'] == pytest.approx(100 * 18 / 20)
+  assert cross_validate.describe(cv) == (
+      'ckplus 2-fold CV: mean test accuracy of the last 3 epochs 97.00 ± 1.41%, last epoch '
+      '97.00 ± 2.83%, pooled 90.00% (paper 98.18%)')
+
+
+def test_cross_validation_needs_two_folds_and_runs_each_of_them(tmp_path):
+  """One fold is no cross-validation (every face would be a test face, none left to train
+  on): refused. A --config.data.fold flag would pin every fold to one: refused too, before
+  anything is trained or printed. The refusal of an official split names the k-fold datasets."""
+  config = dataset_config('ckplus', None)
+  config.data.num_folds = 1
+  with pytest.raises(ConfigError, match='at least 2 folds'):
+    cross_validate.check_kfold(config.data)
+  with pytest.raises(ConfigError, match=r'k-fold datasets \(ckplus, folder, jaffe, mmi\)'):
+    cross_validate.check_kfold(dataset_config('raf', None).data)
+  proc = run_module('launch.cross_validate', '--config=configs/ckplus.py',
+                    f'--runs_dir={tmp_path}', '--print_only', '--config.data.fold=1', ok=False)
+  assert proc.returncode != 0 and '--config.data.fold is set' in proc.stderr
+  assert proc.stdout == ''
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -301,6 +388,55 @@ def test_report_at_64_px_sets_each_overlap_beside_the_nearest_144_px_column():
   config['data']['name'] = 'raf'
   config['model']['overlap'] = 17
   assert report.paper_accuracy(config) is None
+
+
+def test_report_lays_out_a_patches_sweep_beside_table_vi(tmp_path):
+  """A Table VI sweep changes M and, by Eq. (5), the overlap with it: its members differ in both
+  fields and still form Table VI, each M beside the paper's RAF-DB number (84.97, 85.66, 86.15,
+  85.53, 85.63 for M = 4 … 36). The note says over which epochs ours is averaged: the last 10 of
+  24."""
+  runs = str(tmp_path / 'runs')
+  for (m, overlap), acc in zip(((4, 29), (9, 21), (16, 16), (25, 13), (36, 11)),
+                               (85.0, 85.5, 86.0, 85.0, 85.63)):
+    write_run(f'{runs}/patches/patches_{m}', 'raf', acc, model__num_patches=m,
+              model__overlap=overlap)
+  text = report.build_report(runs)
+  assert 'Table VI: number of patches M — RAF-DB' in text
+  assert '\n'.join([
+      '| M | overlap (px) | ours (%) | paper (%) | Δ |', '|---|---|---|---|---|',
+      '| 4 | 29 | 85.00 | 84.97 | +0.03 |', '| 9 | 21 | 85.50 | 85.66 | -0.16 |',
+      '| 16 | 16 | 86.00 | 86.15 | -0.15 |', '| 25 | 13 | 85.00 | 85.53 | -0.53 |',
+      '| 36 | 11 | 85.63 | 85.63 | +0.00 |']) in text
+  assert 'ours: mean test accuracy of the last 10 of 24 epochs (the paper: last 10 of 24)' in text
+
+
+def test_runs_of_two_datasets_in_one_folder_are_not_one_table(tmp_path):
+  """Runs side by side form a table only when they share the dataset: a RAF-DB run and an SFEW run
+  in one folder are two single runs, each beside its own dataset's headline number (86.15, 57.80),
+  not a table of runs differing in data.name."""
+  runs = str(tmp_path / 'runs')
+  write_run(f'{runs}/mixed/raf_main', 'raf', 86.0)
+  write_run(f'{runs}/mixed/sfew_main', 'sfew', 57.0)
+  text = report.build_report(runs)
+  assert 'Runs differing in' not in text and '## Single runs' in text
+  setting = 'both, α=0.7, M=16, overlap=16 px, 144 px'
+  assert f'| mixed/raf_main | RAF-DB | {setting} | 86.00 | 86.15 | -0.15 |' in text
+  assert f'| mixed/sfew_main | SFEW 2.0 | {setting} | 57.00 | 57.80 | -0.80 |' in text
+
+
+def test_repeated_seeds_are_listed_in_seed_order():
+  """The rows of repeated seeds follow the seed as a number: seed 2 before seed 10, whatever the
+  workdirs' names sort to."""
+  def run(seed, accuracy):
+    config = base_config().to_dict()
+    config['data']['name'] = 'raf'
+    config['seed'] = seed
+    summary = dict(test_accuracy_mean_last_epochs=accuracy, test_accuracy_last_epoch=accuracy)
+    return report.Run(f'seeds/seed_{seed}', config, summary)
+
+  _, rows, line = report.repeat_rows('seeds', [run(10, 85.0), run(2, 87.0)])
+  assert [r[:2] for r in rows] == [['2', '87.00'], ['10', '85.00'], ['mean ± std', '86.00 ± 1.41']]
+  assert line.startswith('Paper: 86.15%; ours (2 seeds, mean): 86.00%; Δ = -0.15.')
 
 
 # Tables IV–VII of the paper, typed again by hand from its text (test accuracy, %), apart from
