@@ -30,7 +30,6 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 from scipy import stats
-from tqdm import tqdm
 
 from lnl_jax import checkpoints, cli, io, plots, train
 from lnl_jax.checkpoints import load_trained
@@ -280,7 +279,7 @@ def occlusion_analysis(apply_fn: ApplyFn, images, labels, boxes, fill: str = 'gr
   occluded_w, occluded_g, accuracy = [], [], []
   face_drop = []  # face_drop[i][n, j]: fall of patch j's wˡ on face n with patch i occluded
   # One pass over the faces per patch: minutes of the full model on a CPU.
-  for box in tqdm(boxes, desc='occluding patches', unit='patch', leave=False, mininterval=2.0):
+  for box in train.progress(boxes, desc='occluding patches', unit='patch', leave=False):
     out = apply_fn(occlude(images, box, fill, rng))
     face_drop.append(base_faces - np.asarray(out['w_local'], np.float64))
     occluded_w.append(np.asarray(out['w_local'], np.float64).mean(0))
@@ -507,7 +506,7 @@ def main(argv):
     return analyze(FLAGS.workdir, what, FLAGS.num_images, FLAGS.grid, FLAGS.fill, FLAGS.checkpoint,
                    FLAGS.data_root, cli.data_cache_dir(FLAGS.data_cache))
 
-  written = cli.run_or_exit(run)
+  written = run()
   for name, path in written.items():
     print(f'{name}: {path}')
   for name in ('occlusion', 'crucial'):

@@ -25,6 +25,13 @@ from lnl_jax.steps import (Parallel, batch_shapes, create_learning_rate_fn, crea
                            stored_abstract_state)
 
 
+def progress(iterable=None, **kwargs) -> tqdm:
+  """A tqdm progress bar on stderr, shown by the first process only and redrawn at most every 2 s
+  (a log file gets a line per redraw)."""
+  return tqdm(iterable, disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0,
+              **kwargs)
+
+
 def evaluate(params, records: Records, *, eval_step, parallel: Parallel, config,
              stop: StopSignal | None = None) -> dict | None:
   """Predictions over the whole split (each example once) → confusion matrix and wᵍ per example;
@@ -33,8 +40,8 @@ def evaluate(params, records: Records, *, eval_step, parallel: Parallel, config,
   bad = pipeline.BadImageCounter()
   batch_size = config.train.batch_size
   # A bar for the minutes a large test split takes on a CPU; it goes once the split is done.
-  bar = tqdm(total=pipeline.eval_steps(len(records), batch_size), desc='evaluating', unit='batch',
-             leave=False, disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
+  bar = progress(total=pipeline.eval_steps(len(records), batch_size), desc='evaluating',
+                 unit='batch', leave=False)
   with bar:
     for batch in pipeline.eval_batches(records, batch_size=batch_size,
                                        image_size=config.data.image_size,
@@ -248,8 +255,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
           flip=config.data.flip, erase_prob=config.data.erase_prob,
           on_bad_image=config.data.on_bad_image, bad_images=stats.bad, start_step=offset))
       epoch_end = min(total_steps, (epoch + 1) * steps_per_epoch)
-      bar = tqdm(total=epoch_end - step, desc=f'epoch {epoch + 1}/{train.num_epochs}',
-                 unit='step', disable=not is_main, dynamic_ncols=True, mininterval=2.0)
+      bar = progress(total=epoch_end - step, desc=f'epoch {epoch + 1}/{train.num_epochs}',
+                     unit='step')
 
     state, step_metrics = train_step(state, parallel.put_batch(next(batches)))
     step += 1
