@@ -506,7 +506,7 @@ def main(argv):
     return analyze(FLAGS.workdir, what, FLAGS.num_images, FLAGS.grid, FLAGS.fill, FLAGS.checkpoint,
                    FLAGS.data_root, cli.data_cache_dir(FLAGS.data_cache))
 
-  written = run()
+  written = cli.run_or_exit(run)
   for name, path in written.items():
     print(f'{name}: {path}')
   for name in ('occlusion', 'crucial'):
