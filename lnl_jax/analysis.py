@@ -385,8 +385,9 @@ def plot_crucial_over_training(series: list[dict], path: str) -> str:
 # --- a workdir's test faces ----------------------------------------------------------------------------
 
 def load_images(records, image_size: int, batch_size: int, limit: int):
-  """(images, labels, record indices) of the first `limit` decodable records, as fed to the model."""
-  sub = records.subset(np.arange(min(limit, len(records))))
+  """(images, labels, record indices) of the decodable ones among `records.limited(limit)` (every
+  class represented), as fed to the model."""
+  sub = records.limited(limit)
   images, labels, index = [], [], []
   for batch in pipeline.eval_batches(sub, batch_size=batch_size, image_size=image_size):
     keep = batch['mask']

@@ -32,14 +32,15 @@ from lnl_jax.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from lnl_jax.errors import ConfigError
 from lnl_jax.models import LNLAttenNet, create_model
 
-# Fields that change the parameters' shapes, the network they feed (Eq. 1's α) or the data a
-# checkpoint was trained on: a resumed run must agree with the checkpoint on every one of them. Some
-# change the data of some datasets only (the folds of k-fold datasets, the synthetic faces' counts
-# and occluders); they are held for all.
+# Fields that change the parameters' shapes, the network they feed (Eq. 1's α), the data a
+# checkpoint was trained on, or the steps per epoch its step is counted in (the batch size: the
+# rest of the run's data order and learning-rate schedule follow from the step): a resumed run must
+# agree with the checkpoint on every one of them. Some change the data of some datasets only (the
+# folds of k-fold datasets, the synthetic faces' counts and occluders); they are held for all.
 FROZEN_FIELDS = ('data.name', 'data.image_size', 'data.num_classes', 'data.num_folds', 'data.fold',
                  'data.num_train', 'data.num_test', 'data.occlusion_prob', 'data.limit',
                  'model.attention', 'model.alpha', 'model.num_patches', 'model.overlap',
-                 'model.width', 'model.head_widths', 'seed')
+                 'model.width', 'model.head_widths', 'train.batch_size', 'seed')
 
 
 class Checkpoints:
@@ -120,15 +121,15 @@ def check_or_write_config(config: ml_collections.ConfigDict, workdir: str) -> No
       if old != new:
         raise ConfigError(
             f'{workdir} holds a run with {field}={old!r}, but this config has {field}={new!r}; a '
-            'checkpoint cannot be resumed with a different model or data. Use a new --workdir, or '
-            f'set --config.{field}={old!r}.')
+            'checkpoint cannot be resumed with a different model, data or batch size. Use a new '
+            f'--workdir, or set --config.{field}={old!r}.')
   if jax.process_index() == 0:
     io.write_text(path, config.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The workdir's config.json laid over today's defaults, so that fields added since it was
-  written take their default values (those the older code behaved as)."""
+  """The workdir's config.json laid over the defaults, so that a field the file lacks (one added to
+  the config after the run began) takes its default value."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise ConfigError(f'{path} does not exist: --workdir must be a directory written by lnl_jax.main.')

@@ -34,13 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.flip = True  # random horizontal flips (Sec. IV-A)
   c.data.erase_prob = 0.0  # random erasing (occlusion augmentation), off in the paper
   c.data.on_bad_image = 'skip'  # undecodable images: 'skip' (counted in the log) or 'fail'
-  c.data.num_folds = 5  # k-fold datasets (CK+, MMI, JAFFE): subject-wise folds
+  c.data.num_folds = 5  # k-fold datasets: subject-wise (CK+, JAFFE) or stratified (MMI, folders)
   c.data.fold = 0
   c.data.num_classes = 7  # AffectNet's and CK+'s 7 or 8 classes; training takes them from the data
   c.data.num_train = 3000  # synthetic faces only
   c.data.num_test = 700  # synthetic faces only
   c.data.occlusion_prob = 0.0  # synthetic faces only: chance of a random occluder
-  c.data.limit = 0  # keep at most this many examples of each split (0 = all); for quick runs
+  c.data.limit = 0  # at most this many examples per split, every class in turn (0 = all)
 
   c.model = ml_collections.ConfigDict()
   c.model.attention = 'both'  # Table IV variant: both | local | nonlocal | none

@@ -150,6 +150,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _train_and_evaluate(config, workdir, data_cache, stop, closing)
 
 
+# Counts of the train block that must be at least 1 (0 would divide by zero, or average no epochs
+# where a slice [-0:] takes them all).
+POSITIVE_FIELDS = ('num_epochs', 'mean_of_last', 'log_every_steps', 'track_every_steps',
+                   'keep_checkpoints')
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_cache: str | None,
                         stop: StopSignal, closing: contextlib.ExitStack) -> dict:
   start_time = time.time()
@@ -163,6 +169,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_ca
   parallel.check_batch_size(train.batch_size)
   if train.on_nonfinite not in ('stop', 'skip'):
     raise ConfigError(f"train.on_nonfinite={train.on_nonfinite!r} must be 'stop' or 'skip'.")
+  for field in POSITIVE_FIELDS:
+    if (value := train[field]) < 1:
+      raise ConfigError(f'train.{field}={value!r} must be a whole number ≥ 1.')
   pipeline.check_train_settings(image_size=config.data.image_size,
                                 crop_padding=config.data.crop_padding,
                                 erase_prob=config.data.erase_prob,

@@ -316,6 +316,22 @@ def case_on_nonfinite_typo(c):
   return start_training(c.tmp, **{'train.on_nonfinite': 'ignore'})
 
 
+def case_mean_of_last_zero(c):
+  return start_training(c.tmp, **{'train.mean_of_last': 0})
+
+
+def case_log_every_zero(c):
+  return start_training(c.tmp, **{'train.log_every_steps': 0})
+
+
+def case_no_synthetic_test_faces(c):
+  return start_training(c.tmp, **{'data.num_test': 0})
+
+
+def case_ckplus_six_classes(c):
+  return raises(lambda: load('ckplus', c.tmp, num_classes=6))
+
+
 def case_unknown_dataset(c):
   return raises(lambda: load('rafdb2', c.tmp))
 
@@ -393,6 +409,14 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                                       ['train.batch_size=128 is larger than the 96 training']),
     'train.on_nonfinite typo': (case_on_nonfinite_typo, 'error',
                                 ["train.on_nonfinite='ignore' must be 'stop' or 'skip'"]),
+    'mean of the last 0 epochs': (case_mean_of_last_zero, 'error',
+                                  ['train.mean_of_last=0 must be a whole number ≥ 1']),
+    'log every 0 steps': (case_log_every_zero, 'error',
+                          ['train.log_every_steps=0 must be a whole number ≥ 1']),
+    'no synthetic test face': (case_no_synthetic_test_faces, 'error',
+                               ['data.num_test=0: the synthetic faces need at least 1 test face']),
+    'CK+ with 6 classes': (case_ckplus_six_classes, 'error',
+                           ['CK+ data.num_classes=6; use 7 (neutral + 6 basic) or 8']),
     'unknown dataset name': (case_unknown_dataset, 'error', ["data.name='rafdb2' is unknown"]),
     'read-only workdir (main)': (through_main('read_only_workdir'), 'error',
                                  ['is not writable', '/run']),

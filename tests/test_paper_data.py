@@ -82,6 +82,26 @@ def test_sfew_tests_on_val(tmp_path):
   assert all(os.sep + 'Val' + os.sep in str(p) for p in test.paths) and len(test) == 3
 
 
+def test_a_limit_keeps_every_class_in_turn(tmp_path):
+  """`data.limit` (the `smoke` variant's quick runs) on SFEW, whose reader lists the faces class
+  by class: the faces kept are dealt from the classes in turn, the first of each class first."""
+  fixtures.write_sfew(str(tmp_path), {'Angry': 5, 'Happy': 3, 'Sad': 4},
+                      {'Angry': 4, 'Neutral': 1, 'Sad': 4})
+  train, test = _splits('sfew', tmp_path, limit=7)
+  # train, 7 of 5 + 3 + 4: Angry, Happy, Sad, Angry, Happy, Sad, Angry
+  assert _count(train) == {'angry': 3, 'happy': 2, 'sad': 2}
+  # test, 7 of 4 + 1 + 4: Angry, Neutral, Sad, Angry, Sad, Angry, Sad
+  assert _count(test) == {'angry': 3, 'neutral': 1, 'sad': 3}
+  angry = sorted(str(p) for p, l in zip(train.paths, train.labels)
+                 if train.class_names[l].lower() == 'angry')
+  assert [os.path.basename(p) for p in angry] == ['img_000.png', 'img_001.png', 'img_002.png']
+
+
+def _count(records):
+  names = [records.class_names[l].lower() for l in records.labels]
+  return {n: names.count(n) for n in set(names)}
+
+
 def _ckplus_root(tmp_path):
   # 10 subjects, one labelled sequence each (codes 1..7 in turn: S001 and S008 get contempt = 2),
   # plus one extra contempt sequence of S000.

@@ -1,15 +1,15 @@
 """From a config's `data` block to the (train, test) `Records` of one run.
 
 Datasets with an official test split use it (RAF-DB, AffectNet's validation set, SFEW's Val,
-FER2013's PrivateTest); the others (CK+, MMI, JAFFE, flat class folders) are split by the
-subject-wise k-fold of `splits.kfold_split` with `data.num_folds` / `data.fold`.
+FER2013's PrivateTest); the others (CK+, MMI, JAFFE, flat class folders) are split into
+`data.num_folds` folds by `splits.kfold_split`, subject-wise where the reader names subjects (CK+,
+JAFFE) and stratified by class otherwise, and `data.fold` is the test fold.
 """
 from __future__ import annotations
 
 import os
 
 import ml_collections
-import numpy as np
 from absl import logging
 
 from lnl_jax.data import readers, splits, synthetic
@@ -35,6 +35,9 @@ def _options(name: str, data: ml_collections.ConfigDict) -> dict:
   if name == 'affectnet':
     return dict(num_classes=data.num_classes)
   if name == 'ckplus':
+    if data.num_classes not in (7, 8):
+      raise ConfigError(f'CK+ data.num_classes={data.num_classes!r}; use 7 (neutral + 6 basic) '
+                        'or 8 (+ contempt).')
     return dict(include_contempt=data.num_classes == 8)
   return {}
 
@@ -44,6 +47,10 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
   """The train and test records the config describes (synthetic faces need the patch grid, and
   are kept in `cache_dir` when one is given: `synthetic.load_or_generate`)."""
   if data.name == 'synthetic':
+    for field in ('num_train', 'num_test'):
+      if (value := data[field]) < 1:
+        raise ConfigError(f'data.{field}={value!r}: the synthetic faces need at least 1 '
+                          f'{field[4:]} face.')
     if data.root:
       logging.warning('data.root=%s is not read: data.name=synthetic draws its faces (set '
                       'data.name, or use configs/<dataset>.py, to read a dataset).', data.root)
@@ -71,7 +78,7 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
     raise ConfigError(f'train and test classes differ: {train.class_names} vs {test.class_names}.')
   check_disjoint(train, test)
   if data.limit:
-    train, test = (r.subset(np.arange(min(len(r), data.limit))) for r in (train, test))
+    train, test = train.limited(data.limit), test.limited(data.limit)
   logging.info('data: %s — %d train / %d test, classes %s', train.source or data.name, len(train),
                len(test), ', '.join(train.class_names))
   return train, test

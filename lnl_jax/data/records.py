@@ -43,3 +43,13 @@ class Records:
         self, labels=self.labels[index], paths=take(self.paths), images=take(self.images),
         boxes=take(self.boxes), soft_labels=take(self.soft_labels), subjects=take(self.subjects),
         crucial=take(self.crucial))
+
+  def limited(self, n: int) -> 'Records':
+    """At most `n` of the records, taken from the classes in turn (each class's in their order
+    here), kept in this order: every class is represented as far as `n` allows, also where a
+    reader lists its records class by class, as the class-folder readers do."""
+    rank = np.zeros(len(self), np.int64)  # each record's position within its class
+    for c in np.unique(self.labels):
+      members = self.labels == c
+      rank[members] = np.arange(members.sum())
+    return self.subset(np.sort(np.lexsort((self.labels, rank))[:n]))
