@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark (lnl_jax.bench) on one GPU, in at most ~6 minutes: JSON lines to $OUT/bench.jsonl.
 #
-# Meant for the device tool (an H200 with jax, flax, optax, absl but no ml_collections and no
-# TensorFlow). Here, once: python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
-#   --implementation cp -d .whl ml-collections==1.1.0        (.whl/ is git-ignored)
-# Then run  `bash launch/gpu_bench.sh`  there with carry [".whl"].
+# Needs jax (with CUDA), flax, optax and absl; TensorFlow is not needed. Where ml_collections is
+# missing and the GPU machine has no package index, download its wheel beside the checkout first:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp -d .whl ml-collections==1.1.0        (.whl/ is git-ignored)
+# and copy .whl/ with the checkout: the script installs it from there.
 #
 # Most important first (each run is its own process under `timeout`, and everything stops at the
 # overall budget, so a slow compile costs only what comes after it):

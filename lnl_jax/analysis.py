@@ -33,7 +33,7 @@ from scipy import stats
 
 from lnl_jax import checkpoints, cli, io, plots, train
 from lnl_jax.checkpoints import load_trained
-from lnl_jax.data import datasets, pipeline
+from lnl_jax.data import pipeline
 from lnl_jax.errors import ConfigError
 from lnl_jax.inference import Predictor
 from lnl_jax.steps import Parallel
@@ -97,7 +97,7 @@ flags.DEFINE_list('what', None, f'Analyses to run, from {", ".join(ANALYSES)} (d
 flags.DEFINE_integer('num_images', 64, 'Test faces occluded patch by patch (occlusion).')
 flags.DEFINE_integer('grid', 16, 'Test faces in the wᵍ heat-map grid (attention).')
 flags.DEFINE_enum('fill', 'grey', ['grey', 'noise'], 'What covers an occluded patch.')
-flags.DEFINE_string('data_root', None, 'The dataset\'s folder, if not where the run read it.')
+cli.define_data_root_flag()
 
 
 # --- crucial patches (synthetic faces) ------------------------------------------------------------
@@ -403,21 +403,18 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
   """Runs the analyses `what` on `workdir`; returns {analysis: path of its main output}.
 
   `data_root` replaces the dataset folder recorded in the workdir's config.json (data moved);
-  synthetic faces are read from `data_cache` when kept there (`datasets.load_splits`).
+  synthetic faces are read from `data_cache` when kept there (`Trained.test_split`).
   """
   unknown = set(what) - set(ANALYSES)
   if unknown:
     raise ConfigError(f'--what={",".join(what)}: {", ".join(sorted(unknown))} unknown; choose from '
                       f'{", ".join(ANALYSES)}.')
   config = checkpoints.load_config(workdir)  # checked before anything is restored
-  if data_root:
-    config.data.root = data_root
   if 'crucial' in what and config.data.name != 'synthetic':
     raise ConfigError(f'--what=crucial needs synthetic faces (they know their crucial patches); '
                       f'{workdir} was trained on {config.data.name!r}.')
-  _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
-                                 config.model.overlap, data_cache)
   run = load_trained(workdir, checkpoint)
+  test = run.test_split(data_root, data_cache)
   model, step = run.model, run.step
   out_dir = os.path.join(workdir, 'analysis')
   batch_size, size = config.train.batch_size, config.data.image_size

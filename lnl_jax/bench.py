@@ -18,9 +18,9 @@ per measurement (`what` says which), in this order:
               FLOP/s, memory, and the paper's RAF-DB schedule (12,271 images × 24 epochs) at this speed
   eval_step   the same for the forward pass of evaluation (unless --noeval)
   part        with --parts: forward + backward of the 16 SimpleNets + local attention alone per
-              execution, of one shared member network on the M× batch (the issue's reference:
-              `vs_shared` ≤ 1.2 is the target), of the U-Net alone, and of the whole network's
-              loss without the optimiser (train_step − network_loss_grad ≈ the update step)
+              execution, of one shared member network on the M× batch (`vs_shared`: the
+              members' time ÷ the shared network's), of the U-Net alone, and of the whole
+              network's loss without the optimiser (train_step − network_loss_grad ≈ the update)
   layer       with --layers: each distinct convolution of the network alone (input shape, kernel,
               features, `count` = how often it occurs), forward + both gradients, timed in every
               lowering of models/conv.py (`xla_ms`, `conv_ms`, `matmul_ms` and their FLOP/s);
@@ -359,7 +359,7 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
     params = jax.device_put(draw_params(abstract, 'xavier', seed=0))
     grad_step = jit(jax.value_and_grad(functools.partial(loss, module), argnums=argnums))
     t = time_jitted(grad_step, (params, x), num_steps)
-    if reference is not None:  # the issue's target: ≤ 1.2
+    if reference is not None:
       extra['vs_shared'] = t.step_s / reference.step_s
     flop_per_s = t.flops / t.step_s
     emit(what='part', part=part, **context, compile_s=t.compile_s, step_s=t.step_s,
@@ -457,7 +457,7 @@ def write_rafdb_fixture(root: str, faces: np.ndarray) -> None:
 def bench_pipeline(config, num_images: int, num_batches: int, train_img_per_s: float | None):
   """Train-mode tf.data images/s alone: RAF-DB-format JPEGs on disk, then synthetic faces in
   memory."""
-  # Only here is a pipeline built, which imports TensorFlow: the accelerator machines have none.
+  # Only here is a pipeline built, which imports TensorFlow: the rest runs without it installed.
   from lnl_jax.data import pipeline, readers_wild, synthetic
 
   image_size, batch_size = config.data.image_size, config.train.batch_size

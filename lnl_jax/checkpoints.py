@@ -28,6 +28,8 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from lnl_jax import io, metrics
 from lnl_jax.config_base import base_config
+from lnl_jax.data import datasets
+from lnl_jax.data.records import Records
 from lnl_jax.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from lnl_jax.errors import ConfigError
 from lnl_jax.models import LNLAttenNet, create_model
@@ -155,6 +157,24 @@ class Trained:
   def image_size(self) -> int:
     return self.model.image_size
 
+  def test_split(self, data_root: str | None = None, data_cache: str | None = None) -> Records:
+    """The test split of the run's dataset, read from `data_root` when given (the dataset has moved
+    since training), else from the folder config.json names. Its classes must be the checkpoint's,
+    in the same order: scores against other classes would be silently wrong."""
+    data = self.config.data.copy_and_resolve_references()
+    if data_root:
+      data.root = data_root
+    _, test = datasets.load_splits(data, self.config.seed, self.config.model.num_patches,
+                                   self.config.model.overlap, data_cache)
+    unnamed = self.class_names == _unnamed_classes(len(self.class_names))
+    if len(test.class_names) != len(self.class_names) or (
+        not unnamed and tuple(test.class_names) != self.class_names):
+      raise ConfigError(f'the test split read from {data.root or data.name!r} has the classes '
+                        f'{", ".join(test.class_names)}, but checkpoint {self.step} was trained on '
+                        f'{", ".join(self.class_names)}; the scores would be wrong. Point '
+                        '--data_root at the dataset the run was trained on.')
+    return test
+
 
 def best_step(records: Sequence[dict], available: Sequence[int]) -> int | None:
   """The step of the highest test accuracy among the epoch records (`metrics.jsonl`) whose
@@ -206,6 +226,10 @@ def load_class_names(workdir: str, config: ml_collections.ConfigDict, num_classe
   if config.data.name == 'synthetic':
     if len(SYNTHETIC_CLASS_NAMES) == num_classes:
       return SYNTHETIC_CLASS_NAMES
+  return _unnamed_classes(num_classes)
+
+
+def _unnamed_classes(num_classes: int) -> tuple[str, ...]:
   return tuple(f'class_{i}' for i in range(num_classes))
 
 

@@ -76,6 +76,13 @@ def define_workdir_flags(checkpoint: bool = True,
     define_once(flags.DEFINE_string, 'checkpoint', 'latest', CHECKPOINT_HELP)
 
 
+def define_data_root_flag() -> None:
+  """--data_root=DIR: the dataset's folder, when it has moved since the run read it (once per
+  process)."""
+  define_once(flags.DEFINE_string, 'data_root', None,
+              "The dataset's folder, if not where the run read it (its config.json's data.root).")
+
+
 def define_config_flag() -> None:
   """--config=configs/x.py[:variant], with --config.field=value overrides (once per process)."""
   define_once(config_flags.DEFINE_config_file, 'config', None,

@@ -1,9 +1,9 @@
 """Re-evaluates a trained workdir's checkpoint on its test split.
 
-  python -m lnl_jax.evaluate --workdir=DIR [--checkpoint=latest|best|STEP]
+  python -m lnl_jax.evaluate --workdir=DIR [--checkpoint=latest|best|STEP] [--data_root=DIR]
 
 Prints the accuracy and writes DIR/eval_<step>.json (accuracy, balanced and per-class accuracy,
-confusion matrix).
+confusion matrix). `--data_root` reads the dataset from there when it has moved since training.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from absl import app, flags, logging
 
 from lnl_jax import cli, io
 from lnl_jax.checkpoints import load_trained
-from lnl_jax.data import datasets
 from lnl_jax.inference import Predictor
 from lnl_jax.steps import Parallel
 from lnl_jax.train import evaluate
@@ -22,6 +21,7 @@ from lnl_jax.train import evaluate
 FLAGS = flags.FLAGS
 cli.uses_cache_flags()
 cli.define_workdir_flags()
+cli.define_data_root_flag()
 
 
 def main(argv):
@@ -29,14 +29,16 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.setup_process()
   cli.run_or_exit(evaluate_workdir, FLAGS.workdir, FLAGS.checkpoint,
-                  cli.data_cache_dir(FLAGS.data_cache))
+                  cli.data_cache_dir(FLAGS.data_cache), FLAGS.data_root)
 
 
-def evaluate_workdir(workdir: str, checkpoint: str, data_cache: str | None = None) -> None:
+def evaluate_workdir(workdir: str, checkpoint: str, data_cache: str | None = None,
+                     data_root: str | None = None) -> None:
+  """Scores `checkpoint` of `workdir` on its test split, read from `data_root` when given (else
+  from the folder its config.json names)."""
   run = load_trained(workdir, checkpoint)
   config, step = run.config, run.step
-  _, test = datasets.load_splits(config.data, config.seed, config.model.num_patches,
-                                 config.model.overlap, data_cache)
+  test = run.test_split(data_root, data_cache)
   model = Predictor(run.model, run.params, config.train.batch_size, Parallel())
   result = evaluate(model.params, test, eval_step=model.eval_step, parallel=model.parallel,
                     config=config)

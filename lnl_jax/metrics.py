@@ -53,7 +53,11 @@ class History:
 
 class ScalarWriter:
   """Scalars to the log, one line per step (`[step] name=value, ...`), and, given a `logdir`, to
-  TensorBoard event files there. Flushed on `flush` and `close`."""
+  TensorBoard event files there. Flushed on `flush` and `close`.
+
+  What clu's default writer does, without its import: that pulls in TensorBoard's hparams plugin
+  and with it Keras, seconds before the first step of every command (docs/benchmarks.md).
+  """
 
   def __init__(self, logdir: str | None):
     self._events = None

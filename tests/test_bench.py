@@ -150,7 +150,7 @@ def test_dense_flops_counts_known_programs():
 
 
 def test_import_pulls_in_no_tensorflow():
-  """The accelerator machines have no TensorFlow: only --pipeline may import it."""
+  """The benchmark runs where TensorFlow is not installed: only --pipeline may import it."""
   code = ('import sys, lnl_jax.bench; '
           'bad = [m for m in ("tensorflow", "tensorflow_datasets") if m in sys.modules]; '
           'assert not bad, bad')

@@ -60,7 +60,7 @@ def test_data_cache_dir(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize('module, present, absent', [
-    ('lnl_jax.evaluate', ['--workdir', '--checkpoint', '--compilation_cache'], []),
+    ('lnl_jax.evaluate', ['--workdir', '--checkpoint', '--data_root', '--compilation_cache'], []),
     ('launch.sweep', ['--config', '--sweep', '--runs_dir', '--print_only', '--members'], []),
     # launch.evidence imports lnl_jax.analysis, whose --workdir and --what it does not read.
     ('launch.evidence', ['--config', '--runs_dir', '--compilation_cache'], ['--workdir', '--what']),

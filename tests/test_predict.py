@@ -14,6 +14,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
+import fixtures
 from lnl_jax import checkpoints, evaluate, export, inference, predict, steps, train
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
@@ -355,6 +356,37 @@ def test_evaluate_scores_the_requested_checkpoint_on_the_test_split(run, tmp_pat
   for name in names:
     assert out['per_class_accuracy'][name] == pytest.approx(per_class[name]), name
   assert out['balanced_accuracy'] == pytest.approx(np.mean(list(per_class.values())))
+
+
+def test_evaluate_reads_a_moved_dataset_from_data_root_and_refuses_other_classes(run, tmp_path):
+  """`lnl_jax.evaluate --data_root=DIR` reads the test split from DIR when the folder config.json
+  names is gone; a dataset whose classes are not the checkpoint's is refused, not scored. Here the
+  run's config.json is renamed to RAF-DB, whose classes and order are the synthetic faces' (Sec.
+  IV-A: surprise, fear, disgust, happiness, sadness, anger, neutral = the list file's 1..7)."""
+  workdir = tmp_path / 'workdir'
+  shutil.copytree(run.workdir, workdir)
+  config = json.loads((workdir / 'config.json').read_text())
+  config['data'].update(name='raf', root=str(tmp_path / 'gone'))
+  (workdir / 'config.json').write_text(json.dumps(config))
+  test_labels = [1, 1, 2, 4, 4, 4, 7]  # 1-based, as in list_patition_label.txt
+  moved = tmp_path / 'moved'
+  fixtures.write_rafdb(str(moved), [1, 2, 3], test_labels)
+  argv = ['--workdir', str(workdir), '--checkpoint', 'latest']
+  assert cli_main(evaluate, argv) == 1  # the dataset is not where config.json says
+  assert not cli_main(evaluate, [*argv, '--data_root', str(moved)])  # exit status 0
+  [written] = [n for n in os.listdir(workdir) if n.startswith('eval_')]
+  out = json.loads((workdir / written).read_text())
+  # Every test face of the moved dataset is scored once, under its true class (rows).
+  per_class = np.bincount(np.array(test_labels) - 1, minlength=7)
+  np.testing.assert_array_equal(np.sum(out['confusion_matrix'], axis=1), per_class)
+  assert out['bad_images'] == 0
+  # A class-folder dataset has other classes (sorted folder names): refused, naming both lists.
+  config['data'].update(name='folder')
+  (workdir / 'config.json').write_text(json.dumps(config))
+  other = fixtures.write_class_folders(str(tmp_path / 'folders' / 'test'), dict(angry=2, happy=1))
+  fixtures.write_class_folders(str(tmp_path / 'folders' / 'train'), dict(angry=1, happy=2))
+  with pytest.raises(ConfigError, match='has the classes angry, happy, but checkpoint'):
+    evaluate.evaluate_workdir(str(workdir), 'latest', data_root=os.path.dirname(other))
 
 
 def test_class_names_of_an_unfinished_run_come_from_its_checkpoint(run, tmp_path):

@@ -78,10 +78,10 @@ def dense(features: int, dtype, name=None, *, init_scheme: str = 'xavier') -> nn
 def max_pool2(x: jax.Array) -> jax.Array:
   """2×2 max-pooling with stride 2 (floor: a 9×9 map gives 4×4, as in Table I).
 
-  Written as a reshape and a max rather than `nn.max_pool`: XLA's CPU backend runs the gradient of
-  a reduce-window (a select-and-scatter) ~4× slower than that of a plain reduction, ~0.1 s of each
-  step of the local ensemble at full size. Ties split the gradient instead of giving it to the first
-  maximum; after a ReLU the only common tie is 0, where the gradient is 0 either way.
+  Written as a reshape and a max rather than `nn.max_pool`: the gradient of a reduce-window is a
+  select-and-scatter, which XLA's CPU backend runs slowly; that of a plain reduction is not. Ties
+  split the gradient instead of giving it to the first maximum; after a ReLU the only common tie is
+  0, where the gradient is 0 either way.
   """
   b, h, w, c = x.shape
   x = x[:, :h // 2 * 2, :w // 2 * 2]
