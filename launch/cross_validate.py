@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from launch import runs
-from lnl_jax import cli, io
+from lnl_jax import cli, io, metrics
 from lnl_jax.data.datasets import DATASETS
 from lnl_jax.errors import ConfigError
 from lnl_jax.report import paper_accuracy
@@ -62,9 +62,8 @@ def folds(num_folds: int) -> list[runs.Member]:
 
 
 def _mean_std(values) -> dict:
-  values = np.asarray(values, np.float64)
-  std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-  return dict(mean=float(values.mean()), std=std)
+  mean, std = metrics.mean_std(values)
+  return dict(mean=mean, std=std)
 
 
 def summarize(summaries: list[dict]) -> dict:

@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from absl import app, flags, logging
-from matplotlib.figure import Figure
 from scipy import stats
 
 from lnl_jax import checkpoints, cli, io, plots, train
@@ -351,37 +350,6 @@ def occlusion_verdict(result: dict, attention: str = 'both', *, labels=None) -> 
                  result['baseline_accuracy'], labels, ''))
 
 
-# --- figures --------------------------------------------------------------------------------------
-
-def plot_crucial_per_class(result: dict, path: str) -> str:
-  names = list(result['per_class'])
-  mass = [100 * result['per_class'][c]['mass'] for c in names]
-  uniform = [100 * result['per_class'][c]['uniform'] for c in names]
-  fig = Figure(figsize=(1.2 * len(names) + 2, 3.8), layout='constrained')
-  ax = fig.add_subplot()
-  x = np.arange(len(names))
-  ax.bar(x - 0.2, mass, width=0.4, color='C3', label='wᵍ mass on crucial patches')
-  ax.bar(x + 0.2, uniform, width=0.4, color='C7', label='uniform share')
-  ax.set_xticks(x, names, rotation=30, ha='right')
-  ax.set(ylabel='% of wᵍ', title='Non-local attention on the crucial patches, per class')
-  ax.set_ylim(0, 125)  # room for the legend above the bars
-  ax.legend(fontsize=8, loc='upper right', ncols=2)
-  return plots.save(fig, path)
-
-
-def plot_crucial_over_training(series: list[dict], path: str) -> str:
-  steps = [s['step'] for s in series]
-  fig = Figure(figsize=(6, 3.8), layout='constrained')
-  ax = fig.add_subplot()
-  ax.plot(steps, [100 * (s['mass'] or 0) for s in series], marker='.', color='C3',
-          label='wᵍ mass on crucial patches')
-  ax.plot(steps, [100 * (s['uniform'] or 0) for s in series], linestyle='--', color='C7',
-          label='uniform share')
-  ax.set(xlabel='training step', ylabel='% of wᵍ', title='Tracked faces over training')
-  ax.legend(fontsize=8)
-  return plots.save(fig, path)
-
-
 # --- a workdir's test faces ----------------------------------------------------------------------------
 
 def load_images(records, image_size: int, batch_size: int, limit: int):
@@ -471,7 +439,7 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
                   verdict=crucial_verdict(result, config.model.attention,
                                           accuracy=evaluation['accuracy'], labels=test.labels))
     if result.get('per_class'):
-      plot_crucial_per_class(result, os.path.join(out_dir, 'crucial_per_class.png'))
+      plots.crucial_per_class(result, os.path.join(out_dir, 'crucial_per_class.png'))
     track_path = os.path.join(workdir, 'attention_track.npz')
     if os.path.exists(track_path):
       with np.load(track_path) as track:
@@ -480,7 +448,7 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
           result['over_training'] = crucial_over_training(track['steps'], track['w_global'],
                                                           test.crucial[:k])
           result['over_training_faces'] = int(k)
-          plot_crucial_over_training(result['over_training'],
+          plots.crucial_over_training(result['over_training'],
                                      os.path.join(out_dir, 'crucial_over_training.png'))
         else:
           logging.warning('attention_track.npz holds other faces than the test split\'s first %d; '

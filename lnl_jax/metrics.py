@@ -82,6 +82,13 @@ class ScalarWriter:
       self._events.close()
 
 
+def mean_std(values) -> tuple[float, float]:
+  """Mean and sample standard deviation (ddof = 1; 0 for a single value) of runs' figures: the
+  spread over folds or seeds that the reports give as mean ± std."""
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(history: list[dict], cm: np.ndarray, class_names, mean_of_last: int, **extra) -> dict:
   """summary.json: the paper's figure (mean test accuracy of the last `mean_of_last` epochs) and more."""
   test = [r['test_accuracy'] for r in history if 'test_accuracy' in r]

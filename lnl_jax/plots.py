@@ -1,4 +1,5 @@
-"""The paper's figures: confusion matrices (Fig. 8–9), training curves, wᵍ maps (Fig. 10–12), wˡ under occlusion (Fig. 13).
+"""The paper's figures: confusion matrices (Fig. 8–9), training curves, wᵍ maps (Fig. 10–12), wˡ
+under occlusion (Fig. 13), and the share of wᵍ on the synthetic faces' crucial patches.
 
 Pure functions of numpy arrays: each writes one PNG and returns its path. They use matplotlib's
 object-oriented `Figure` API (rendered by Agg), so no display and no pyplot global state is needed.
@@ -266,6 +267,39 @@ def local_weights_occlusion(weights, baseline, path) -> str:
   if top > 0:
     ax_bar.set_ylim(top=1.25 * top)  # leave room for the legend above the bars
   ax_bar.legend(loc='upper right')
+  return save(fig, path)
+
+
+def crucial_per_class(result: dict, path) -> str:
+  """Bars per class: the share of wᵍ on the crucial patches against a uniform wᵍ's share
+  (`analysis.crucial_mass`'s `per_class`)."""
+  names = list(result['per_class'])
+  mass = [100 * result['per_class'][c]['mass'] for c in names]
+  uniform = [100 * result['per_class'][c]['uniform'] for c in names]
+  fig = Figure(figsize=(1.2 * len(names) + 2, 3.8), layout='constrained')
+  ax = fig.add_subplot()
+  x = np.arange(len(names))
+  ax.bar(x - 0.2, mass, width=0.4, color='C3', label='wᵍ mass on crucial patches')
+  ax.bar(x + 0.2, uniform, width=0.4, color='C7', label='uniform share')
+  ax.set_xticks(x, names, rotation=30, ha='right')
+  ax.set(ylabel='% of wᵍ', title='Non-local attention on the crucial patches, per class')
+  ax.set_ylim(0, 125)  # room for the legend above the bars
+  ax.legend(fontsize=8, loc='upper right', ncols=2)
+  return save(fig, path)
+
+
+def crucial_over_training(series: Sequence[dict], path) -> str:
+  """The tracked faces' share of wᵍ on the crucial patches and a uniform wᵍ's, step by step
+  (`analysis.crucial_over_training`)."""
+  steps = [s['step'] for s in series]
+  fig = Figure(figsize=(6, 3.8), layout='constrained')
+  ax = fig.add_subplot()
+  ax.plot(steps, [100 * (s['mass'] or 0) for s in series], marker='.', color='C3',
+          label='wᵍ mass on crucial patches')
+  ax.plot(steps, [100 * (s['uniform'] or 0) for s in series], linestyle='--', color='C7',
+          label='uniform share')
+  ax.set(xlabel='training step', ylabel='% of wᵍ', title='Tracked faces over training')
+  ax.legend(fontsize=8)
   return save(fig, path)
 
 

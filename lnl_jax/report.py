@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 from matplotlib.figure import Figure
 
-from lnl_jax import checkpoints, cli, plots as plots_lib
+from lnl_jax import checkpoints, cli, metrics, plots as plots_lib
 from lnl_jax.paper import (MODEL_NAMES, PAPER_ALPHA, PAPER_IMAGE_SIZE, PAPER_PATCHES, TABLE_IV,
                            TABLE_V, TABLE_V_ALPHAS, TABLE_VI, TABLE_VI_PATCHES, TABLE_VII,
                            TABLE_VII_UNREADABLE, eq5_overlap)
@@ -286,8 +286,7 @@ def repeat_rows(kind: str, runs: list[Run]) -> tuple[list[str], list[list[str]],
   cells = []
   for key in ('accuracy', 'last_epoch'):
     values = [getattr(r, key) for r in runs if getattr(r, key) is not None]
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    cells.append(f'{np.mean(values):.2f} ± {std:.2f}' if values else '—')
+    cells.append('{:.2f} ± {:.2f}'.format(*metrics.mean_std(values)) if values else '—')
   rows.append(['mean ± std'] + cells)
   mean = _mean(r.accuracy for r in runs)
   paper = paper_accuracy(runs[0].config)

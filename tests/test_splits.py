@@ -152,32 +152,6 @@ def test_kfold_config_errors(num_folds, fold, message):
     splits.kfold_split(_subject_records(), num_folds, fold, 0)
 
 
-def test_holdout_stratified():
-  records = _stratified_records()
-  train, test = splits.holdout_split(records, 0.2, seed=0)
-  _check_train_test(records, train, test)
-  expected = [round(0.2 * n) for n in CLASS_SIZES]  # 3, 1, 1, 2, 0, 2, 1
-  np.testing.assert_array_equal(np.bincount(test.labels, minlength=7), expected)
-  _, again = splits.holdout_split(_shuffled(records), 0.2, seed=0)
-  assert list(test.paths) == list(again.paths)
-  for fraction in (0.0, 1.0, -0.5):
-    with pytest.raises(ConfigError, match='strictly between 0 and 1'):
-      splits.holdout_split(records, fraction, 0)
-  # 1 % of 2..13 examples rounds to 0 in every class: nothing left to test on is an error.
-  with pytest.raises(ConfigError, match='leaves the test split empty'):
-    splits.holdout_split(records, 0.01, 0)
-
-
-def test_holdout_subject_wise():
-  records = _subject_records()
-  train, test = splits.holdout_split(records, 0.25, seed=0)
-  _check_train_test(records, train, test)
-  assert not set(train.subjects) & set(test.subjects)
-  assert 0.15 < len(test) / len(records) < 0.35
-  _, again = splits.holdout_split(_shuffled(records, seed=9), 0.25, seed=0)
-  assert list(test.paths) == list(again.paths)
-
-
 def test_kfold_on_ckplus_reader_output(tmp_path):
   sequences = [(f'S{s:03d}', f'{q:03d}', 3, 1 + (s + q) % 7) for s in range(6) for q in range(2)]
   root = fixtures.write_ckplus(str(tmp_path), sequences)

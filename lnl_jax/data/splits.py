@@ -1,6 +1,6 @@
 """Train/test splits for datasets without an official test split (CK+, MMI, JAFFE: k-fold CV).
 
-Both splitters are pure functions of the records' content and the seed: examples are first put in
+The split is a pure function of the records' content and the seed: examples are first put in
 a canonical order (by path, or by a hash of the pixels, then label and subject), so the same
 dataset listed in any order gives the same split. When `records.subjects` is set the split is
 subject-wise (no subject on both sides): whole subjects are dealt greedily, largest first (the seed
@@ -98,30 +98,3 @@ def kfold_split(records: Records, num_folds: int, fold: int, seed: int = 0
   is_test = bins[order] == fold
   return records.subset(order[~is_test]), records.subset(order[is_test])
 
-
-def holdout_split(records: Records, fraction: float, seed: int = 0
-                  ) -> tuple[Records, Records]:
-  """(train, test) with about `fraction` of the examples (of each class) held out as test.
-
-  Same guarantees as `kfold_split`: subject-wise when `records.subjects` is set, stratified
-  (round(fraction · class size) test examples per class) otherwise, and order-independent.
-  """
-  if not 0 < fraction < 1:
-    raise ConfigError(f'holdout fraction={fraction}; use a test fraction strictly between 0 and 1.')
-  order = canonical_order(records)
-  if records.subjects is not None:
-    _check_subjects(records, 2, f'holdout fraction={fraction}')
-    is_test = _deal_subjects(records, order, np.array([1 - fraction, fraction]), seed) == 1
-  else:
-    rng = np.random.default_rng(seed)
-    is_test = np.zeros(len(records), bool)
-    for c in range(records.num_classes):
-      members = order[records.labels[order] == c]
-      members = members[rng.permutation(len(members))]
-      is_test[members[:int(round(fraction * len(members)))]] = True
-  if is_test.all() or not is_test.any():
-    empty = 'train' if is_test.all() else 'test'
-    raise ConfigError(f'holdout fraction={fraction} leaves the {empty} split empty for '
-                      f'{records.source or "these records"}; change the fraction.')
-  is_test = is_test[order]
-  return records.subset(order[~is_test]), records.subset(order[is_test])
