@@ -7,8 +7,9 @@ Writes `--faces` synthetic faces as PNG class folders (the `folder` dataset, spl
 runs `launch.cross_validate` on them with `--folds` folds of `--steps` train steps each, in one
 process with a fresh compilation cache, and `lnl_jax.bench` on the same config. Prints one JSON
 line: the job's wall time, each fold's (summary.json's `wall_time_s`: the first fold compiles,
-the others should find the programs compiled), and `folds × steps × the bench's step time`, the
-part of the job that is training (and appends it to --out).
+the others should find the programs compiled), the steps each fold trained (summary.json's
+`steps`: fewer than `--steps` where the config's epochs end first), and their sum × the bench's
+step time, the part of the job that is training (and appends it to --out).
 """
 from __future__ import annotations
 
@@ -54,17 +55,21 @@ def main(argv):
               f'--config.train.max_steps={FLAGS.steps}', f'--compilation_cache={tmp}/jax_cache'],
              FLAGS['config'].override_values)
     wall = time.perf_counter() - start
-    folds = []
+    folds, fold_steps = [], []
     for k in range(FLAGS.folds):
       with open(os.path.join(runs_dir, f'fold_{k}', 'summary.json')) as f:
-        folds.append(json.load(f)['wall_time_s'])
+        summary = json.load(f)
+      folds.append(summary['wall_time_s'])
+      fold_steps.append(summary['steps'])
   step = bench_train_step(config, batch_size, 5, FLAGS['config'].override_values,
                           '--compilation_cache=')  # its compile time is a real one
   line = dict(what='cv_time', config=config, faces=FLAGS.faces, folds=FLAGS.folds,
               steps_per_fold=FLAGS.steps, batch=batch_size, wall_s=round(wall, 1),
-              fold_wall_s=[round(f, 1) for f in folds], step_s=step['step_s'],
-              train_steps_s=round(FLAGS.folds * FLAGS.steps * step['step_s'], 1),
+              fold_wall_s=[round(f, 1) for f in folds], fold_steps=fold_steps,
+              step_s=step['step_s'], train_steps_s=round(sum(fold_steps) * step['step_s'], 1),
               step_compile_s=step['compile_s'], cpu_count=os.cpu_count())
+  if FLAGS['config'].override_values:
+    line['overrides'] = dict(FLAGS['config'].override_values)
   report(line, FLAGS.out)
 
 

@@ -16,14 +16,14 @@ import os
 import subprocess
 import sys
 
-from absl import flags
+from absl import app, flags
 
 from launch.runs import report, revision
 from lnl_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('rounds', 3, 'Processes per module.')
-flags.DEFINE_string('out', '', 'Append the JSON lines to this file too.')
+cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this file too.')
 
 WITHOUT_KERAS = 'tensorflow without Keras'  # `host.import_tensorflow()`, as the commands import it
 _BASE = ('numpy', 'ml_dtypes', 'jax')
@@ -59,7 +59,8 @@ def versions() -> dict:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   for _ in range(FLAGS.rounds):
     seconds = {m: round(import_seconds(m, before), 3) for m, before in STEPS}
     report(dict(what='import_time', seconds=seconds, **versions(), cpu_count=os.cpu_count(),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -60,6 +61,11 @@ def peer_step(batch: int, steps: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Before the first JAX bench, which takes minutes: a peer that cannot start would end the run.
+  if not shutil.which(FLAGS.peer_python):
+    raise app.UsageError(f'--peer_python={FLAGS.peer_python} is not a program that can be run.')
+  if not os.path.isfile(FLAGS.peer_script):
+    raise app.UsageError(f'--peer_script={FLAGS.peer_script} is not a file.')
   checkouts, revisions = checkout_revisions(FLAGS.checkout)
   cpu, isa = host.cpu_model()
   for r in range(FLAGS.rounds):

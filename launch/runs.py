@@ -142,11 +142,16 @@ def revision(checkout: str = '.') -> str:
 
 def checkout_revisions(names: list[str]) -> tuple[list[str], list[str]]:
   """The absolute paths of the git checkouts a `--checkout` flag names (`.` is this one) and their
-  revisions; a usage error if it names none."""
+  revisions; a usage error if it names none, or a folder that is not a git checkout."""
   if not names:
     raise app.UsageError('--checkout names no checkout; `.` is this one.')
-  paths = [os.path.abspath(c) for c in names]
-  return paths, [revision(c) for c in paths]
+  paths, revisions = [os.path.abspath(c) for c in names], []
+  for name, path in zip(names, paths):
+    try:
+      revisions.append(revision(path))
+    except (OSError, subprocess.CalledProcessError):  # no such folder, or not a git checkout
+      raise app.UsageError(f'--checkout names {name}, which is not a git checkout.') from None
+  return paths, revisions
 
 
 def report(line: dict, out: str) -> None:

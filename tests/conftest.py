@@ -30,7 +30,7 @@ from processes import Main  # noqa: E402  (imports JAX: after the environment ab
 # Files not named keep their order, after these.
 LONGEST_FILES = ('test_learning.py', 'test_train.py', 'test_experiments.py', 'test_multiprocess.py',
                  'test_preemption.py', 'test_evidence.py', 'test_predict.py', 'test_bench.py',
-                 'test_old_workdir.py', 'test_bad_inputs.py', 'test_model.py')
+                 'test_launch.py', 'test_old_workdir.py', 'test_bad_inputs.py', 'test_model.py')
 
 
 def pytest_collection_modifyitems(items):
