@@ -789,3 +789,32 @@ def test_the_readmes_saving_on_tensorflows_import_is_that_of_its_records():
   rounds = [r['seconds'] for r in bench_lines('import_time.jsonl')
             if 'tensorflow without Keras' in r['seconds']]
   assert rounds and all(r['tensorflow'] - r['tensorflow without Keras'] > 1 for r in rounds)
+
+
+def test_the_cross_validation_job_figures_are_those_of_its_records():
+  """benchmarks.md's "A whole cross-validation job pays compilation once" (its table and prose)
+  and the two targets rows on it, recomputed from docs/cv_time.jsonl."""
+  _, _, prose = readme_and_benchmarks()
+  first, second = bench_lines('cv_time.jsonl')
+  for r in (first, second):
+    assert (r['config'], r['folds'], r['steps_per_fold'], r['batch']) == (
+        'configs/folder.py:cpu', 5, 10, 32)
+    folds = ' / '.join(f'{s:.1f}' for s in r['fold_wall_s'][1:])
+    row = (f"| {r['wall_s']:.1f} s | {r['fold_wall_s'][0]:.1f} s | {folds} s | "
+           f"{5 * 10 * r['step_s']:.1f} s ({r['step_s']:.3f} s a step) | "
+           f"{r['wall_s'] / (5 * 10 * r['step_s']):.1f} |")
+    assert row in prose, row
+  steps = lambda r: 10 * r['step_s']  # one fold's train steps at the bench's rate
+  rest = lambda r: [s - steps(r) for s in r['fold_wall_s'][1:]]  # reading, evaluating, tracing
+  span = lambda values: f'{min(values):.1f}–{max(values):.1f} s'
+  expected = [
+      f"the bench's train-step compile alone was {first['step_compile_s']:.1f} s",
+      f'take {steps(first):.1f} s of steps plus {span(rest(first))}',
+      f'each is {steps(second):.1f} s of steps plus {span(rest(second))}',
+      f"(the bench's compile: {second['step_compile_s']:.1f} s)",
+      f"| {second['wall_s']:.1f} s for {5 * 10 * second['step_s']:.1f} s of steps;",
+      f"fold 1 {first['fold_wall_s'][0]:.1f} s, folds 2–5 {min(first['fold_wall_s'][1:]):.1f}–"
+      f"{max(first['fold_wall_s'][1:]):.1f} s for 10 steps each",
+  ]
+  missing = [e for e in expected if e not in prose]
+  assert not missing, missing
