@@ -63,6 +63,10 @@ def test_cv_time_counts_the_steps_each_fold_trained(tmp_path):
   # The job ran the folds one after the other, so its wall time holds theirs (each rounded to 0.1).
   assert r['wall_s'] >= sum(r['fold_wall_s']) - 0.1
   assert r['step_s'] > 0 and r['step_compile_s'] > 0 and r['cpu_count'] == os.cpu_count()
+  # The fields it sets itself cannot be overridden (a fold count other than --folds would leave it
+  # reading folds that were not run): refused before any face is written.
+  assert last_error(run_module('launch.cv_time', '--config.data.num_folds=3', ok=False)) == (
+      'error: --config.data.num_folds is set by launch.cv_time itself; use --folds.')
 
 
 def test_loop_efficiency_ratio_is_the_loop_over_the_bench(tmp_path):
