@@ -18,8 +18,9 @@ Runs, on `--config` (default `configs/evidence.py`) with the same `--seeds` for 
 Each run trains in RUNS/<run> (`launch.sweep`'s machinery: a trained workdir is not retrained, a
 half-trained one resumes from its newest checkpoint), is analysed, and its records are written to
 RESULTS/<run>/: config.json, metrics.jsonl and summary.json of the workdir, and
-  crucial.json    `analysis.crucial_mass` of wᵍ on the first `--crucial_faces` clean test faces,
-                  with their accuracy (`accuracy`)
+  crucial.json    `analysis.crucial_mass` of wᵍ on `--crucial_faces` clean test faces (all of
+                  them by default; fewer are taken from the classes in turn), with their
+                  accuracy (`accuracy`)
   occlusion.json  `analysis.occlusion_analysis` (grey box over each patch in turn) on the first
                   `--occlusion_faces` of them, with `clean_accuracy` (the crucial faces) and
                   `occluders_accuracy`: the same faces, each with a random occluder

@@ -7,10 +7,10 @@
 Loads the checkpoint --checkpoint names (default: the newest) and writes under WORKDIR/analysis/:
   attention   global_weights_grid.png — Fig. 10: wᵍ as an n×n heat-map over test faces.
   occlusion   occlusion.png, occlusion.json — Fig. 13: each patch in turn is covered by a grey
-              (or noise) box over its pixel box, on the first --num_images test faces; every
-              patch's mean wˡ and the accuracy are recorded. The paper's claim (the occluded
-              patch's wˡ drops, the others' stay) is measured as the drop of its own wˡ against the
-              mean drop of the others.
+              (or noise) box over its pixel box, on --num_images test faces (taken from the
+              classes in turn: `Records.limited`); every patch's mean wˡ and the accuracy are
+              recorded. The paper's claim (the occluded patch's wˡ drops, the others' stay) is
+              measured as the drop of its own wˡ against the mean drop of the others.
   crucial     crucial.json, crucial_per_class.png, crucial_over_training.png — synthetic faces
               only (they know which patches hold the expression): the share of wᵍ's mass on the
               crucial patches against the share a uniform wᵍ would give, per class and over
