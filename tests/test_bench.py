@@ -48,6 +48,11 @@ def test_train_and_eval_lines(bench_run):
   assert ceilings['matmul']['flops_xla'] == pytest.approx(2 * n ** 3, rel=1e-3)
   b, s, _, cin, cout = ceilings['conv3x3']['shape']
   assert ceilings['conv3x3']['flops_xla'] == pytest.approx(2 * b * s * s * cin * cout * 9, rel=0.05)
+  # The yardsticks themselves: the textbook counts over the measured time.
+  assert ceilings['matmul']['flops'] == pytest.approx(2 * n ** 3, rel=1e-3)
+  assert ceilings['conv3x3']['flops'] == pytest.approx(2 * b * s * s * cin * cout * 9, rel=1e-3)
+  for r in ceilings.values():
+    assert r['flop_per_s'] == pytest.approx(r['flops'] / r['step_s'], rel=1e-2)
 
   (train,) = records(proc, 'train_step')
   (evaluation,) = records(proc, 'eval_step')
@@ -60,6 +65,11 @@ def test_train_and_eval_lines(bench_run):
                 'frac_of_conv', 'compiled_bytes', 'peak_rss_bytes'):
       assert r[key] > 0, (r['what'], key)
     assert r['img_per_s'] == pytest.approx(2 / r['step_s'], rel=1e-2)
+    assert r['flops_per_img'] == pytest.approx(r['flops'] / 2, rel=1e-3)
+    assert r['flop_per_s'] == pytest.approx(r['flops'] / r['step_s'], rel=1e-2)
+    # The fraction of each ceiling measured at the start that the step reaches.
+    for op, key in (('matmul', 'frac_of_matmul'), ('conv3x3', 'frac_of_conv')):
+      assert r[key] == pytest.approx(r['flop_per_s'] / ceilings[op]['flop_per_s'], rel=1e-2), key
   # Backpropagation costs about two forward passes: train ≈ 3× eval FLOPs per image.
   assert 2.0 < train['flops_per_img'] / evaluation['flops_per_img'] < 4.5
   assert train['raf_schedule_min'] == pytest.approx(12271 * 24 / train['img_per_s'] / 60, rel=1e-2)
@@ -110,6 +120,9 @@ def test_layer_lines(bench_run):
     assert r['chosen'] in ('conv', 'matmul')  # this is a CPU run
     for lowering in ('xla', 'conv', 'matmul'):
       assert r[f'{lowering}_ms'] > 0 and r[f'{lowering}_flop_per_s'] > 0
+      # milliseconds: the same arithmetic in every lowering, over its FLOP/s, × 1000
+      assert r[f'{lowering}_ms'] == pytest.approx(1e3 * r['flops'] / r[f'{lowering}_flop_per_s'],
+                                                  rel=0.02), lowering
 
 
 def test_pipeline_lines(bench_run):
@@ -144,9 +157,55 @@ def test_dense_flops_counts_known_programs():
   # Backpropagation through a convolution: two more convolutions of the same size.
   loss = lambda x, k: jnp.sum(grouped(x, k))
   assert count(jax.value_and_grad(loss, argnums=(0, 1)), (2, 8, 8, 16), (3, 3, 4, 32)) == 3 * forward
-  # cond: the costlier branch only.
-  branchy = lambda x, w: jax.lax.cond(x[0, 0] > 0, lambda: x @ w, lambda: x)
-  assert count(branchy, (8, 8), (8, 8)) == 2 * 8 ** 3
+  # cond: the costlier branch only (two matmuls, not the other's one).
+  branchy = lambda x, w: jax.lax.cond(x[0, 0] > 0, lambda: x @ w, lambda: x @ w @ w)
+  assert count(branchy, (8, 8), (8, 8)) == 2 * 2 * 8 ** 3
+
+
+def test_compiled_bytes_counts_a_donated_buffer_once():
+  """`compiled_bytes` is arguments + outputs + temporaries − aliased buffers: doubling 1000 float32
+  (4000 bytes) takes 4000 + 4000 bytes, or 4000 when the input is donated and the output written
+  into it."""
+  import jax
+  import jax.numpy as jnp
+  from lnl_jax.bench import compiled_bytes
+
+  x = jnp.zeros((1000,), jnp.float32)
+  assert compiled_bytes(jax.jit(lambda v: v * 2).lower(x).compile()) == 8000
+  assert compiled_bytes(jax.jit(lambda v: v * 2, donate_argnums=0).lower(x).compile()) == 4000
+
+
+def test_step_time_is_the_median_per_call(monkeypatch):
+  """`step_s` is the median over the timed samples of a sample's seconds over its `inner` calls,
+  and `compile_s` the time to the compiled program. Timed on a stand-in clock that reads 0, 10,
+  then 10, 30 | 30, 34 | 34, 42 around three samples of 4 calls: 5, 1 and 2 s per call, median 2."""
+  import types
+
+  import jax
+  import jax.numpy as jnp
+  from lnl_jax import bench
+
+  readings = iter([0.0, 10.0, 10.0, 30.0, 30.0, 34.0, 34.0, 42.0])
+  monkeypatch.setattr(bench, 'time', types.SimpleNamespace(perf_counter=lambda: next(readings)))
+  t = bench.time_jitted(jax.jit(lambda v: v + 1), (jnp.zeros(3),), 3, inner=4)
+  assert (t.compile_s, t.step_s) == (10.0, 2.0)
+  assert next(readings, None) is None  # every reading was used
+
+
+def test_peak_rss_is_in_bytes():
+  """`peak_rss_bytes` is the process's peak resident memory in bytes: the kernel's VmHWM (given in
+  kB, that is KiB) × 1024."""
+  from lnl_jax.bench import memory_fields
+
+  got = memory_fields()['peak_rss_bytes']
+  with open('/proc/self/status') as f:
+    peak_kib = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+  assert got == pytest.approx(peak_kib * 1024, rel=1e-3)
+
+
+def test_batch_sizes_below_one_are_refused():
+  proc = run_bench(*TINY, '--batch=2,0', check=False)
+  assert proc.returncode != 0 and '--batch=2,0: batch sizes must be ≥ 1' in proc.stderr
 
 
 def test_import_pulls_in_no_tensorflow():

@@ -450,6 +450,14 @@ def test_patch_counts_that_are_no_square_grid_are_config_errors(m):
     patch_geometry(144, m, 16)
 
 
+@pytest.mark.parametrize('overlap', [-1, -16])
+def test_negative_overlaps_are_config_errors(overlap):
+  """A negative overlap spaces the patches apart (at 64 px, M = 9, −1 px: 21-px patches at 0, 22,
+  43 leave column 21 uncovered): a ConfigError naming the field, whatever its size."""
+  with pytest.raises(ConfigError, match=f'model.overlap={overlap} px leaves gaps between patches'):
+    patch_geometry(64, 9, overlap)
+
+
 @pytest.mark.parametrize('m', sorted(README_AT_144_OVERLAP_16))
 def test_local_attention_convs_are_valid_wherever_the_pooled_map_allows(m):
   """Table III's two 3×3 valid convolutions take SimpleNet's ⌊P/8⌋ map p to p − 2, then p − 4: at
@@ -513,6 +521,17 @@ def test_patches_are_row_major_eq5_windows():
   for r, top in enumerate(origins):
     for c, left in enumerate(origins):
       np.testing.assert_array_equal(patches[3 * r + c], f9[:, top:top + size, left:left + size])
+
+
+def test_patch_boxes_are_the_eq5_windows_in_row_major_order():
+  """`boxes()` (what the overlays draw and the occlusion analysis masks) gives patch i = r·n + c as
+  (top, left, bottom, right) = (origin_r, origin_c, origin_r + P, origin_c + P), bottom and right
+  exclusive like a slice: at 144 px, M = 9, 21-px overlap, P = 62 and the origins are 0, 41, 82
+  (EQ5_AT_144), so the last row and column end at 144."""
+  assert patch_geometry(144, 9, 21).boxes() == [
+      (0, 0, 62, 62), (0, 41, 62, 103), (0, 82, 62, 144),
+      (41, 0, 103, 62), (41, 41, 103, 103), (41, 82, 103, 144),
+      (82, 0, 144, 62), (82, 41, 144, 103), (82, 82, 144, 144)]
 
 
 # ---------------------------------------------------------------------------------------------

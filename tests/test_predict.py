@@ -1,4 +1,5 @@
-"""lnl_jax.predict and lnl_jax.export on one `smoke` checkpoint, trained once for the whole module."""
+"""lnl_jax.predict and lnl_jax.export, and what else reads a trained workdir (lnl_jax.evaluate, the
+attention track), on one `smoke` checkpoint, trained once for the whole module."""
 import functools
 import inspect
 import json
@@ -16,6 +17,7 @@ from PIL import Image
 
 import fixtures
 from lnl_jax import checkpoints, evaluate, export, inference, predict, steps, train
+from lnl_jax.attention_track import AttentionTracker
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import datasets
 from lnl_jax.errors import ConfigError
@@ -109,6 +111,13 @@ def test_table_overlays_and_other_formats(run, capsys, tmp_path):
   assert lines[0].split()[:3] == ['file', 'predicted', 'probability']
   assert len(lines) == 1 + NUM_FACES + 2
   assert 'face.jpg' in captured.out and 'grey.tiff' in captured.out
+  # Paths longer than the first column (60 characters at most) keep their last 59 after an ellipsis,
+  # so the class column starts where its header does.
+  column = lines[0].index('predicted')
+  for line in lines[1:]:
+    assert line[column - 2:column] == '  ' and line[column] != ' ', line
+  truncated = [line[:column - 2] for line in lines[1:] if line.startswith('…')]
+  assert truncated and all(name.endswith(('face.jpg', 'grey.tiff')) for name in truncated)
   assert captured.err == ''
   expected = {f'{i:02d}.png' for i in range(NUM_FACES)} | {'face.png', 'grey.png'}
   assert set(os.listdir(out)) == expected
@@ -185,6 +194,70 @@ def test_load_face_decodes_the_box_the_cropper_finds(tmp_path):
   whole = inference.load_face(path, 8, Cropper(None), warnings.append)
   np.testing.assert_array_equal(whole, inference.load_face(path, 8))
   assert warnings == [f'no face found in {path}; using the whole image']
+
+
+def _fake_opencv(monkeypatch, detections):
+  """A stand-in `cv2` module whose Haar cascade returns `detections` (x, y, w, h) for any image:
+  the detector itself is OpenCV's, not tested here (nor installed by default)."""
+  seen = []
+
+  class Cascade:
+    def __init__(self, path):
+      self.path = path
+
+    def empty(self):
+      return False
+
+    def detectMultiScale(self, grey, **kwargs):  # pylint: disable=invalid-name
+      seen.append(grey.shape)
+      return np.array(detections, np.int32).reshape(-1, 4)
+  cv2 = types.ModuleType('cv2')
+  cv2.data = types.SimpleNamespace(haarcascades='/cascades')
+  cv2.CascadeClassifier, cv2.COLOR_RGB2GRAY = Cascade, 7
+  cv2.cvtColor = lambda image, code: image.mean(-1).astype(np.uint8)
+  monkeypatch.setitem(sys.modules, 'cv2', cv2)
+  return seen
+
+
+def test_face_cropper_boxes_the_largest_face_with_a_margin(monkeypatch):
+  """OpenCV gives faces as (x, y, w, h); the cropper keeps the largest by area (not the widest,
+  50×20, nor the smallest), as (top, left, height, width) grown by 15 % of its longer side on every
+  side and made square about its centre: x=60, y=8, w=40, h=46 → side round(46·1.3) = 60 about
+  (31, 80), i.e. (1, 50, 60, 60)."""
+  seen = _fake_opencv(monkeypatch, [(0, 0, 24, 24), (5, 30, 50, 20), (60, 8, 40, 46)])
+  image = np.zeros((90, 120, 3), np.uint8)
+  assert predict.FaceCropper().box(image) == (1, 50, 60, 60)
+  assert seen == [(90, 120)]  # the detector sees the grey image
+  _fake_opencv(monkeypatch, [])
+  assert predict.FaceCropper().box(image) is None
+
+
+def test_face_cropper_without_haar_cascades_names_the_opencv_to_install(monkeypatch):
+  """OpenCV ≥ 5 has no Haar cascades (no cv2.data, no CascadeClassifier): a ConfigError with the
+  install hint, not an AttributeError."""
+  monkeypatch.setitem(sys.modules, 'cv2', types.ModuleType('cv2'))
+  with pytest.raises(ConfigError, match='opencv-python-headless<5'):
+    predict.FaceCropper()
+
+
+def test_overlay_writes_each_local_weight_on_its_patch(run, monkeypatch, tmp_path):
+  """The overlay writes wˡ of patch i = r·n + c at the centre of that patch (x from its columns,
+  y from its rows: at 64 px, M = 16, 8-px overlap the patches are 22 px at 0, 14, 28, 42, so
+  centres 10.5, 24.5, 38.5, 52.5 in imshow's pixel-centred axes), and titles the face with its
+  predicted class and probability in percent. (The figure is taken where it would be written.)"""
+  figures = []
+  monkeypatch.setattr(predict.plots, 'save', lambda fig, path: figures.append(fig) or path)
+  image = np.zeros((64, 64, 3), np.uint8)
+  probs = np.array([0.1, 0.05, 0.05, 0.6, 0.1, 0.05, 0.05])
+  p = predict.Prediction('x/face.png', image, probs, np.linspace(0, 1, 16), np.arange(16) / 100)
+  predict.write_overlay(p, run.trained.class_names, run.trained.model.geometry.boxes(),
+                        str(tmp_path / 'face.png'))
+  (ax, _) = figures[0].axes  # the face and the colour bar
+  written = {t.get_text(): t.get_position() for t in ax.texts}
+  centres = (10.5, 24.5, 38.5, 52.5)
+  assert written == {f'{(4 * r + c) / 100:.2f}': (centres[c], centres[r])
+                     for r in range(4) for c in range(4)}
+  assert ax.get_title().splitlines() == ['happiness (60.0%)', 'face.png']
 
 
 def test_summary_names_the_checkpoint_that_best_loads(run):
@@ -273,7 +346,14 @@ def test_predictor_returns_one_row_per_face_whatever_its_batch_size(run):
   last batch up to its batch size and returns only the faces' own rows: 5 faces in batches of 4
   give 5 rows, those of eval_step on all the faces in one batch."""
   predictor = inference.Predictor(run.trained.model, run.trained.params, 4, stored=False)
+  step, shapes = predictor.eval_step, []
+
+  def recorded(params, batch):
+    shapes.append(batch['image'].shape)
+    return step(params, batch)
+  predictor.eval_step = recorded
   out = predictor(run.records.images[:5])
+  assert shapes == [(4, 64, 64, 3)] * 2  # the last batch padded: one program for both
   for key in ('prediction', 'probs', 'w_global', 'w_local'):
     assert len(out[key]) == 5, (key, len(out[key]))
     np.testing.assert_allclose(out[key], run.reference[key][:5], atol=TOL)
@@ -328,7 +408,7 @@ def test_overlays_of_faces_with_the_same_file_name_do_not_overwrite_each_other(r
   assert sorted(os.listdir(out)) == ['00-2.png', '00-3.png', '00.png']
 
 
-def test_evaluate_scores_the_requested_checkpoint_on_the_test_split(run, tmp_path):
+def test_evaluate_scores_the_requested_checkpoint_on_the_test_split(run, tmp_path, capsys):
   """`lnl_jax.evaluate` of the first epoch's checkpoint (not the newest) writes eval_<step>.json:
   the confusion matrix counts (true class, predicted class) over every test face, rows the true
   classes; accuracy is its trace over the total, each class's accuracy its row's diagonal over the
@@ -356,6 +436,10 @@ def test_evaluate_scores_the_requested_checkpoint_on_the_test_split(run, tmp_pat
   for name in names:
     assert out['per_class_accuracy'][name] == pytest.approx(per_class[name]), name
   assert out['balanced_accuracy'] == pytest.approx(np.mean(list(per_class.values())))
+  # The line printed: both accuracies in percent.
+  accuracy, balanced = 100 * np.mean(predicted == labels), np.mean(list(per_class.values()))
+  assert capsys.readouterr().out == (f'step {first}: test accuracy {accuracy:.2f}%  '
+                                     f'balanced {balanced:.2f}%\n')
 
 
 def test_evaluate_reads_a_moved_dataset_from_data_root_and_refuses_other_classes(run, tmp_path):
@@ -401,3 +485,29 @@ def test_class_names_of_an_unfinished_run_come_from_its_checkpoint(run, tmp_path
   (workdir / 'config.json').write_text(json.dumps(config))
   assert checkpoints.load_trained(str(workdir)).class_names == (
       'surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
+
+
+def test_attention_track_holds_the_tracked_faces_wg_at_every_tracked_step(run):
+  """workdir/attention_track.npz of the smoke run (2 epochs of 6 steps, wᵍ tracked every 2 steps,
+  4 faces): steps 2, 4, …, 12, the first 4 test faces, and at steps 6 and 12 (the checkpoints of
+  the two epochs) the wᵍ `steps.eval_step` gives those checkpoints on those faces."""
+  with np.load(os.path.join(run.workdir, 'attention_track.npz')) as f:
+    track = dict(f)
+  np.testing.assert_array_equal(track['steps'], [2, 4, 6, 8, 10, 12])
+  np.testing.assert_array_equal(track['images'], run.records.images[:4])
+  assert track['w_global'].shape == (6, 4, 16)
+  eval_step = jax.jit(functools.partial(steps.eval_step, model=run.trained.model))
+  for step in _steps_on_disk(run.workdir):
+    params = checkpoints.load_trained(run.workdir, str(step)).params
+    w_global = jax.device_get(eval_step(params, {'image': run.records.images[:4]}))['w_global']
+    np.testing.assert_allclose(track['w_global'][step // 2 - 1], w_global, atol=TOL)
+
+
+def test_a_resumed_run_tracks_on_from_its_checkpoint(run, tmp_path):
+  """A run resumed at step 6 keeps the wᵍ tracked up to and including step 6 (saved before that
+  checkpoint) and drops the later ones, which it tracks again."""
+  saved = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+  np.savez(tmp_path / 'attention_track.npz', steps=np.array([2, 4, 6, 8]), w_global=saved)
+  tracker = AttentionTracker(str(tmp_path), run.test, run.config, None, None, 6)
+  assert tracker.steps == [2, 4, 6]
+  np.testing.assert_array_equal(np.stack(tracker.weights), saved[:3])
