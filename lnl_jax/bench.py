@@ -114,13 +114,6 @@ class Timing:
   compiled_bytes: int | None
 
 
-def _first(analysis) -> dict:
-  """cost_analysis() is a dict in recent jax and a one-element list in older versions."""
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  return analysis or {}
-
-
 def dense_flops(jaxpr) -> int:
   """2 × multiply-adds of every dot_general and conv_general_dilated in a (closed) jaxpr.
 
@@ -161,7 +154,7 @@ def _sub_jaxprs(values):
 def xla_flops(compiled) -> float | None:
   """'flops' of a compiled program's cost analysis (None if XLA gives none)."""
   try:
-    flops = _first(compiled.cost_analysis()).get('flops')
+    flops = (compiled.cost_analysis() or {}).get('flops')  # None where XLA gives no analysis
   except (NotImplementedError, RuntimeError):  # not every backend has it; the step is still timed
     return None
   return float(flops) if flops and flops > 0 else None
