@@ -6,9 +6,10 @@ import sys
 
 import jax
 import pytest
+from absl import flags
 
 from fixtures import ROOT
-from lnl_jax import cli, program_store
+from lnl_jax import cli, main, program_store
 from lnl_jax.errors import ConfigError, DataError, Preempted
 
 
@@ -116,3 +117,22 @@ def test_a_bad_config_ends_a_command_without_a_workdir_with_one_line(module):
   assert proc.stderr.splitlines()[-1].startswith(
       'error: model.num_patches=15 is not n² for a whole n ≥ 1'), proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr and proc.stdout == ''
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['--coordinator_address=host:1234', '--num_processes=2', '--process_id=0'],
+     dict(coordinator_address='host:1234', num_processes=2, process_id=0)),  # process 0 included
+    ([], {}),  # nothing given: jax reads the cluster's environment (Slurm, ...)
+])
+def test_distributed_flags_reach_jax_distributed_initialize(argv, expected, monkeypatch):
+  """`lnl_jax.main --distributed` passes the flags given, and only those, to
+  `jax.distributed.initialize` (itself not run here: it would wait for the other processes)."""
+  seen = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kw: seen.append(kw))
+  flags.FLAGS.unparse_flags()
+  try:
+    flags.FLAGS(['lnl_jax.main', '--distributed', *argv])
+    main.initialize_distributed()
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert seen == [expected]
