@@ -46,7 +46,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   own = {'data.root': '', 'data.num_folds': '--folds', 'train.max_steps': '--steps'}
-  for field in own.keys() & FLAGS['config'].override_values.keys():
+  if taken := sorted(own.keys() & FLAGS['config'].override_values.keys()):
+    field = taken[0]
     raise app.UsageError(f'--config.{field} is set by launch.cv_time itself'
                          + (f'; use {own[field]}.' if own[field] else ' (its synthetic faces).'))
   config, batch_size = FLAGS['config'].config_filename, FLAGS.config.train.batch_size

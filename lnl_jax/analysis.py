@@ -449,7 +449,7 @@ def analyze(workdir: str, what: Sequence[str] = ANALYSES, num_images: int = 64, 
                                                           test.crucial[:k])
           result['over_training_faces'] = int(k)
           plots.crucial_over_training(result['over_training'],
-                                     os.path.join(out_dir, 'crucial_over_training.png'))
+                                      os.path.join(out_dir, 'crucial_over_training.png'))
         else:
           logging.warning('attention_track.npz holds other faces than the test split\'s first %d; '
                           'no over-training series.', k)

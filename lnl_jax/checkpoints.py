@@ -160,7 +160,8 @@ class Trained:
   def test_split(self, data_root: str | None = None, data_cache: str | None = None) -> Records:
     """The test split of the run's dataset, read from `data_root` when given (the dataset has moved
     since training), else from the folder config.json names. Its classes must be the checkpoint's,
-    in the same order: scores against other classes would be silently wrong."""
+    in the same order (their number only, for a checkpoint without class names): scores against
+    other classes would be silently wrong."""
     data = self.config.data.copy_and_resolve_references()
     if data_root:
       data.root = data_root

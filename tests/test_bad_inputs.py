@@ -328,8 +328,13 @@ def case_no_synthetic_test_faces(c):
   return start_training(c.tmp, **{'data.num_test': 0})
 
 
-def case_ckplus_six_classes(c):
-  return raises(lambda: load('ckplus', c.tmp, num_classes=6))
+def case_ckplus_nine_classes(c):
+  return raises(lambda: load('ckplus', c.tmp, num_classes=9))
+
+
+def case_negative_limit(c):
+  return raises(lambda: load('folder', folders(c.tmp, dict(angry=2, sad=2), dict(angry=1, sad=1)),
+                             limit=-1))
 
 
 def case_unknown_dataset(c):
@@ -415,8 +420,11 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                           ['train.log_every_steps=0 must be a whole number ≥ 1']),
     'no synthetic test face': (case_no_synthetic_test_faces, 'error',
                                ['data.num_test=0: the synthetic faces need at least 1 test face']),
-    'CK+ with 6 classes': (case_ckplus_six_classes, 'error',
-                           ['CK+ data.num_classes=6; use 7 (neutral + 6 basic) or 8']),
+    'CK+ with 9 classes': (case_ckplus_nine_classes, 'error',
+                           ['CK+ data.num_classes=9; use 7 (neutral + 6 basic; 6 on CK+48',
+                            'or 8 (+ contempt)']),
+    'negative limit': (case_negative_limit, 'error',
+                       ['data.limit=-1 must be ≥ 0 (0 keeps every example)']),
     'unknown dataset name': (case_unknown_dataset, 'error', ["data.name='rafdb2' is unknown"]),
     'read-only workdir (main)': (through_main('read_only_workdir'), 'error',
                                  ['is not writable', '/run']),

@@ -97,7 +97,7 @@ def test_predictions_match_evaluate(run, capsys):
 
 
 def test_table_overlays_and_other_formats(run, capsys, tmp_path):
-  nested = tmp_path / 'more' / 'deeper'
+  nested = tmp_path / 'more' / ('deeper' * 12)  # longer than the table's 60-character column
   nested.mkdir(parents=True)
   Image.fromarray(run.records.images[0]).save(nested / 'face.jpg', quality=95)
   Image.fromarray(run.records.images[1]).convert('L').save(nested / 'grey.tiff')
@@ -116,8 +116,8 @@ def test_table_overlays_and_other_formats(run, capsys, tmp_path):
   column = lines[0].index('predicted')
   for line in lines[1:]:
     assert line[column - 2:column] == '  ' and line[column] != ' ', line
-  truncated = [line[:column - 2] for line in lines[1:] if line.startswith('…')]
-  assert truncated and all(name.endswith(('face.jpg', 'grey.tiff')) for name in truncated)
+  truncated = sorted(line[:column - 2] for line in lines[1:] if line.startswith('…'))
+  assert truncated == ['…' + str(nested / name)[-59:] for name in ('face.jpg', 'grey.tiff')]
   assert captured.err == ''
   expected = {f'{i:02d}.png' for i in range(NUM_FACES)} | {'face.png', 'grey.png'}
   assert set(os.listdir(out)) == expected

@@ -35,9 +35,9 @@ def _options(name: str, data: ml_collections.ConfigDict) -> dict:
   if name == 'affectnet':
     return dict(num_classes=data.num_classes)
   if name == 'ckplus':
-    if data.num_classes not in (7, 8):
-      raise ConfigError(f'CK+ data.num_classes={data.num_classes!r}; use 7 (neutral + 6 basic) '
-                        'or 8 (+ contempt).')
+    if data.num_classes not in (6, 7, 8):  # 6: CK+48, which holds no neutral faces
+      raise ConfigError(f'CK+ data.num_classes={data.num_classes!r}; use 7 (neutral + 6 basic; 6 '
+                        'on CK+48, which has no neutral faces) or 8 (+ contempt).')
     return dict(include_contempt=data.num_classes == 8)
   return {}
 
@@ -77,6 +77,8 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
   if train.class_names != test.class_names:
     raise ConfigError(f'train and test classes differ: {train.class_names} vs {test.class_names}.')
   check_disjoint(train, test)
+  if data.limit < 0:
+    raise ConfigError(f'data.limit={data.limit} must be ≥ 0 (0 keeps every example).')
   if data.limit:
     train, test = train.limited(data.limit), test.limited(data.limit)
   logging.info('data: %s — %d train / %d test, classes %s', train.source or data.name, len(train),

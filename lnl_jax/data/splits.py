@@ -3,8 +3,8 @@
 The split is a pure function of the records' content and the seed: examples are first put in
 a canonical order (by path, or by a hash of the pixels, then label and subject), so the same
 dataset listed in any order gives the same split. When `records.subjects` is set the split is
-subject-wise (no subject on both sides): whole subjects are dealt greedily, largest first (the seed
-orders equally large ones), each to the side that keeps every class closest to its target share.
+subject-wise (no subject in two folds): whole subjects are dealt greedily, largest first (the seed
+orders equally large ones), each to the fold that keeps every class closest to its target share.
 Otherwise it is stratified: each class is shuffled and dealt round-robin, so per-fold class counts
 differ by at most one.
 """
