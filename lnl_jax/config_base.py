@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.on_bad_image = 'skip'  # undecodable images: 'skip' (counted in the log) or 'fail'
   c.data.num_folds = 5  # k-fold datasets: subject-wise (CK+, JAFFE) or stratified (MMI, folders)
   c.data.fold = 0
+  c.data.subject_pattern = ''  # MMI, class folders: regex giving the subject from a file name
   c.data.num_classes = 7  # AffectNet's and CK+'s 7 or 8 classes; training takes them from the data
   c.data.num_train = 3000  # synthetic faces only
   c.data.num_test = 700  # synthetic faces only

@@ -332,6 +332,15 @@ def case_ckplus_nine_classes(c):
   return raises(lambda: load('ckplus', c.tmp, num_classes=9))
 
 
+def case_subject_pattern_elsewhere(c):
+  return raises(lambda: load('raf', c.tmp, subject_pattern='^(S\\d+)'))
+
+
+def case_subject_pattern_not_a_regex(c):
+  root = folders(c.tmp, dict(angry=2, sad=2), dict(angry=1, sad=1))
+  return raises(lambda: load('folder', root, subject_pattern='(S'))
+
+
 def case_negative_limit(c):
   return raises(lambda: load('folder', folders(c.tmp, dict(angry=2, sad=2), dict(angry=1, sad=1)),
                              limit=-1))
@@ -423,6 +432,11 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
     'CK+ with 9 classes': (case_ckplus_nine_classes, 'error',
                            ['CK+ data.num_classes=9; use 7 (neutral + 6 basic; 6 on CK+48',
                             'or 8 (+ contempt)']),
+    'subject pattern for RAF-DB': (case_subject_pattern_elsewhere, 'error',
+                                   ["data.subject_pattern='^(S\\\\d+)' is read for MMI and class "
+                                    'folders only']),
+    'subject pattern not a regex': (case_subject_pattern_not_a_regex, 'error',
+                                    ["the subject pattern '(S' is not a regular expression"]),
     'negative limit': (case_negative_limit, 'error',
                        ['data.limit=-1 must be ≥ 0 (0 keeps every example)']),
     'unknown dataset name': (case_unknown_dataset, 'error', ["data.name='rafdb2' is unknown"]),

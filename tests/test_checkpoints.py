@@ -121,7 +121,8 @@ def test_leftover_temporary_checkpoint_folders_are_ignored(tmp_path):
     ('model.attention', 'none'), ('seed', 1), ('data.fold', 1), ('model.overlap', 12),
     ('model.width', 0.125), ('data.name', 'raf'), ('data.num_classes', 8), ('data.num_folds', 10),
     ('data.num_train', 200), ('data.num_test', 50), ('data.occlusion_prob', 0.5),
-    ('data.limit', 0), ('model.alpha', 0.5), ('train.batch_size', 8)])
+    ('data.limit', 0), ('model.alpha', 0.5), ('train.batch_size', 8),
+    ('data.subject_pattern', '^(S\\d+)')])
 def test_resuming_with_a_shape_changing_config_is_refused(tmp_path, field, value):
   config = dataset_config('synthetic', 'smoke')
   checkpoints.check_or_write_config(config, str(tmp_path))

@@ -134,3 +134,22 @@ def test_mmi_config_is_stratified_5_fold_cv(tmp_path):
   _, test = _splits('mmi', fixtures.write_class_folders(str(tmp_path / 'mmi'),
                                                         {'happy': 10, 'sad': 10}))
   np.testing.assert_array_equal(np.bincount(test.labels), [2, 2])
+
+
+def test_mmi_folds_are_subject_wise_with_a_subject_pattern(tmp_path):
+  """`data.subject_pattern` takes each face's subject from its file name (`s<k>_<i>.png`: 10
+  subjects, 4 faces each, 2 per class): every fold tests whole subjects (2 of the 10), and the 5
+  folds test every face once."""
+  root = tmp_path / 'mmi'
+  for k in range(10):
+    for i, label in enumerate(('happy', 'happy', 'sad', 'sad')):
+      fixtures.write_image(str(root / label / f's{k}_{i}.png'))
+  tested = []
+  for fold in range(PAPER_FOLDS):
+    train, test = _splits('mmi', root, fold=fold, subject_pattern=r'^(s\d+)_')
+    subject = lambda p: os.path.basename(str(p)).split('_')[0]
+    train_subjects, test_subjects = {subject(p) for p in train.paths}, {subject(p) for p in test.paths}
+    assert not train_subjects & test_subjects and len(test_subjects) == 2, fold
+    assert len(train) + len(test) == 40
+    tested += [str(p) for p in test.paths]
+  assert len(tested) == len(set(tested)) == 40

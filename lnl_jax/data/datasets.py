@@ -32,6 +32,12 @@ DATASETS = {
 
 
 def _options(name: str, data: ml_collections.ConfigDict) -> dict:
+  if data.subject_pattern and name not in ('mmi', 'folder'):
+    raise ConfigError(f'data.subject_pattern={data.subject_pattern!r} is read for MMI and class '
+                      f'folders only; {name!r} names its subjects itself or has an official '
+                      'test split.')
+  if name in ('mmi', 'folder'):
+    return dict(subject_pattern=data.subject_pattern or None)
   if name == 'affectnet':
     return dict(num_classes=data.num_classes)
   if name == 'ckplus':

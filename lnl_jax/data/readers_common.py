@@ -117,7 +117,10 @@ def match_subjects(paths: Sequence[str], pattern: str | None) -> np.ndarray | No
   else the whole match. None when `pattern` is None."""
   if pattern is None:
     return None
-  regex = re.compile(pattern)
+  try:
+    regex = re.compile(pattern)
+  except re.error as e:
+    raise ConfigError(f'the subject pattern {pattern!r} is not a regular expression ({e}).') from None
   subjects, unmatched = [], []
   for path in paths:
     m = regex.search(os.path.basename(path))
