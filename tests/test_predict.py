@@ -445,8 +445,8 @@ def test_evaluate_scores_the_requested_checkpoint_on_the_test_split(run, tmp_pat
 def test_evaluate_reads_a_moved_dataset_from_data_root_and_refuses_other_classes(run, tmp_path):
   """`lnl_jax.evaluate --data_root=DIR` reads the test split from DIR when the folder config.json
   names is gone; a dataset whose classes are not the checkpoint's is refused, not scored. Here the
-  run's config.json is renamed to RAF-DB, whose classes and order are the synthetic faces' (Sec.
-  IV-A: surprise, fear, disgust, happiness, sadness, anger, neutral = the list file's 1..7)."""
+  run's config.json is renamed to RAF-DB, whose classes and order are the synthetic faces' (its
+  list file's labels 1..7: surprise, fear, disgust, happiness, sadness, anger, neutral)."""
   workdir = tmp_path / 'workdir'
   shutil.copytree(run.workdir, workdir)
   config = json.loads((workdir / 'config.json').read_text())
