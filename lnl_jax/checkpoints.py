@@ -40,7 +40,8 @@ from lnl_jax.models import LNLAttenNet, create_model
 # agree with the checkpoint on every one of them. Some change the data of some datasets only (the
 # folds of k-fold datasets, the synthetic faces' counts and occluders); they are held for all.
 FROZEN_FIELDS = ('data.name', 'data.image_size', 'data.num_classes', 'data.num_folds', 'data.fold',
-                 'data.subject_pattern', 'data.num_train', 'data.num_test', 'data.occlusion_prob', 'data.limit',
+                 'data.subject_pattern', 'data.num_train', 'data.num_test', 'data.occlusion_prob',
+                 'data.limit',
                  'model.attention', 'model.alpha', 'model.num_patches', 'model.overlap',
                  'model.width', 'model.head_widths', 'train.batch_size', 'seed')
 

@@ -74,6 +74,11 @@ def start_training(tmp, **overrides):
   return kind, message
 
 
+def training_with(dotted: str, value):
+  """The case of a config field set to `value` for training (`start_training`)."""
+  return lambda c: start_training(c.tmp, **{dotted: value})
+
+
 def through_main(run: str):
   """The case of a bad input given to the entry point: its one-line error from `main_errors`."""
   return lambda c: ('error', c.main_errors(run))
@@ -287,45 +292,9 @@ def case_duplicate_file_names_across_splits(c):
   return 'warning', warned(c.caplog)
 
 
-def case_alpha_1_5(c):
-  return start_training(c.tmp, **{'model.alpha': 1.5})
-
-
-def case_image_smaller_than_patch_grid(c):
-  return start_training(c.tmp, **{'data.image_size': 32})
-
-
-def case_image_size_not_multiple_of_16(c):
-  return start_training(c.tmp, **{'data.image_size': 72})
-
-
-def case_overlap_too_large(c):
-  return start_training(c.tmp, **{'model.overlap': 64})
-
-
 def case_batch_not_divisible_by_devices(c):
   assert jax.device_count() == 4  # tests/conftest.py
   return start_training(c.tmp, **{'train.batch_size': 18})
-
-
-def case_batch_larger_than_dataset(c):
-  return start_training(c.tmp, **{'train.batch_size': 128})
-
-
-def case_on_nonfinite_typo(c):
-  return start_training(c.tmp, **{'train.on_nonfinite': 'ignore'})
-
-
-def case_mean_of_last_zero(c):
-  return start_training(c.tmp, **{'train.mean_of_last': 0})
-
-
-def case_log_every_zero(c):
-  return start_training(c.tmp, **{'train.log_every_steps': 0})
-
-
-def case_no_synthetic_test_faces(c):
-  return start_training(c.tmp, **{'data.num_test': 0})
 
 
 def case_ckplus_nine_classes(c):
@@ -408,26 +377,26 @@ CASES = {  # name: (case, expected kind, substrings the message must contain)
                                             'test/sad/img_001.png']),
     'M = 15 (main)': (through_main('num_patches_15'), 'error',
                       ['model.num_patches=15 is not n² for a whole n ≥ 1']),
-    'α = 1.5': (case_alpha_1_5, 'error', ['model.alpha=1.5 is outside [0, 1]']),
-    'image smaller than the patch grid': (case_image_smaller_than_patch_grid, 'error',
+    'α = 1.5': (training_with('model.alpha', 1.5), 'error', ['model.alpha=1.5 is outside [0, 1]']),
+    'image smaller than the patch grid': (training_with('data.image_size', 32), 'error',
                                           ['data.image_size=32', 'data.image_size ≥ 64']),
-    'image size not a multiple of 16': (case_image_size_not_multiple_of_16, 'error',
+    'image size not a multiple of 16': (training_with('data.image_size', 72), 'error',
                                         ['data.image_size=72 must be a positive multiple of 16']),
-    'overlap larger than the patches': (case_overlap_too_large, 'error',
+    'overlap larger than the patches': (training_with('model.overlap', 64), 'error',
                                         ['model.overlap=64 px is too large']),
     'batch not divisible by 4 devices': (case_batch_not_divisible_by_devices, 'error',
                                          ['train.batch_size=18 is not divisible by the 4 devices']),
     'batch not divisible by 3 devices (main)': (through_main('batch_not_divisible'), 'error',
                                                 ['train.batch_size=16 is not divisible by the 3']),
-    'batch larger than the dataset': (case_batch_larger_than_dataset, 'error',
+    'batch larger than the dataset': (training_with('train.batch_size', 128), 'error',
                                       ['train.batch_size=128 is larger than the 96 training']),
-    'train.on_nonfinite typo': (case_on_nonfinite_typo, 'error',
+    'train.on_nonfinite typo': (training_with('train.on_nonfinite', 'ignore'), 'error',
                                 ["train.on_nonfinite='ignore' must be 'stop' or 'skip'"]),
-    'mean of the last 0 epochs': (case_mean_of_last_zero, 'error',
+    'mean of the last 0 epochs': (training_with('train.mean_of_last', 0), 'error',
                                   ['train.mean_of_last=0 must be a whole number ≥ 1']),
-    'log every 0 steps': (case_log_every_zero, 'error',
+    'log every 0 steps': (training_with('train.log_every_steps', 0), 'error',
                           ['train.log_every_steps=0 must be a whole number ≥ 1']),
-    'no synthetic test face': (case_no_synthetic_test_faces, 'error',
+    'no synthetic test face': (training_with('data.num_test', 0), 'error',
                                ['data.num_test=0: the synthetic faces need at least 1 test face']),
     'CK+ with 9 classes': (case_ckplus_nine_classes, 'error',
                            ['CK+ data.num_classes=9; use 7 (neutral + 6 basic; 6 on CK+48',

@@ -143,7 +143,8 @@ def test_the_readme_compile_and_pytorch_figures_are_those_of_their_records():
               f'every program, from {median(before, defaults)} to {median(after, defaults)})')
   assert expected in prose, expected
   # The final code's three rounds (the README's row), and the six of the two-program step.
-  assert f'| not recorded | 69423aa | {span(final, product)} (median {median(final, product)}) |' in readme
+  assert (f'| not recorded | 69423aa | {span(final, product)} (median '
+          f'{median(final, product)}) |') in readme
   assert (f'JAX ÷ PyTorch {span(final, product)} (median {median(final, product)}; '
           f"{median(final, defaults)} with XLA's defaults)") in prose
   assert f'{span(final, product)} (median {median(final, product)}) over three more' in prose
@@ -267,11 +268,11 @@ def test_the_avx512_figures_are_those_of_their_records():
 
 
 def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records():
-  """benchmarks.md's "The convolutions off YNNPACK", its row of the second round's targets and the
-  README's sentence on it: the third --layers run against the first (docs/conv_libraries.jsonl),
+  """benchmarks.md's "The convolutions off YNNPACK" and its row of the second round's targets:
+  the third --layers run against the first (docs/conv_libraries.jsonl),
   the compile options at 802fe47 (docs/compile_options.jsonl; its rows: the test of "Each option
   alone") and the side-by-side rounds of aaeece4 and 802fe47 (docs/peer_ratio.jsonl)."""
-  readme, table, prose = readme_and_benchmarks()
+  _, table, prose = readme_and_benchmarks()
   span = lambda values, digits=2: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   runs = split_runs(bench_lines('conv_libraries.jsonl'), lambda r: r['what'] == 'machine')
   (default_machine, *default), _, (machine, *now) = runs

@@ -12,6 +12,7 @@ No model and no TensorFlow: images of 12..24 px.
 """
 from __future__ import annotations
 
+import collections
 import os
 
 import numpy as np
@@ -75,6 +76,7 @@ def test_affectnet_and_ckplus_keep_contempt_with_eight_classes(tmp_path):
   assert set(train.class_names) == PAPER_CKPLUS_CLASSES | {'contempt'}
   assert len(train) + len(test) == 2 * 11  # every sequence, contempt's 3 included
 
+
 def test_sfew_tests_on_val(tmp_path):
   fixtures.write_sfew(str(tmp_path), {'Angry': 2, 'Happy': 1}, {'Sad': 1, 'Neutral': 2})
   train, test = _splits('sfew', tmp_path)
@@ -98,8 +100,7 @@ def test_a_limit_keeps_every_class_in_turn(tmp_path):
 
 
 def _count(records):
-  names = [records.class_names[l].lower() for l in records.labels]
-  return {n: names.count(n) for n in set(names)}
+  return collections.Counter(records.class_names[l].lower() for l in records.labels)
 
 
 def _ckplus_root(tmp_path):
@@ -144,12 +145,11 @@ def test_mmi_folds_are_subject_wise_with_a_subject_pattern(tmp_path):
   for k in range(10):
     for i, label in enumerate(('happy', 'happy', 'sad', 'sad')):
       fixtures.write_image(str(root / label / f's{k}_{i}.png'))
+  subjects = lambda records: {os.path.basename(str(p)).split('_')[0] for p in records.paths}
   tested = []
   for fold in range(PAPER_FOLDS):
     train, test = _splits('mmi', root, fold=fold, subject_pattern=r'^(s\d+)_')
-    subject = lambda p: os.path.basename(str(p)).split('_')[0]
-    train_subjects, test_subjects = {subject(p) for p in train.paths}, {subject(p) for p in test.paths}
-    assert not train_subjects & test_subjects and len(test_subjects) == 2, fold
+    assert not subjects(train) & subjects(test) and len(subjects(test)) == 2, fold
     assert len(train) + len(test) == 40
     tested += [str(p) for p in test.paths]
   assert len(tested) == len(set(tested)) == 40

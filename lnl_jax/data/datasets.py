@@ -52,6 +52,8 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
                 overlap: int = 16, cache_dir: str | None = None) -> tuple[Records, Records]:
   """The train and test records the config describes (synthetic faces need the patch grid, and
   are kept in `cache_dir` when one is given: `synthetic.load_or_generate`)."""
+  if data.limit < 0:
+    raise ConfigError(f'data.limit={data.limit} must be ≥ 0 (0 keeps every example).')
   if data.name == 'synthetic':
     for field in ('num_train', 'num_test'):
       if (value := data[field]) < 1:
@@ -83,8 +85,6 @@ def load_splits(data: ml_collections.ConfigDict, seed: int, num_patches: int = 1
   if train.class_names != test.class_names:
     raise ConfigError(f'train and test classes differ: {train.class_names} vs {test.class_names}.')
   check_disjoint(train, test)
-  if data.limit < 0:
-    raise ConfigError(f'data.limit={data.limit} must be ≥ 0 (0 keeps every example).')
   if data.limit:
     train, test = train.limited(data.limit), test.limited(data.limit)
   logging.info('data: %s — %d train / %d test, classes %s', train.source or data.name, len(train),

@@ -120,7 +120,8 @@ def match_subjects(paths: Sequence[str], pattern: str | None) -> np.ndarray | No
   try:
     regex = re.compile(pattern)
   except re.error as e:
-    raise ConfigError(f'the subject pattern {pattern!r} is not a regular expression ({e}).') from None
+    raise ConfigError(f'the subject pattern {pattern!r} is not a regular expression ({e}).'
+                      ) from None
   subjects, unmatched = [], []
   for path in paths:
     m = regex.search(os.path.basename(path))
