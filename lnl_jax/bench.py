@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnl_jax import cli, host, steps as steps_lib
-from lnl_jax.models import conv as conv_lib, create_model, num_params
+from lnl_jax.models import conv as conv_lib, create_model, num_params, onednn
 from lnl_jax.models.ensemble import EXECUTIONS, PatchEnsemble, PatchNetwork
 from lnl_jax.models.layers import draw_params, scaled
 from lnl_jax.models.lnlattennet import DTYPES
@@ -135,12 +135,24 @@ def dense_flops(jaxpr) -> int:
       rhs = eqn.invars[1].aval.shape
       _, in_features, *window = eqn.params['dimension_numbers'].rhs_spec
       total += 2 * out * rhs[in_features] * math.prod(rhs[d] for d in window)
+    elif name == 'ffi_call' and eqn.params['target_name'] in onednn.TARGETS:
+      total += _onednn_flops(eqn.params['target_name'], eqn)
     subs = [dense_flops(j) for j in _sub_jaxprs(eqn.params.values())]
     if name == 'cond':
       total += max(subs, default=0)
     else:
       total += eqn.params.get('length', 1) * sum(subs) if name == 'scan' else sum(subs)
   return total
+
+
+def _onednn_flops(target: str, eqn) -> int:
+  """A oneDNN convolution's or gradient's multiply-adds × 2: each element of the forward output
+  (..., N, Ho, Wo, O) costs k·k·C, whichever of the three it is (models/onednn.py)."""
+  shapes = [v.aval.shape for v in eqn.invars] + [eqn.outvars[0].aval.shape]
+  y, kernel = {'lnl_jax_conv_forward': (shapes[2], shapes[1]),
+               'lnl_jax_conv_backward_data': (shapes[0], shapes[1]),
+               'lnl_jax_conv_backward_weights': (shapes[1], shapes[2])}[target]
+  return 2 * math.prod(y) * math.prod(kernel[-4:-1])
 
 
 def _sub_jaxprs(values):
@@ -419,12 +431,14 @@ def bench_layers(config, batch_size: int, num_steps: int):
     kernel = jax.random.normal(kk, (k, k, c, features), dtype) / math.sqrt(k * k * c)
     row = {}
     for lowering in conv_lib.LOWERINGS:
+      if lowering == 'onednn' and not (dtype == jnp.float32 and onednn.available()):
+        continue
       loss = lambda x, w, lowering=lowering: jnp.sum(
           jnp.square(conv_lib.conv2d(x, w, pad, lowering).astype(jnp.float32)))
       t = time_jitted(jit(jax.grad(loss, argnums=(0, 1))), (x, kernel), num_steps)
       row[f'{lowering}_ms'] = t.step_s * 1e3
       row[f'{lowering}_flop_per_s'] = t.flops / t.step_s
-    chosen = policy(shape, kernel.shape, pad)
+    chosen = policy(shape, kernel.shape, pad, dtype)
     emit(what='layer', config=config.name, dtype=config.model.dtype, input_shape=list(shape),
          kernel=k, features=features, padding=padding, count=count, positions=positions,
          flops=t.flops, chosen=chosen, **row)

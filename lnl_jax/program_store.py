@@ -44,6 +44,8 @@ import numpy as np
 import optax
 from absl import logging
 
+from lnl_jax.models import onednn
+
 PACKAGE_ROOT = os.path.dirname(os.path.abspath(__file__))
 _directory: str | None = None
 _digest: bytes | None = None
@@ -257,9 +259,12 @@ class StoredFunction:
       return out_leaves
 
     platforms = sorted({d.platform for s in shardings for d in s.device_set})
+    # the oneDNN convolutions' FFI calls are kept: the program is read back by processes of this
+    # same code (`code_digest`), which register their handlers before compiling it
+    stable = [jax.export.DisabledSafetyCheck.custom_call(t) for t in onednn.TARGETS]
     exported = jax.export.export(jax.jit(flat_fn, in_shardings=tuple(shardings),
                                          out_shardings=self._out_shardings),
-                                 platforms=platforms)(*avals)
+                                 platforms=platforms, disabled_checks=stable)(*avals)
     return exported, out_trees[-1]
 
 

@@ -56,10 +56,11 @@ def command_env(devices: int = 1, optimised: bool = False) -> dict:
 
 
 def run_module(module: str, *args: str, devices: int = 1, optimised: bool = False, ok: bool = True,
-               timeout: float = 600) -> subprocess.CompletedProcess:
-  """`python -m module args` from the repository root; with `ok`, its exit status must be 0."""
+               timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+  """`python -m module args` from the repository root, with `env` added to `command_env`; with
+  `ok`, its exit status must be 0."""
   proc = subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT,
-                        env=command_env(devices, optimised),
+                        env=dict(command_env(devices, optimised), **(env or {})),
                         capture_output=True, text=True, timeout=timeout)
   if ok:
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,11 +1,17 @@
 """conv2d (each CPU lowering) and max_pool2 against XLA's own convolution and reduce-window, values
-and gradients, plain and under the transformations the ensemble executions apply (vmap, lax.map)."""
+and gradients, plain and under the transformations the ensemble executions apply (vmap, lax.map);
+the oneDNN lowering's policy, build and errors."""
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lnl_jax.models import onednn
 from lnl_jax.models.conv import Conv, Lowering, conv2d, cpu_lowering, lowering_for
 from lnl_jax.models.layers import max_pool2
 
@@ -31,7 +37,7 @@ def inputs(shape_x, shape_k):
   return jax.random.normal(kx, shape_x), jax.random.normal(kk, shape_k) * 0.2
 
 
-CPU_LOWERINGS = ['conv', 'matmul']
+CPU_LOWERINGS = ['conv', 'matmul', 'onednn']
 
 
 @pytest.mark.parametrize('lowering', CPU_LOWERINGS)
@@ -84,7 +90,7 @@ def test_cpu_lowering_is_matmul_only_for_small_maps():
     params = conv.init(jax.random.key(0), x)
     return {e.primitive.name for e in jax.make_jaxpr(conv.apply)(params, x).jaxpr.eqns}
 
-  cpu = lowering_for('cpu')
+  cpu = Lowering('cpu')
   assert 'dot_general' in primitives(cpu)
   assert 'dot_general' not in primitives(cpu.inside_loop())
   assert cpu((2, 4, 4, 3), (3, 3, 3, 5), 0) == 'matmul'
@@ -102,6 +108,63 @@ def test_cpu_lowering_is_matmul_only_for_small_maps():
     conv2d(*inputs((1, 4, 4, 1), (3, 3, 1, 1)), 1, 'im2col')
   with pytest.raises(ValueError, match='Lowering.rule'):
     Lowering('im2col')
+
+
+def test_the_cpu_takes_onednn_where_it_would_take_the_convolution():
+  # The test environment installs the wheels (a dependency on Linux x86-64) and has a compiler.
+  assert onednn.available()
+  cpu = lowering_for('cpu')
+  assert cpu == Lowering('onednn')
+  assert cpu((2, 144, 144, 64), (3, 3, 64, 64), 1) == 'onednn'  # the U-Net's first stage
+  assert cpu((2, 48, 48, 64), (3, 3, 64, 64), 1) == 'onednn'  # a SimpleNet's first stage
+  assert cpu((2, 9, 9, 1024), (3, 3, 1024, 1024), 1) == 'matmul'  # the bottleneck at batch 2
+  assert cpu((2, 2, 2, 128), (1, 1, 128, 64), 0) == 'matmul'  # the local attention's tiny maps
+  assert cpu.inside_loop()((2, 2, 2, 128), (1, 1, 128, 64), 0) == 'onednn'
+  # bfloat16 keeps cpu_lowering's choice; a symbolic batch (jax.export) the XLA convolution.
+  assert cpu((2, 48, 48, 64), (3, 3, 64, 64), 1, jnp.bfloat16) == 'conv'
+  b, = jax.export.symbolic_shape('b')
+  assert cpu((b, 48, 48, 64), (3, 3, 64, 64), 1) == 'conv'
+  # A Conv of the model runs it as FFI calls.
+  x = inputs((2, 12, 12, 3), (3, 3, 3, 5))[0]
+  conv = Conv(5, 3, 'SAME', lowering=cpu)
+  params = conv.init(jax.random.key(0), x)
+  program = str(jax.make_jaxpr(conv.apply)(params, x))
+  assert 'conv_general_dilated' not in program and 'lnl_jax_conv_forward' in program
+  with pytest.raises(ValueError, match='float32'):
+    conv2d(*(a.astype(jnp.bfloat16) for a in inputs((1, 4, 4, 1), (3, 3, 1, 1))), 1, 'onednn')
+
+
+def test_onednn_refuses_shapes_it_cannot_convolve():
+  x, kernel = inputs((1, 6, 6, 3), (3, 3, 4, 5))  # 3 input channels, a kernel for 4
+  with pytest.raises(Exception, match='lnl_jax conv'):
+    jax.block_until_ready(onednn.conv2d(x, kernel, 1))
+
+
+def test_the_handlers_are_built_once_per_source_and_the_build_fails_in_words(tmp_path, monkeypatch):
+  monkeypatch.setenv('LNL_JAX_ONEDNN_DIR', str(tmp_path))
+  library = onednn.build()
+  assert os.path.dirname(library) == str(tmp_path) and os.listdir(tmp_path) == [
+      os.path.basename(library)]
+  assert onednn.build() == library  # not compiled again
+  monkeypatch.setenv('LNL_JAX_ONEDNN_DIR', str(tmp_path / 'other'))
+  monkeypatch.setenv('CXX', '/bin/false')
+  with pytest.raises(onednn.Unavailable, match='/bin/false failed'):
+    onednn.build()
+  monkeypatch.setenv('CXX', str(tmp_path / 'no-such-compiler'))
+  with pytest.raises(onednn.Unavailable, match='did not start'):
+    onednn.build()
+  assert os.listdir(tmp_path / 'other') == []  # no half-written library left
+
+
+def test_without_onednn_the_cpu_keeps_xla_kernels_and_says_why():
+  code = ('from lnl_jax.models.conv import lowering_for; '
+          'print(lowering_for("cpu").rule)')
+  env = dict(os.environ, LNL_JAX_ONEDNN='0')
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ['cpu']
+  assert 'oneDNN convolutions unavailable (LNL_JAX_ONEDNN=0)' in proc.stderr
 
 
 @pytest.mark.parametrize('side', [8, 9])

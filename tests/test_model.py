@@ -277,7 +277,7 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
 
 def test_create_model_lowers_the_convolutions_for_the_platform():
   config = model_config()
-  assert create_model(config, 144, 7, platform='cpu').lowering == Lowering('cpu')
+  assert create_model(config, 144, 7, platform='cpu').lowering == Lowering('onednn')
   assert create_model(config, 144, 7, platform='gpu').lowering == Lowering('xla')
   assert create_model(config, 144, 7).lowering == lowering_for(jax.devices()[0].platform)
 

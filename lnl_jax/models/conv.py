@@ -19,7 +19,10 @@ differ in how XLA runs the convolution, not in what it computes:
   shared input with batched kernels into the output features: one convolution each.
 - 'matmul' (CPU, small maps): one matmul over the k·k shifted copies of the input (im2col);
   autodiff gives matmuls and the pads and adds of a col2im for its gradient, and vmap a batched
-  matmul. `cpu_lowering` says which of the two CPU lowerings a shape gets.
+  matmul. `cpu_lowering` says which of 'conv' and 'matmul' a shape gets.
+- 'onednn' (CPU, float32): the convolution and its two gradients run by oneDNN's kernels through
+  XLA's FFI (models/onednn.py), faster than XLA's CPU kernels on every layer of the network; one
+  call per member under vmap.
 
 Which lowering each convolution takes is a field of the model, a `Lowering` policy that
 `lowering_for` picks once from the platform when the model is built; the CPU lowerings have not
@@ -34,6 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from lnl_jax.models import onednn
 
 DIMENSIONS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -64,7 +69,7 @@ def _correlate(pad: int):
   return correlate
 
 
-LOWERINGS = ('xla', 'conv', 'matmul')
+LOWERINGS = ('xla', 'conv', 'matmul', 'onednn')
 
 
 def cpu_lowering(positions: int, features: int, in_loop: bool = False) -> str:
@@ -91,7 +96,10 @@ class Lowering:
   traced.
 
   `rule` is one of `LOWERINGS` for every convolution, or 'cpu' for `cpu_lowering`'s choice per
-  convolution ('conv' where the shape is symbolic, as `jax.export` traces a batch of any size).
+  convolution. 'onednn' and 'cpu' give 'conv' where the shape is symbolic (as `jax.export` traces
+  a batch of any size: an exported program holds no call into this process's oneDNN). 'onednn'
+  keeps `cpu_lowering`'s 'matmul' for small maps, where the matmul was as fast or faster, and its
+  choice for other dtypes than float32; oneDNN runs the rest.
   `in_loop` marks convolutions that run inside a while loop (the 'scan' ensemble's members).
   """
   rule: str = 'xla'
@@ -104,22 +112,28 @@ class Lowering:
   def inside_loop(self) -> Lowering:
     return dataclasses.replace(self, in_loop=True)
 
-  def __call__(self, x_shape, kernel_shape, pad: int) -> str:
-    """The lowering of a (B, H, W, C) ⋆ (k, k, C, O) convolution with `pad` zeros on each side."""
-    if self.rule != 'cpu':
+  def __call__(self, x_shape, kernel_shape, pad: int, dtype=jnp.float32) -> str:
+    """The lowering of a (B, H, W, C) ⋆ (k, k, C, O) convolution of `dtype` with `pad` zeros on
+    each side."""
+    if self.rule not in ('cpu', 'onednn'):
       return self.rule
     b, h, w, _ = x_shape
     k = kernel_shape[0]
     if not all(isinstance(d, int) for d in (b, h, w)):
       return 'conv'
-    return cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), kernel_shape[-1],
-                        self.in_loop)
+    choice = cpu_lowering(b * (h + 2 * pad - k + 1) * (w + 2 * pad - k + 1), kernel_shape[-1],
+                          self.in_loop)
+    if self.rule == 'onednn' and choice == 'conv' and jnp.dtype(dtype) == jnp.float32:
+      return 'onednn'
+    return choice
 
 
 def lowering_for(platform: str) -> Lowering:
-  """The policy for models run on `platform` (a jax platform name): `cpu_lowering`'s choices on
-  CPU, XLA's own convolution on accelerators."""
-  return Lowering('cpu' if platform == 'cpu' else 'xla')
+  """The policy for models run on `platform` (a jax platform name): oneDNN's kernels on CPU where
+  `onednn.available()`, else `cpu_lowering`'s choices; XLA's own convolution on accelerators."""
+  if platform != 'cpu':
+    return Lowering('xla')
+  return Lowering('onednn' if onednn.available() else 'cpu')
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str = 'xla') -> jax.Array:
@@ -132,6 +146,13 @@ def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str = 'xla') -> 
     return _cpu_conv2d(x, kernel, pad)
   if lowering == 'matmul':
     return _matmul_conv2d(x, kernel, pad)
+  if lowering == 'onednn':
+    if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+      raise ValueError(f"the 'onednn' lowering takes float32, not {x.dtype} ⋆ {kernel.dtype}.")
+    if not onednn.available():
+      raise ValueError("the 'onednn' lowering is unavailable in this process (the warning above "
+                       'says why).')
+    return onednn.conv2d(x, kernel, pad)
   raise ValueError(f'lowering must be one of {LOWERINGS}, not {lowering!r}.')
 
 
@@ -187,4 +208,4 @@ class Conv(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     pad = k // 2 if self.padding == 'SAME' else 0
-    return conv2d(x, kernel, pad, self.lowering(x.shape, kernel.shape, pad)) + bias
+    return conv2d(x, kernel, pad, self.lowering(x.shape, kernel.shape, pad, x.dtype)) + bias
