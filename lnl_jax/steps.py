@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lnl_jax import program_store
 from lnl_jax.errors import ConfigError
+from lnl_jax.models import onednn
 from lnl_jax.models.layers import draw_params
 
 
@@ -154,16 +155,27 @@ def eval_step(params, batch, *, model):
 
 
 # XLA options of the programs on CPU but the update step. LLVM's optimisation level 1 and XLA's
-# older CPU emitters compile them in less time than XLA's defaults. YNNPACK, the library XLA's CPU
-# backend hands convolutions and matrix products to by default, keeps the single matrix products
-# only: the convolutions go to XLA's own Eigen kernels, which compute the gradient of a 3×3 kernel
-# faster than YNNPACK's. The effect of each option on the step time is in docs/benchmarks.md. The
-# update step, elementwise passes over the parameters and the Adam moments, keeps XLA's defaults:
-# the older emitters make slower code of it. An option named in $XLA_FLAGS is left to it, and one
-# this jaxlib does not know is left out.
-CPU_COMPILER_OPTIONS = dict(
-    xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False,
+# older CPU emitters compile them in less time than XLA's defaults. The update step, elementwise
+# passes over the parameters and the Adam moments, keeps XLA's defaults: the older emitters make
+# slower code of it. The effect of each option on the step time is in docs/benchmarks.md. An
+# option named in $XLA_FLAGS is left to it, and one this jaxlib does not know is left out.
+CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
+# One more where XLA's kernels run the convolutions (oneDNN unavailable, models/onednn.py):
+# YNNPACK, the library XLA's CPU backend hands convolutions, matrix products and reductions to by
+# default, keeps the single matrix products only, so that the convolutions go to XLA's own Eigen
+# kernels, which compute the gradient of a 3×3 kernel faster than YNNPACK's. Where oneDNN runs the
+# convolutions it is left out: the reductions it takes from YNNPACK (the L2 penalty's sums of
+# squares over the kernels) run several times slower in XLA's own code.
+XLA_CONVOLUTION_OPTIONS = dict(
     xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+
+
+def cpu_compiler_options() -> dict:
+  """The options of the programs on CPU (but the update step) in this process:
+  CPU_COMPILER_OPTIONS, with XLA_CONVOLUTION_OPTIONS where oneDNN is unavailable."""
+  if onednn.available():
+    return dict(CPU_COMPILER_OPTIONS)
+  return {**CPU_COMPILER_OPTIONS, **XLA_CONVOLUTION_OPTIONS}
 
 
 def _rejected(options: dict) -> str | None:
@@ -211,16 +223,16 @@ XLA_DEFAULT_VALUES = dict(xla_backend_optimization_level='3', xla_cpu_use_fusion
 def xla_default_flags() -> str:
   """XLA_FLAGS that give every program XLA's defaults: each option of CPU_COMPILER_OPTIONS that
   this jaxlib knows, named with XLA's default value (XLA stops at a flag it does not know)."""
-  return ' '.join(f'--{name}={XLA_DEFAULT_VALUES[name]}'
-                  for name in known_options(CPU_COMPILER_OPTIONS))
+  return ' '.join(f'--{name}={XLA_DEFAULT_VALUES[name]}' for name in known_options(
+      {**CPU_COMPILER_OPTIONS, **XLA_CONVOLUTION_OPTIONS}))
 
 
 def compiler_options(mesh: Mesh) -> dict | None:
-  """The XLA options of programs on `mesh`'s devices: CPU_COMPILER_OPTIONS on CPU."""
+  """The XLA options of programs on `mesh`'s devices: `cpu_compiler_options()` on CPU."""
   if mesh.devices.flat[0].platform != 'cpu':
     return None
   named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
-  return {k: v for k, v in known_options(CPU_COMPILER_OPTIONS).items() if k not in named} or None
+  return {k: v for k, v in known_options(cpu_compiler_options()).items() if k not in named} or None
 
 
 def bind_steps(model, tx, weight_decay: float, label_smoothing: float) -> tuple:

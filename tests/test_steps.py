@@ -122,19 +122,31 @@ def test_runs_with_equal_settings_share_their_jitted_steps_and_others_do_not():
 
 
 def test_cpu_compiler_options_leave_an_option_named_in_xla_flags_to_it(monkeypatch):
-  ynn = dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
   mesh = steps.Parallel(jax.devices('cpu')[:1]).mesh
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
   assert steps.compiler_options(mesh) == dict(xla_backend_optimization_level=1,
-                                              xla_cpu_use_fusion_emitters=False, **ynn)
+                                              xla_cpu_use_fusion_emitters=False)
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
-  assert steps.compiler_options(mesh) == dict(xla_cpu_use_fusion_emitters=False, **ynn)
+  assert steps.compiler_options(mesh) == dict(xla_cpu_use_fusion_emitters=False)
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0 '
-                                  '--xla_cpu_use_fusion_emitters=true '
-                                  '--xla_cpu_experimental_ynn_fusion_type=+individual_dot')
+                                  '--xla_cpu_use_fusion_emitters=true')
   assert steps.compiler_options(mesh) is None
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level_x=0')  # another flag
   assert steps.compiler_options(mesh) == steps.CPU_COMPILER_OPTIONS
+
+
+def test_the_ynnpack_option_is_only_for_xla_convolutions(monkeypatch):
+  """Where oneDNN runs the convolutions (the test environment has it) the programs keep YNNPACK's
+  default fusions; without it, the convolutions leave YNNPACK."""
+  ynn = dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  assert steps.cpu_compiler_options() == dict(xla_backend_optimization_level=1,
+                                              xla_cpu_use_fusion_emitters=False)
+  monkeypatch.setattr(steps.onednn, 'available', lambda: False)
+  assert steps.cpu_compiler_options() == dict(xla_backend_optimization_level=1,
+                                              xla_cpu_use_fusion_emitters=False, **ynn)
+  assert steps.compiler_options(steps.Parallel(jax.devices('cpu')[:1]).mesh) == dict(
+      xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False, **ynn)
 
 
 def test_cpu_compiler_options_leave_out_an_option_this_jaxlib_does_not_know(monkeypatch):
@@ -152,13 +164,17 @@ def test_cpu_compiler_options_leave_out_an_option_this_jaxlib_does_not_know(monk
 
 def test_the_xla_default_flags_name_every_option_of_the_product(monkeypatch):
   """`steps.xla_default_flags()` (`launch.peer_ratio`'s "XLA defaults" rounds) names every CPU
-  option, so the steps take none of them: an option added to the product is not left on there."""
+  option, so the steps take none of them: an option added to the product is not left on there,
+  with oneDNN or without."""
   monkeypatch.setenv('XLA_FLAGS', steps.xla_default_flags())
-  assert steps.compiler_options(steps.Parallel(jax.devices('cpu')[:1]).mesh) is None
+  mesh = steps.Parallel(jax.devices('cpu')[:1]).mesh
+  assert steps.compiler_options(mesh) is None
+  monkeypatch.setattr(steps.onednn, 'available', lambda: False)
+  assert steps.compiler_options(mesh) is None
 
 
 def test_on_cpu_the_convolutions_leave_ynnpack_and_the_matrix_products_stay():
-  """With the programs' CPU options a convolution and its two gradients are XLA's own kernels and
+  """With the programs' CPU options without oneDNN a convolution and its two gradients are XLA's own kernels and
   a matrix product is YNNPACK's; with XLA's defaults both are YNNPACK's (so this test can fail)."""
   x, k = jax.device_put((jnp.ones((2, 16, 16, 64)), jnp.ones((3, 3, 64, 64))),
                         jax.devices('cpu')[0])
@@ -169,7 +185,7 @@ def test_on_cpu_the_convolutions_leave_ynnpack_and_the_matrix_products_stay():
   def library_calls(fn, args, options):  # YNNPACK's calls are fusions of this kind
     return '__ynn_fusion' in jax.jit(fn).lower(*args).compile(compiler_options=options).as_text()
 
-  options = dict(steps.CPU_COMPILER_OPTIONS)
+  options = {**steps.CPU_COMPILER_OPTIONS, **steps.XLA_CONVOLUTION_OPTIONS}
   assert library_calls(jax.grad(conv, argnums=(0, 1)), (x, k), {})
   assert not library_calls(jax.grad(conv, argnums=(0, 1)), (x, k), options)
   assert library_calls(matmul, (jax.device_put(jnp.ones((64, 64)), jax.devices('cpu')[0]),),
