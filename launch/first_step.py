@@ -4,8 +4,9 @@
       [--checkout=DIR[,DIR...]] [--out=FILE.jsonl]
 
 Runs `python -m lnl_jax.main --config=CONFIG` `--runs` times, each in a fresh workdir but all with
-one fresh persistent compilation cache and one fresh data cache, so the first run compiles
-everything and draws its synthetic faces (cold) and the later ones find both (warm). With
+one fresh persistent compilation cache, one fresh data cache and one fresh folder for the compiled
+oneDNN handlers (models/onednn.py), so the first run builds and compiles everything and draws its
+synthetic faces (cold) and the later ones find them (warm). With
 `--faces_kept` the faces are drawn into the data cache before the first run (by the same
 checkout's code, stopped once it has read them), so that it is cold for the compilation only (a
 config that ran before with other training settings). The time is taken from starting the process
@@ -45,14 +46,16 @@ FIRST_STEP = re.compile(r'\[1\] .*train_loss')  # the metric writer's log line o
 FACES_READ = re.compile(r'\] data: ')  # the log line of the splits, once the faces are kept
 
 
-def run_until(pattern: re.Pattern, flags_: list[str], checkout: str, timeout: float) -> dict:
-  """Seconds from launching lnl_jax.main of the directory `checkout` with `flags_` to its first
-  log line matching `pattern` (None if it never came), and the log's last lines. The process is
-  then killed."""
+def run_until(pattern: re.Pattern, flags_: list[str], checkout: str, timeout: float,
+              onednn_dir: str) -> dict:
+  """Seconds from launching lnl_jax.main of the directory `checkout` with `flags_` (and its oneDNN
+  handlers built in `onednn_dir`) to its first log line matching `pattern` (None if it never
+  came), and the log's last lines. The process is then killed."""
   command = [sys.executable, '-m', 'lnl_jax.main', *flags_]
+  env = dict(os.environ, LNL_JAX_ONEDNN_DIR=onednn_dir)
   start = time.perf_counter()
   with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True, cwd=checkout) as proc:
+                        text=True, cwd=checkout, env=env) as proc:
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     seconds, tail = None, []
@@ -83,7 +86,8 @@ def main(argv):
     if FLAGS.faces_kept:  # each checkout's own code draws them, in its own format
       for j, checkout in enumerate(checkouts):
         drawn = run_until(FACES_READ, main_flags(config, overrides, folder(j, 'draw'), '',
-                                                 folder(j, 'faces')), checkout, FLAGS.timeout)
+                                                 folder(j, 'faces')), checkout, FLAGS.timeout,
+                          folder(j, 'onednn_draw'))
         if drawn['seconds'] is None:
           raise RuntimeError(f'{checkout} did not read its faces:\n' + '\n'.join(drawn['log_tail']))
     cpu, isa = host.cpu_model()
@@ -91,7 +95,7 @@ def main(argv):
       for j, (checkout, commit) in enumerate(zip(checkouts, revisions)):
         result = run_until(FIRST_STEP, main_flags(config, overrides, folder(j, f'run{i}'),
                                                   folder(j, 'jax_cache'), folder(j, 'faces')),
-                           checkout, FLAGS.timeout)
+                           checkout, FLAGS.timeout, folder(j, 'onednn'))
         line = dict(what='first_step', config=config, cache='cold' if i == 0 else 'warm',
                     faces='kept' if FLAGS.faces_kept or i else 'drawn',
                     seconds=result['seconds'], cpu=cpu, cpu_isa=isa, cpu_count=os.cpu_count(),
