@@ -21,8 +21,8 @@ differ in how XLA runs the convolution, not in what it computes:
   autodiff gives matmuls and the pads and adds of a col2im for its gradient, and vmap a batched
   matmul. `cpu_lowering` says which of 'conv' and 'matmul' a shape gets.
 - 'onednn' (CPU, float32): the convolution and its two gradients run by oneDNN's kernels through
-  XLA's FFI (models/onednn.py), faster than XLA's CPU kernels on every layer of the network; one
-  call per member under vmap.
+  XLA's FFI (models/onednn.py), faster than XLA's CPU convolution kernels on all but the network's
+  tiniest maps; one call per member under vmap.
 
 Which lowering each convolution takes is a field of the model, a `Lowering` policy that
 `lowering_for` picks once from the platform when the model is built; the CPU lowerings have not
