@@ -40,7 +40,7 @@ cli.define_once(flags.DEFINE_string, 'out', '', 'Append the JSON lines to this f
 def choices() -> dict[str, dict]:
   """The sets of options compared: XLA's defaults, the product's (those this jaxlib knows), and
   each of them alone."""
-  product = steps.known_options(steps.cpu_compiler_options())
+  product = steps.known_options(steps.cpu_compiler_options(jax.device_count()))
   return {'default': {}, 'product': product,
           **{f'only_{name}': {name: value} for name, value in product.items()}}
 

@@ -44,7 +44,7 @@ CONFIG = 'configs/raf.py'
 def jax_step(batch: int, steps: int, xla_defaults: bool, checkout: str) -> dict:
   """`lnl_jax.bench`'s train-step record of the code in `checkout`; with `xla_defaults`, compiled
   with XLA's own CPU options (XLA_FLAGS `steps.xla_default_flags()`) instead of
-  `steps.cpu_compiler_options()`."""
+  `steps.compiler_options`."""
   env = dict(os.environ, XLA_FLAGS=xla_default_flags() if xla_defaults else '')
   return bench_train_step(CONFIG, batch, steps, {}, env=env, checkout=checkout)
 

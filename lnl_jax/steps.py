@@ -17,7 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lnl_jax import program_store
 from lnl_jax.errors import ConfigError
-from lnl_jax.models import onednn
+from lnl_jax.models.conv import lowering_for
 from lnl_jax.models.layers import draw_params
 
 
@@ -160,7 +160,7 @@ def eval_step(params, batch, *, model):
 # slower code of it. The effect of each option on the step time is in docs/benchmarks.md. An
 # option named in $XLA_FLAGS is left to it, and one this jaxlib does not know is left out.
 CPU_COMPILER_OPTIONS = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
-# One more where XLA's kernels run the convolutions (oneDNN unavailable, models/onednn.py):
+# One more where XLA's kernels run the convolutions (no oneDNN: `conv.lowering_for`):
 # YNNPACK, the library XLA's CPU backend hands convolutions, matrix products and reductions to by
 # default, keeps the single matrix products only, so that the convolutions go to XLA's own Eigen
 # kernels, which compute the gradient of a 3×3 kernel faster than YNNPACK's. Where oneDNN runs the
@@ -170,10 +170,11 @@ XLA_CONVOLUTION_OPTIONS = dict(
     xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
 
 
-def cpu_compiler_options() -> dict:
-  """The options of the programs on CPU (but the update step) in this process:
-  CPU_COMPILER_OPTIONS, with XLA_CONVOLUTION_OPTIONS where oneDNN is unavailable."""
-  if onednn.available():
+def cpu_compiler_options(devices: int) -> dict:
+  """The options of the programs on CPU (but the update step) of models built for `devices`
+  devices: CPU_COMPILER_OPTIONS, with XLA_CONVOLUTION_OPTIONS where their convolutions are XLA's
+  (`conv.lowering_for` does not give oneDNN's)."""
+  if lowering_for('cpu', devices).rule == 'onednn':
     return dict(CPU_COMPILER_OPTIONS)
   return {**CPU_COMPILER_OPTIONS, **XLA_CONVOLUTION_OPTIONS}
 
@@ -228,11 +229,12 @@ def xla_default_flags() -> str:
 
 
 def compiler_options(mesh: Mesh) -> dict | None:
-  """The XLA options of programs on `mesh`'s devices: `cpu_compiler_options()` on CPU."""
+  """The XLA options of programs on `mesh`'s devices: on CPU, `cpu_compiler_options` for models
+  built for every device (as `create_model` builds them)."""
   if mesh.devices.flat[0].platform != 'cpu':
     return None
   named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
-  return {k: v for k, v in known_options(cpu_compiler_options()).items() if k not in named} or None
+  return {k: v for k, v in known_options(cpu_compiler_options(jax.device_count())).items() if k not in named} or None
 
 
 def bind_steps(model, tx, weight_decay: float, label_smoothing: float) -> tuple:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import os
+import platform
 import subprocess
 import sys
 import zlib
@@ -18,6 +19,10 @@ import numpy as np
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# oneDNN's wheels are for Linux x86-64: there its lowering must be available (a dependency), and
+# elsewhere the CPU keeps XLA's kernels.
+ONEDNN_PLATFORM = sys.platform == 'linux' and platform.machine() == 'x86_64'
 # XLA flags of every program the tests compile (conftest.py), except where a test's time is in its
 # steps: no LLVM optimisation, and XLA's older CPU emitters instead of its fusion emitters, which
 # compile much faster at level 0. The programs compute the same functions; only the code XLA

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fixtures import run_module
+from fixtures import ONEDNN_PLATFORM, run_module
 from lnl_jax import host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +83,8 @@ def test_the_flops_counted_agree_with_xla_count_of_its_own_kernels(bench_run):
     (onednn_step,), (xla_step,) = records(bench_run, what), records(xla, what)
     assert onednn_step['flops'] == pytest.approx(xla_step['flops_xla'], rel=0.15), what
     assert onednn_step['flops'] == pytest.approx(xla_step['flops'], rel=1e-3), what
-    assert onednn_step['flops_xla'] < 0.5 * xla_step['flops_xla'], what  # the calls are opaque
+    if ONEDNN_PLATFORM:  # the calls are opaque to XLA's count
+      assert onednn_step['flops_xla'] < 0.5 * xla_step['flops_xla'], what
 
 
 def test_part_lines(bench_run):
@@ -128,8 +129,9 @@ def test_layer_lines(bench_run):
     assert r['positions'] == b * out[0] * out[1]
     # forward + the two gradients, 2·positions·k²·C·O each
     assert r['flops'] == pytest.approx(3 * 2 * r['positions'] * k * k * c * o, rel=1e-3)
-    assert r['chosen'] in ('onednn', 'matmul')  # this is a CPU run, with oneDNN
-    for lowering in ('xla', 'conv', 'matmul', 'onednn'):
+    # a CPU run, with oneDNN where its wheels are
+    assert r['chosen'] in (('onednn' if ONEDNN_PLATFORM else 'conv'), 'matmul')
+    for lowering in ('xla', 'conv', 'matmul') + (('onednn',) if ONEDNN_PLATFORM else ()):
       assert r[f'{lowering}_ms'] > 0 and r[f'{lowering}_flop_per_s'] > 0
       # milliseconds: the same arithmetic in every lowering, over its FLOP/s, × 1000
       assert r[f'{lowering}_ms'] == pytest.approx(1e3 * r['flops'] / r[f'{lowering}_flop_per_s'],

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fixtures import ONEDNN_PLATFORM
 from lnl_jax.models import onednn
 from lnl_jax.models.conv import Conv, Lowering, conv2d, cpu_lowering, lowering_for
 from lnl_jax.models.layers import max_pool2
@@ -37,7 +38,8 @@ def inputs(shape_x, shape_k):
   return jax.random.normal(kx, shape_x), jax.random.normal(kk, shape_k) * 0.2
 
 
-CPU_LOWERINGS = ['conv', 'matmul', 'onednn']
+needs_onednn = pytest.mark.skipif(not ONEDNN_PLATFORM, reason='oneDNN is for Linux x86-64')
+CPU_LOWERINGS = ['conv', 'matmul'] + (['onednn'] if ONEDNN_PLATFORM else [])
 
 
 @pytest.mark.parametrize('lowering', CPU_LOWERINGS)
@@ -110,11 +112,13 @@ def test_cpu_lowering_is_matmul_only_for_small_maps():
     Lowering('im2col')
 
 
+@needs_onednn
 def test_the_cpu_takes_onednn_where_it_would_take_the_convolution():
-  # The test environment installs the wheels (a dependency on Linux x86-64) and has a compiler.
-  assert onednn.available()
+  assert onednn.available()  # a dependency here; the test environment has a compiler
   cpu = lowering_for('cpu')
   assert cpu == Lowering('onednn')
+  # Over several devices XLA's kernels: XLA cannot split a foreign call over the batch.
+  assert lowering_for('cpu', devices=2) == Lowering('cpu')
   assert cpu((2, 144, 144, 64), (3, 3, 64, 64), 1) == 'onednn'  # the U-Net's first stage
   assert cpu((2, 48, 48, 64), (3, 3, 64, 64), 1) == 'onednn'  # a SimpleNet's first stage
   assert cpu((2, 9, 9, 1024), (3, 3, 1024, 1024), 1) == 'matmul'  # the bottleneck at batch 2
@@ -134,12 +138,25 @@ def test_the_cpu_takes_onednn_where_it_would_take_the_convolution():
     conv2d(*(a.astype(jnp.bfloat16) for a in inputs((1, 4, 4, 1), (3, 3, 1, 1))), 1, 'onednn')
 
 
-def test_onednn_refuses_shapes_it_cannot_convolve():
+@needs_onednn
+def test_onednn_refuses_shapes_it_cannot_convolve(monkeypatch):
   x, kernel = inputs((1, 6, 6, 3), (3, 3, 4, 5))  # 3 input channels, a kernel for 4
   with pytest.raises(Exception, match='lnl_jax conv'):
     jax.block_until_ready(onednn.conv2d(x, kernel, 1))
+  x, kernel = inputs((2, 6, 6, 3), (3, 3, 3, 5))
+  for target, a, b, shape in [('lnl_jax_conv_forward', x, kernel, (2, 6, 6, 4)),  # 5 features
+                              ('lnl_jax_conv_backward_data', jnp.ones((1, 6, 6, 5)), kernel,
+                               x.shape),  # dy of another batch
+                              ('lnl_jax_conv_backward_weights', x, jnp.ones((2, 5, 6, 5)),
+                               kernel.shape)]:  # dy of another height
+    with pytest.raises(Exception, match='lnl_jax conv'):
+      jax.block_until_ready(onednn._call(target, shape, a, b, 1))
+  monkeypatch.setattr(onednn, 'available', lambda: False)
+  with pytest.raises(ValueError, match='unavailable'):
+    Lowering('onednn')
 
 
+@needs_onednn
 def test_the_handlers_are_built_once_per_source_and_the_build_fails_in_words(tmp_path, monkeypatch):
   monkeypatch.setenv('LNL_JAX_ONEDNN_DIR', str(tmp_path))
   library = onednn.build()

@@ -9,14 +9,14 @@ from flax.errors import ScopeParamShapeError
 from lnl_jax.config_base import base_config
 from lnl_jax.errors import ConfigError
 from lnl_jax.geometry import patch_geometry
-from lnl_jax.models import LNLAttenNet, create_model, num_params
+from lnl_jax.models import LNLAttenNet, create_model, num_params, onednn
 from lnl_jax.models.conv import Lowering, lowering_for
 from lnl_jax.models.layers import KERNEL_INITS, UpConv2x2, pool_to_grid
 from lnl_jax.models.lnlattennet import extract_patches
 from fixtures import drawn_params
 
 # 'scan' compiles fastest; the executions' equivalence is tested on its own below. The
-# convolutions are lowered as `create_model` lowers them on this backend.
+# convolutions are lowered as `create_model` lowers them for one device of this backend.
 TINY = dict(width=1 / 32, head_widths=(16, 8), num_classes=7, ensemble='scan',
             lowering=lowering_for(jax.default_backend()))
 
@@ -277,9 +277,13 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
 
 def test_create_model_lowers_the_convolutions_for_the_platform():
   config = model_config()
-  assert create_model(config, 144, 7, platform='cpu').lowering == Lowering('onednn')
+  # oneDNN on one CPU device; on several (this process has 4) XLA's kernels, which XLA can split
+  # over the batch.
+  assert jax.device_count() == 4
+  assert create_model(config, 144, 7, platform='cpu').lowering == Lowering('cpu')
+  assert lowering_for('cpu', 1) == Lowering('onednn' if onednn.available() else 'cpu')
   assert create_model(config, 144, 7, platform='gpu').lowering == Lowering('xla')
-  assert create_model(config, 144, 7).lowering == lowering_for(jax.devices()[0].platform)
+  assert create_model(config, 144, 7).lowering == lowering_for(jax.devices()[0].platform, 4)
 
 
 def test_he_draws_are_the_xavier_draws_rescaled():

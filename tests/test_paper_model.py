@@ -20,6 +20,8 @@ import pytest
 
 from lnl_jax.errors import ConfigError
 from lnl_jax.geometry import patch_geometry
+from lnl_jax.models import onednn
+from lnl_jax.models.conv import Lowering
 from lnl_jax.models.ensemble import LocalAttention, PatchEnsemble, SimpleNet
 from lnl_jax.models.layers import KERNEL_INITS
 from lnl_jax.models.lnlattennet import JointHead, LNLAttenNet, extract_patches
@@ -633,6 +635,19 @@ def test_full_model_logits(full, params):
       'Dense_0/kernel': (full['ref']['head_input'].shape[1], 16), 'Dense_1/kernel': (16, 8),
       'Dense_2/kernel': (8, 7)})
   assert_close(full['logits'], full['ref']['logits'])
+
+
+@pytest.mark.parametrize('rule', ['cpu', 'onednn'])
+def test_the_cpu_lowerings_compute_the_papers_network(full, params, rule):
+  """The model as the CPU runs it (XLA's kernels in `cpu_lowering`'s choices, or oneDNN's where
+  this platform has them) against the paper's network in NumPy, at the 'vmap' execution."""
+  if rule == 'onednn' and not onednn.available():
+    pytest.skip('oneDNN is for Linux x86-64 (tests/test_conv.py requires it there)')
+  model = LNLAttenNet(**dict(FULL, ensemble='vmap'), lowering=Lowering(rule))
+  images = np.random.default_rng(8).normal(size=(2, 144, 144, 3)).astype(np.float32)
+  logits, aux = jax.jit(model.apply)({'params': params}, images)
+  assert_close(logits, full['ref']['logits'])
+  assert_close(aux['w_local'], full['ref']['w_local'])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from lnl_jax import steps
 from lnl_jax.config_base import dataset_config
-from lnl_jax.models import create_model
+from lnl_jax.models import create_model, onednn
 
 
 def test_normalize_maps_uint8_to_minus_one_one():
@@ -121,32 +121,35 @@ def test_runs_with_equal_settings_share_their_jitted_steps_and_others_do_not():
   assert parallel.jit_eval_step(model) is not steps.Parallel(jax.devices()[:2]).jit_eval_step(model)
 
 
+# This process has 4 CPU devices (conftest.py): its models run XLA's convolutions
+# (`conv.lowering_for`), and their programs take the YNNPACK option as well.
+YNN = dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+BASE = dict(xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False)
+
+
 def test_cpu_compiler_options_leave_an_option_named_in_xla_flags_to_it(monkeypatch):
+  assert jax.device_count() == 4
   mesh = steps.Parallel(jax.devices('cpu')[:1]).mesh
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
-  assert steps.compiler_options(mesh) == dict(xla_backend_optimization_level=1,
-                                              xla_cpu_use_fusion_emitters=False)
+  assert steps.compiler_options(mesh) == dict(BASE, **YNN)
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
-  assert steps.compiler_options(mesh) == dict(xla_cpu_use_fusion_emitters=False)
+  assert steps.compiler_options(mesh) == dict(xla_cpu_use_fusion_emitters=False, **YNN)
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0 '
-                                  '--xla_cpu_use_fusion_emitters=true')
+                                  '--xla_cpu_use_fusion_emitters=true '
+                                  '--xla_cpu_experimental_ynn_fusion_type=+individual_dot')
   assert steps.compiler_options(mesh) is None
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level_x=0')  # another flag
-  assert steps.compiler_options(mesh) == steps.CPU_COMPILER_OPTIONS
+  assert steps.compiler_options(mesh) == steps.cpu_compiler_options(jax.device_count())
 
 
 def test_the_ynnpack_option_is_only_for_xla_convolutions(monkeypatch):
-  """Where oneDNN runs the convolutions (the test environment has it) the programs keep YNNPACK's
-  default fusions; without it, the convolutions leave YNNPACK."""
-  ynn = dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
-  monkeypatch.delenv('XLA_FLAGS', raising=False)
-  assert steps.cpu_compiler_options() == dict(xla_backend_optimization_level=1,
-                                              xla_cpu_use_fusion_emitters=False)
-  monkeypatch.setattr(steps.onednn, 'available', lambda: False)
-  assert steps.cpu_compiler_options() == dict(xla_backend_optimization_level=1,
-                                              xla_cpu_use_fusion_emitters=False, **ynn)
-  assert steps.compiler_options(steps.Parallel(jax.devices('cpu')[:1]).mesh) == dict(
-      xla_backend_optimization_level=1, xla_cpu_use_fusion_emitters=False, **ynn)
+  """Where oneDNN runs the convolutions (one device, with the wheels) the programs keep YNNPACK's
+  default fusions; where XLA's kernels do (several devices, or no oneDNN), the convolutions leave
+  YNNPACK."""
+  assert steps.cpu_compiler_options(4) == dict(BASE, **YNN)
+  assert steps.cpu_compiler_options(1) == (BASE if onednn.available() else dict(BASE, **YNN))
+  monkeypatch.setattr(onednn, 'available', lambda: False)
+  assert steps.cpu_compiler_options(1) == dict(BASE, **YNN)
 
 
 def test_cpu_compiler_options_leave_out_an_option_this_jaxlib_does_not_know(monkeypatch):
@@ -154,12 +157,12 @@ def test_cpu_compiler_options_leave_out_an_option_this_jaxlib_does_not_know(monk
   drops (or a value it no longer takes) is left out instead of failing every compilation."""
   mesh = steps.Parallel(jax.devices('cpu')[:1]).mesh
   monkeypatch.delenv('XLA_FLAGS', raising=False)
-  assert all(steps.known_option(k, v) for k, v in steps.CPU_COMPILER_OPTIONS.items())
+  assert all(steps.known_option(k, v) for k, v in dict(BASE, **YNN).items())
   monkeypatch.setattr(steps, 'CPU_COMPILER_OPTIONS',
-                      dict(steps.CPU_COMPILER_OPTIONS, xla_cpu_no_such_option=True,
-                           xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_NO_SUCH'))
-  assert steps.compiler_options(mesh) == dict(xla_backend_optimization_level=1,
-                                              xla_cpu_use_fusion_emitters=False)
+                      dict(steps.CPU_COMPILER_OPTIONS, xla_cpu_no_such_option=True))
+  monkeypatch.setattr(steps, 'XLA_CONVOLUTION_OPTIONS',
+                      dict(xla_cpu_experimental_ynn_fusion_type='LIBRARY_FUSION_TYPE_NO_SUCH'))
+  assert steps.compiler_options(mesh) == BASE
 
 
 def test_the_xla_default_flags_name_every_option_of_the_product(monkeypatch):
@@ -169,13 +172,14 @@ def test_the_xla_default_flags_name_every_option_of_the_product(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', steps.xla_default_flags())
   mesh = steps.Parallel(jax.devices('cpu')[:1]).mesh
   assert steps.compiler_options(mesh) is None
-  monkeypatch.setattr(steps.onednn, 'available', lambda: False)
+  monkeypatch.setattr(jax, 'device_count', lambda: 1)  # the models of one device: oneDNN's
   assert steps.compiler_options(mesh) is None
 
 
 def test_on_cpu_the_convolutions_leave_ynnpack_and_the_matrix_products_stay():
-  """With the programs' CPU options without oneDNN a convolution and its two gradients are XLA's own kernels and
-  a matrix product is YNNPACK's; with XLA's defaults both are YNNPACK's (so this test can fail)."""
+  """With the programs' CPU options where XLA's kernels run the convolutions, a convolution and its
+  two gradients are XLA's own kernels and a matrix product is YNNPACK's; with XLA's defaults both
+  are YNNPACK's (so this test can fail)."""
   x, k = jax.device_put((jnp.ones((2, 16, 16, 64)), jnp.ones((3, 3, 64, 64))),
                         jax.devices('cpu')[0])
   conv = lambda x, k: jnp.sum(jax.lax.conv_general_dilated(

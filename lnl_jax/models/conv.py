@@ -97,8 +97,8 @@ class Lowering:
 
   `rule` is one of `LOWERINGS` for every convolution, or 'cpu' for `cpu_lowering`'s choice per
   convolution. 'onednn' and 'cpu' give 'conv' where the shape is symbolic (as `jax.export` traces
-  a batch of any size: an exported program holds no call into this process's oneDNN). 'onednn'
-  keeps `cpu_lowering`'s 'matmul' for small maps, where the matmul was as fast or faster, and its
+  a batch of any size: a batch-polymorphic export holds no call into oneDNN). 'onednn' keeps
+  `cpu_lowering`'s 'matmul' for small maps, where the im2col matmul ran about as fast, and its
   choice for other dtypes than float32; oneDNN runs the rest.
   `in_loop` marks convolutions that run inside a while loop (the 'scan' ensemble's members).
   """
@@ -108,6 +108,9 @@ class Lowering:
   def __post_init__(self):
     if self.rule not in LOWERINGS + ('cpu',):
       raise ValueError(f"Lowering.rule must be one of {LOWERINGS + ('cpu',)}, not {self.rule!r}.")
+    if self.rule == 'onednn' and not onednn.available():  # registers its handlers
+      raise ValueError("Lowering('onednn') is unavailable in this process (the warning above says "
+                       'why).')
 
   def inside_loop(self) -> Lowering:
     return dataclasses.replace(self, in_loop=True)
@@ -128,12 +131,15 @@ class Lowering:
     return choice
 
 
-def lowering_for(platform: str) -> Lowering:
-  """The policy for models run on `platform` (a jax platform name): oneDNN's kernels on CPU where
-  `onednn.available()`, else `cpu_lowering`'s choices; XLA's own convolution on accelerators."""
+def lowering_for(platform: str, devices: int = 1) -> Lowering:
+  """The policy for models run on `platform` (a jax platform name) over `devices` devices (of
+  every process): oneDNN's kernels on one CPU device where `onednn.available()`, else
+  `cpu_lowering`'s choices; XLA's own convolution on accelerators. XLA cannot split a foreign call
+  over the batch, so over several devices each would convolve the whole global batch: there the
+  CPU keeps XLA's kernels."""
   if platform != 'cpu':
     return Lowering('xla')
-  return Lowering('onednn' if onednn.available() else 'cpu')
+  return Lowering('onednn' if devices == 1 and onednn.available() else 'cpu')
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str = 'xla') -> jax.Array:
@@ -149,7 +155,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str = 'xla') -> 
   if lowering == 'onednn':
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
       raise ValueError(f"the 'onednn' lowering takes float32, not {x.dtype} ⋆ {kernel.dtype}.")
-    if not onednn.available():
+    if not onednn.available():  # registers its handlers
       raise ValueError("the 'onednn' lowering is unavailable in this process (the warning above "
                        'says why).')
     return onednn.conv2d(x, kernel, pad)

@@ -122,14 +122,15 @@ def validate(model_config: ml_collections.ConfigDict, image_size: int) -> None:
 def create_model(model_config: ml_collections.ConfigDict, image_size: int, num_classes: int,
                  platform: str | None = None) -> LNLAttenNet:
   """The network a config's `model` block describes, validated, with its convolutions lowered for
-  `platform` (a jax platform name; by default that of jax's default device)."""
+  `platform` (a jax platform name; by default that of jax's default device) and jax's devices
+  (those of every process: the steps are data-parallel over them all)."""
   validate(model_config, image_size)
   c = model_config
   return LNLAttenNet(
       num_classes=num_classes, image_size=image_size, num_patches=c.num_patches, overlap=c.overlap,
       alpha=c.alpha, attention=c.attention, width=c.width, head_widths=tuple(c.head_widths),
       ensemble=c.ensemble, init_scheme=c.init, dtype=DTYPES[c.dtype],
-      lowering=lowering_for(platform or jax.devices()[0].platform))
+      lowering=lowering_for(platform or jax.devices()[0].platform, jax.device_count()))
 
 
 def num_params(params) -> int:

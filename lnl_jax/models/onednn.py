@@ -23,6 +23,7 @@ import functools
 import hashlib
 import importlib.metadata
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +35,7 @@ import numpy as np
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_conv.cc')
 LIBRARY_WHEEL, HEADER_WHEEL = 'onednn-cpu-gomp', 'onednn-devel-cpu-gomp'
+BUILD_TIMEOUT_S = 300
 # FFI target name -> the handler's symbol in onednn_conv.cc
 TARGETS = {'lnl_jax_conv_forward': 'LnlConvForward',
            'lnl_jax_conv_backward_data': 'LnlConvBackwardData',
@@ -61,47 +63,54 @@ def _wheel_file(dist: str, name: str) -> str:
   raise Unavailable(f'the {dist} wheel has no {name}')
 
 
-def _compiler() -> str:
+def _compiler() -> list[str]:
   cxx = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++')
   if not cxx:
     raise Unavailable('no C++ compiler ($CXX, g++ or c++) to build onednn_conv.cc')
-  return cxx
+  return shlex.split(cxx)  # $CXX may hold arguments ('ccache g++')
 
 
 def build() -> str:
-  """The path of the compiled handlers, compiling them if this source, jaxlib and oneDNN have not
-  been compiled before (written under another name, then renamed: concurrent builds are safe)."""
+  """The path of the compiled handlers, compiling them if this command (source, compiler, the
+  installed oneDNN and jaxlib's headers, by path) has not been run before: the library is linked
+  to the oneDNN of this environment, so each environment builds its own. Written under another
+  name, then renamed: processes that build at once do not see each other's half-written file."""
   library = _wheel_file(LIBRARY_WHEEL, 'libdnnl.so.3')
   include = os.path.dirname(_wheel_file(HEADER_WHEEL, 'include/dnnl.hpp'))
-  cxx = _compiler()
   with open(SOURCE, 'rb') as f:
     source = f.read()
-  key = hashlib.sha256(b'\0'.join([
-      source, jax.lib.__version__.encode(), importlib.metadata.version(LIBRARY_WHEEL).encode(),
-      cxx.encode()])).hexdigest()[:16]
+  command = [*_compiler(), '-O2', '-std=c++17', '-shared', '-fPIC', '-w', '-I', include,
+             '-I', jax.ffi.include_dir(), SOURCE, library,
+             f'-Wl,-rpath,{os.path.dirname(library)}']
+  key = hashlib.sha256(b'\0'.join(
+      [source, jax.lib.__version__.encode(), importlib.metadata.version(LIBRARY_WHEEL).encode(),
+       *(word.encode() for word in command)])).hexdigest()[:16]
   out = os.path.join(build_dir(), f'onednn_conv-{key}.so')
   if os.path.exists(out):
     return out
-  os.makedirs(build_dir(), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix='.so', dir=build_dir())
-  os.close(fd)
-  command = [cxx, '-O2', '-std=c++17', '-shared', '-fPIC', '-w', '-I', include,
-             '-I', jax.ffi.include_dir(), SOURCE, library, f'-Wl,-rpath,{os.path.dirname(library)}',
-             '-o', tmp]
   try:
-    done = subprocess.run(command, capture_output=True, text=True)
+    os.makedirs(build_dir(), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix='.so.tmp', dir=build_dir())
+    os.close(fd)
   except OSError as e:
-    os.remove(tmp)
-    raise Unavailable(f'{cxx} did not start: {e}') from None
-  if done.returncode:
-    os.remove(tmp)
-    tail = ' | '.join(done.stderr.strip().splitlines()[-3:])
-    raise Unavailable(f'{cxx} failed on {SOURCE} (exit {done.returncode}): {tail}')
-  os.replace(tmp, out)
+    raise Unavailable(f'cannot write the handlers to {build_dir()}: {e}') from None
+  try:
+    done = subprocess.run([*command, '-o', tmp], capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT_S)
+    if done.returncode:
+      tail = ' | '.join(done.stderr.strip().splitlines()[-3:])
+      raise Unavailable(f'{command[0]} failed on {SOURCE} (exit {done.returncode}): {tail}')
+    os.replace(tmp, out)
+  except OSError as e:
+    raise Unavailable(f'{command[0]} did not start: {e}') from None
+  except subprocess.TimeoutExpired:
+    raise Unavailable(f'{command[0]} took over {BUILD_TIMEOUT_S} s on {SOURCE}') from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return out
 
 
-@functools.cache
 def _register() -> None:
   if os.environ.get('LNL_JAX_ONEDNN', '1') == '0':
     raise Unavailable('LNL_JAX_ONEDNN=0')

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -20,9 +21,11 @@ using tag = dnnl::memory::format_tag;
 
 namespace {
 
+// The engine and the primitives below live as long as the process (never destroyed: no static
+// destructor runs while another still holds them).
 dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
+  static auto* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
 }
 
 // (N, H, W, C) ⋆ (k, k, C, O) -> (N, Ho, Wo, O), `pad` zeros each side.
@@ -63,10 +66,11 @@ dnnl::primitive_attr UserScratchpad() {
 }
 
 Op& GetOp(Kind kind, const Shape& s) {
-  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>,
-                  std::unique_ptr<Op>> ops;
+  static auto* ops = new std::map<
+      std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>,
+      std::unique_ptr<Op>>();
   auto key = std::tuple_cat(std::make_tuple(static_cast<int>(kind)), s.key());
-  auto& op = ops[key];
+  auto& op = (*ops)[key];
   if (op) return *op;
   auto attr = UserScratchpad();
   auto hint = ForwardDesc(s);
@@ -119,8 +123,9 @@ struct Buffers {
 
   static void* Grow(std::unique_ptr<void, Free>& buffer, size_t& size, size_t need) {
     if (need > size) {
-      size = (need + 4095) / 4096 * 4096;
-      buffer.reset(std::aligned_alloc(4096, size));
+      size_t rounded = (need + 4095) / 4096 * 4096;
+      buffer.reset(std::aligned_alloc(4096, rounded));
+      size = buffer ? rounded : 0;
       if (!buffer) throw std::bad_alloc();
     }
     return buffer.get();
@@ -143,17 +148,17 @@ Shape ShapeOf(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions kernel, i
 // One call at a time: oneDNN parallelises each convolution over every core itself, and two
 // calls from two of XLA's threads at once would each start a team of OpenMP threads.
 ffi::Error Run(Kind kind, const Shape& s, int64_t groups, float* x, float* kernel, float* y) {
-  static std::mutex mutex;
-  static Buffers buffers;
-  std::lock_guard<std::mutex> lock(mutex);
+  static auto* mutex = new std::mutex;
+  static auto* buffers = new Buffers;
+  std::lock_guard<std::mutex> lock(*mutex);
   const Op& op = GetOp(kind, s);
   dnnl::stream stream(Engine());
   memory scratchpad({{static_cast<int64_t>(op.scratchpad)}, memory::data_type::u8, tag::a},
-                    Engine(), Buffers::Grow(buffers.scratchpad, buffers.scratchpad_size,
+                    Engine(), Buffers::Grow(buffers->scratchpad, buffers->scratchpad_size,
                                             std::max<size_t>(op.scratchpad, 1)));
   memory weights = op.reordered
                        ? memory(op.weights, Engine(),
-                                Buffers::Grow(buffers.weights, buffers.weights_size,
+                                Buffers::Grow(buffers->weights, buffers->weights_size,
                                               op.weights.get_size()))
                        : memory();
   const int64_t xs = s.n * s.h * s.w * s.c, ks = s.k * s.k * s.c * s.o,
@@ -184,29 +189,39 @@ ffi::Error Run(Kind kind, const Shape& s, int64_t groups, float* x, float* kerne
   return ffi::Error::Success();
 }
 
+// No exception leaves a handler: XLA gets an error instead.
 template <typename F>
 ffi::Error Guard(F f) {
   try {
     return f();
   } catch (const dnnl::error& e) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted, "lnl_jax conv: out of memory");
+  } catch (const std::exception& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("lnl_jax conv: ") + e.what());
   }
 }
 
-// The shapes of a call, checked: activations (..., N, H, W, C), kernels (..., k, k, C, O), the
-// same leading (group) dimensions on both.
-ffi::Error Check(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions kernel, int64_t pad,
-                 Shape* shape, int64_t* groups) {
-  size_t r = x.size(), q = kernel.size();
-  if (r < 4 || q != r || kernel[q - 4] != kernel[q - 3] || kernel[q - 2] != x[r - 1] || pad < 0 ||
-      Groups(x) != Groups(kernel)) {
-    return ffi::Error::InvalidArgument("lnl_jax conv: (..., N, H, W, C) and (..., k, k, C, O) expected");
+// The shapes of a call, checked: activations x (..., N, H, W, C), kernels (..., k, k, C, O) and
+// outputs y (..., N, Ho, Wo, O), with the same leading (group) dimensions on all three.
+ffi::Error Check(ffi::AnyBuffer::Dimensions x, ffi::AnyBuffer::Dimensions kernel,
+                 ffi::AnyBuffer::Dimensions y, int64_t pad, Shape* shape, int64_t* groups) {
+  const size_t r = x.size();
+  bool ok = r >= 4 && kernel.size() == r && y.size() == r && pad >= 0;
+  for (size_t i = 0; ok && i + 4 < r; ++i) ok = kernel[i] == x[i] && y[i] == x[i];
+  if (ok) {
+    *shape = ShapeOf(x, kernel, pad);
+    ok = kernel[r - 4] == kernel[r - 3] && kernel[r - 2] == x[r - 1] && shape->ho() >= 1 &&
+         shape->wo() >= 1 && y[r - 4] == shape->n && y[r - 3] == shape->ho() &&
+         y[r - 2] == shape->wo() && y[r - 1] == shape->o;
   }
-  *shape = ShapeOf(x, kernel, pad);
+  if (!ok) {
+    return ffi::Error::InvalidArgument(
+        "lnl_jax conv: expected x (..., N, H, W, C), kernel (..., k, k, C, O) and y "
+        "(..., N, H + 2 pad - k + 1, W + 2 pad - k + 1, O) with the same leading dimensions");
+  }
   *groups = Groups(x);
-  if (shape->ho() < 1 || shape->wo() < 1) {
-    return ffi::Error::InvalidArgument("lnl_jax conv: the kernel is larger than the padded input");
-  }
   return ffi::Error::Success();
 }
 
@@ -214,7 +229,10 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
                    ffi::ResultBuffer<ffi::F32> y, int64_t pad) {
   Shape s;
   int64_t groups;
-  if (auto e = Check(x.dimensions(), kernel.dimensions(), pad, &s, &groups); e.failure()) return e;
+  if (auto e = Check(x.dimensions(), kernel.dimensions(), y->dimensions(), pad, &s, &groups);
+      e.failure()) {
+    return e;
+  }
   return Guard([&] { return Run(kForward, s, groups, x.typed_data(), kernel.typed_data(), y->typed_data()); });
 }
 
@@ -223,7 +241,10 @@ ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> kernel,
                         ffi::ResultBuffer<ffi::F32> dx, int64_t pad) {
   Shape s;
   int64_t groups;
-  if (auto e = Check(dx->dimensions(), kernel.dimensions(), pad, &s, &groups); e.failure()) return e;
+  if (auto e = Check(dx->dimensions(), kernel.dimensions(), dy.dimensions(), pad, &s, &groups);
+      e.failure()) {
+    return e;
+  }
   return Guard([&] { return Run(kBackwardData, s, groups, dx->typed_data(), kernel.typed_data(), dy.typed_data()); });
 }
 
@@ -232,7 +253,10 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                            ffi::ResultBuffer<ffi::F32> dkernel, int64_t pad) {
   Shape s;
   int64_t groups;
-  if (auto e = Check(x.dimensions(), dkernel->dimensions(), pad, &s, &groups); e.failure()) return e;
+  if (auto e = Check(x.dimensions(), dkernel->dimensions(), dy.dimensions(), pad, &s, &groups);
+      e.failure()) {
+    return e;
+  }
   return Guard([&] { return Run(kBackwardWeights, s, groups, x.typed_data(), dkernel->typed_data(), dy.typed_data()); });
 }
 
