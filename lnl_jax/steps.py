@@ -104,12 +104,25 @@ def l2_penalty(params) -> jax.Array:
   return sum(jnp.sum(jnp.square(x)) for path, x in leaves if path[-1].key == 'kernel')
 
 
-def loss_fn(params, batch, *, model, weight_decay, label_smoothing):
-  """Eq. (3)–(4): masked mean cross-entropy (soft labels where the data has votes) + λ‖W‖²."""
+def l2_gradient(grads, params, weight_decay: float):
+  """`grads` plus the gradient of λ‖W‖², 2λW, on every kernel."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, g, w: g + 2 * weight_decay * w if path[-1].key == 'kernel' else g,
+      grads, params)
+
+
+def cross_entropy(params, batch, *, model, label_smoothing):
+  """Eq. (4): the masked mean cross-entropy (soft labels where the data has votes), and logits."""
   logits, aux = model.apply({'params': params}, normalize(batch['image']))
   labels = optax.smooth_labels(batch['soft_label'], label_smoothing) if label_smoothing else batch['soft_label']
   mask = batch['mask'].astype(jnp.float32)
   ce = jnp.sum(optax.softmax_cross_entropy(logits, labels) * mask) / jnp.maximum(mask.sum(), 1.0)
+  return ce, logits
+
+
+def loss_fn(params, batch, *, model, weight_decay, label_smoothing):
+  """Eq. (3)–(4): masked mean cross-entropy + λ‖W‖²."""
+  ce, logits = cross_entropy(params, batch, model=model, label_smoothing=label_smoothing)
   return ce + weight_decay * l2_penalty(params), (ce, logits)
 
 
@@ -118,13 +131,16 @@ def all_finite(tree) -> jax.Array:
 
 
 def gradient_step(params, batch, *, model, weight_decay: float, label_smoothing: float):
-  """The first half of a train step: the loss's gradient on the global batch (λ = `weight_decay`
-  of Eq. 3), whether the loss and the gradient are finite, and the step's metrics (a non-finite
-  step is reported as `nonfinite`, for the loop to act on)."""
+  """The first half of a train step: the cross-entropy's gradient on the global batch, whether the
+  loss of Eq. 3 (λ = `weight_decay`) and that gradient are finite, and the step's metrics (a
+  non-finite step is reported as `nonfinite`, for the loop to act on). The penalty's gradient,
+  2λW, is added by `update_step` in its one pass over the parameters (`l2_gradient`): here it
+  would be another pass over every kernel's gradient."""
   grad_fn = jax.value_and_grad(
-      functools.partial(loss_fn, model=model, weight_decay=weight_decay,
-                        label_smoothing=label_smoothing), has_aux=True)
-  (loss, (ce, logits)), grads = grad_fn(params, batch)
+      functools.partial(cross_entropy, model=model, label_smoothing=label_smoothing),
+      has_aux=True)
+  (ce, logits), grads = grad_fn(params, batch)
+  loss = ce + weight_decay * l2_penalty(params)
   finite = jnp.isfinite(loss) & all_finite(grads)
   mask = batch['mask']
   metrics = dict(loss=loss, cross_entropy=ce, nonfinite=~finite,
@@ -133,12 +149,14 @@ def gradient_step(params, batch, *, model, weight_decay: float, label_smoothing:
   return grads, finite, metrics
 
 
-def update_step(state: TrainState, grads, finite, *, tx) -> TrainState:
-  """The second half: one Adam step with `grads` when `finite`; otherwise the state is left
-  unchanged (the update is skipped) but for its step count."""
+def update_step(state: TrainState, grads, finite, *, tx, weight_decay: float) -> TrainState:
+  """The second half: one Adam step on the gradient of Eq. 3, `grads` (the cross-entropy's) plus
+  2λW, when `finite`; otherwise the state is left unchanged (the update is skipped) but for its
+  step count."""
 
   def update(state):
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(l2_gradient(grads, state.params, weight_decay),
+                                   state.opt_state, state.params)
     return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                       opt_state=opt_state)
 
@@ -242,7 +260,7 @@ def bind_steps(model, tx, weight_decay: float, label_smoothing: float) -> tuple:
   (params, batch) -> (grads, finite, metrics) and (state, grads, finite) -> state, to be jitted."""
   return (functools.partial(gradient_step, model=model, weight_decay=weight_decay,
                             label_smoothing=label_smoothing),
-          functools.partial(update_step, tx=tx))
+          functools.partial(update_step, tx=tx, weight_decay=weight_decay))
 
 
 def _jit(fn, name: str, settings: tuple, store: str | None, **jit_args):
@@ -305,7 +323,7 @@ def _jit_train_step(mesh: Mesh, store: str | None, model, optimizer: tuple, weig
       _jit(gradient, 'gradient_step', (model, weight_decay, label_smoothing), store,
            in_shardings=(replicated, batch), out_shardings=replicated,
            compiler_options=compiler_options(mesh)),
-      _jit(update, 'update_step', (optimizer,), store,
+      _jit(update, 'update_step', (optimizer, weight_decay), store,
            in_shardings=(replicated,) * 3, out_shardings=replicated, donate_argnums=(0,)))
 
 

@@ -143,14 +143,15 @@ def test_the_train_step_key_changes_with_every_setting_shape_and_device_count(tm
   assert paths[0] == paths[1]  # equal settings, built afresh: the same programs
   assert len(set(paths)) == len(paths) - 1, list(zip(variants, paths))
   # The optimiser's settings shape the update step only; the loss's, the batch's and the network's
-  # computation the gradient step only (the parameters' shapes and the devices shape both).
+  # computation the gradient step only (the parameters' shapes and the devices shape both); λ both:
+  # the gradient step reports the loss of Eq. 3, the update step adds the penalty's gradient.
   optimizer = {'7 steps per epoch': 3, 'learning_rate': 4, 'lr_decay': 5}
-  loss_or_network = {'weight_decay': 6, 'label_smoothing': 7, 'dtype': 8, 'ensemble': 11,
-                     'batch_size': 12}
+  loss_or_network = {'label_smoothing': 7, 'dtype': 8, 'ensemble': 11, 'batch_size': 12}
   for name, i in optimizer.items():
     assert paths[i][0] == paths[0][0] and paths[i][1] != paths[0][1], name
   for name, i in loss_or_network.items():
     assert paths[i][0] != paths[0][0] and paths[i][1] == paths[0][1], name
+  assert paths[6][0] != paths[0][0] and paths[6][1] != paths[0][1], 'weight_decay'
 
 
 def test_the_key_changes_with_jax_configuration_and_output_sharding():

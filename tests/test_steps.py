@@ -59,7 +59,7 @@ def test_a_finite_loss_with_a_non_finite_gradient_is_not_applied():
   assert not bool(finite) and bool(metrics['nonfinite'])
   tx = optax.adam(1e-3)
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-  after = steps.update_step(state, grads, finite, tx=tx)
+  after = steps.update_step(state, grads, finite, tx=tx, weight_decay=0.0)
   assert int(after.step) == 1
   np.testing.assert_array_equal(after.params['b'], np.zeros(3))
   for new, old in zip(jax.tree.leaves(after.opt_state), jax.tree.leaves(state.opt_state)):
