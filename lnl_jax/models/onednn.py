@@ -2,14 +2,16 @@
 
 oneDNN is the library behind PyTorch's CPU convolutions. Its forward, input-gradient and
 kernel-gradient convolutions run the network's layers faster than the kernels XLA's CPU backend
-uses for them (docs/benchmarks.md), so on CPU the model takes this lowering wherever `available()`.
+uses for them (docs/benchmarks.md), so a model for one CPU device takes this lowering wherever
+`available()` (`conv.lowering_for`).
 
 `onednn_conv.cc` (beside this file) holds three XLA FFI handlers, one per convolution. It is
 compiled once, on first use, with the system's C++ compiler ($CXX, else g++ or c++), against the
 FFI headers jaxlib ships and the oneDNN of the `onednn-cpu-gomp` and `onednn-devel-cpu-gomp`
 wheels (dependencies on Linux x86-64), into $LNL_JAX_ONEDNN_DIR, else
-$XDG_CACHE_HOME/lnl_jax/onednn, one library per source, jaxlib and oneDNN version; then loaded
-with ctypes and registered under `TARGETS`. Where that cannot be done (another platform, no
+$XDG_CACHE_HOME/lnl_jax/onednn (~/.cache/lnl_jax/onednn), one library per source, jaxlib version
+and build command (which names this environment's oneDNN); then loaded with ctypes and registered
+under `TARGETS`. Where that cannot be done (another platform, no
 compiler, no wheels), `available()` is False and says why in one warning, and the CPU keeps XLA's
 own kernels. LNL_JAX_ONEDNN=0 turns the lowering off.
 
