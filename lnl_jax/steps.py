@@ -252,7 +252,8 @@ def compiler_options(mesh: Mesh) -> dict | None:
   if mesh.devices.flat[0].platform != 'cpu':
     return None
   named = {word.split('=')[0].lstrip('-') for word in os.environ.get('XLA_FLAGS', '').split()}
-  return {k: v for k, v in known_options(cpu_compiler_options(jax.device_count())).items() if k not in named} or None
+  options = known_options(cpu_compiler_options(jax.device_count()))
+  return {k: v for k, v in options.items() if k not in named} or None
 
 
 def bind_steps(model, tx, weight_decay: float, label_smoothing: float) -> tuple:

@@ -1,4 +1,4 @@
-"""The 'onednn' lowering of `conv2d` (models/conv.py): oneDNN's CPU convolution kernels through XLA's FFI.
+"""The 'onednn' lowering of `conv2d` (models/conv.py): oneDNN's CPU convolutions through XLA's FFI.
 
 oneDNN is the library behind PyTorch's CPU convolutions. Its forward, input-gradient and
 kernel-gradient convolutions run the network's layers faster than the kernels XLA's CPU backend

@@ -233,7 +233,9 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
       e.failure()) {
     return e;
   }
-  return Guard([&] { return Run(kForward, s, groups, x.typed_data(), kernel.typed_data(), y->typed_data()); });
+  return Guard([&] {
+    return Run(kForward, s, groups, x.typed_data(), kernel.typed_data(), y->typed_data());
+  });
 }
 
 // dx from dy and the kernel.
@@ -245,7 +247,9 @@ ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> kernel,
       e.failure()) {
     return e;
   }
-  return Guard([&] { return Run(kBackwardData, s, groups, dx->typed_data(), kernel.typed_data(), dy.typed_data()); });
+  return Guard([&] {
+    return Run(kBackwardData, s, groups, dx->typed_data(), kernel.typed_data(), dy.typed_data());
+  });
 }
 
 // dkernel from x and dy.
@@ -257,26 +261,22 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
       e.failure()) {
     return e;
   }
-  return Guard([&] { return Run(kBackwardWeights, s, groups, x.typed_data(), dkernel->typed_data(), dy.typed_data()); });
+  return Guard([&] {
+    return Run(kBackwardWeights, s, groups, x.typed_data(), dkernel->typed_data(), dy.typed_data());
+  });
+}
+
+// Every handler takes two float32 arrays and the padding, and returns one float32 array.
+auto Binding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("pad");
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LnlConvForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("pad"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LnlConvBackwardData, BackwardData,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("pad"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LnlConvBackwardWeights, BackwardWeights,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("pad"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LnlConvForward, Forward, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LnlConvBackwardData, BackwardData, Binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LnlConvBackwardWeights, BackwardWeights, Binding());
