@@ -363,14 +363,14 @@ def test_the_onednn_figures_are_those_of_their_records():
 
 
 def test_the_later_onednn_rounds_are_those_of_their_records():
-  """The side-by-side rounds of 1797f2c and 0a657ad (docs/peer_ratio.jsonl): benchmarks.md's table
+  """The side-by-side rounds of 1797f2c, 0a657ad and 2903c1e (docs/peer_ratio.jsonl): benchmarks.md's table
   and prose, its verdict on target 5 over every round with oneDNN, and the README's row and
   sentence, recomputed from the records."""
   readme, table, prose = readme_and_benchmarks()
   peer = bench_lines('peer_ratio.jsonl')
-  later = [r for r in peer if r.get('revision') in ('1797f2c', '0a657ad')]
+  later = [r for r in peer if r.get('revision') in ('1797f2c', '0a657ad', '2903c1e')]
   assert [r['revision'] for r in later] == ['1797f2c'] * 7 + ['0a657ad', '1797f2c'] * 2 + [
-      '0a657ad']
+      '0a657ad'] + ['2903c1e'] * 3
   for r in later:
     row = (f"| {r['revision']} | {r['round'] + 1} | {r['jax_product_step_s']:.3f} / "
            f"{r['jax_xla_defaults_step_s']:.3f} | {r['peer_step_s']:.3f} | "
@@ -382,9 +382,9 @@ def test_the_later_onednn_rounds_are_those_of_their_records():
   assert [r['peer_step_s'] for r in before] == [r['peer_step_s'] for r in both]  # same rounds
   share = [n['jax_product_step_s'] / o['jax_product_step_s'] for o, n in zip(before, both)]
   onednn = [r['ratio_product'] for r in peer if r.get('revision') in ('c78f69c', '1797f2c',
-                                                                        '0a657ad')]
+                                                                        '0a657ad', '2903c1e')]
   ratios = [r['ratio_product'] for r in later]
-  assert len(onednn) == 15 and sum(x > 1 for x in onednn) == 14  # 'ahead ... in 14 of the 15'
+  assert len(onednn) == 18 and sum(x > 1 for x in onednn) == 17  # 'ahead ... in 17 of the 18'
   expected = [
       f"The JAX step scattered over {span([r['jax_product_step_s'] for r in later])} s here and "
       f"PyTorch's over {span([r['peer_step_s'] for r in later])} s",
@@ -400,8 +400,8 @@ def test_the_later_onednn_rounds_are_those_of_their_records():
   missing = [e for e in expected if e not in prose]
   assert not missing, missing
   readme_expected = [
-      f'| Intel Xeon with AVX-512, a noisier host | 1797f2c and 0a657ad (the same, with later '
-      f'fixes) | {span(ratios)} (median {np.median(ratios):.3f}, {sum(x >= 1.2 for x in ratios)} '
+      f'| Intel Xeon with AVX-512, a noisier host | 1797f2c, 0a657ad and 2903c1e (the same, with '
+      f'later fixes) | {span(ratios)} (median {np.median(ratios):.3f}, {sum(x >= 1.2 for x in ratios)} '
       f'of {len(ratios)} rounds at or above 1.2) |',
       f'Over all {len(onednn)} rounds of the code with oneDNN, on a host that scattered more '
       f'later, JAX ÷ PyTorch had a median of {np.median(onednn):.3f} and reached 1.2 in four',
