@@ -233,15 +233,16 @@ def known_options(options: dict) -> dict:
   return dict(_known_items(tuple(options.items())))
 
 
-# XLA's default value of each option of CPU_COMPILER_OPTIONS, as XLA_FLAGS spells it
+# XLA's default value of each CPU option above, as XLA_FLAGS spells it
 # ('+individual_dot' adds to YNNPACK's default fusion types one they already hold).
 XLA_DEFAULT_VALUES = dict(xla_backend_optimization_level='3', xla_cpu_use_fusion_emitters='true',
                           xla_cpu_experimental_ynn_fusion_type='+individual_dot')
 
 
 def xla_default_flags() -> str:
-  """XLA_FLAGS that give every program XLA's defaults: each option of CPU_COMPILER_OPTIONS that
-  this jaxlib knows, named with XLA's default value (XLA stops at a flag it does not know)."""
+  """XLA_FLAGS that give every program XLA's defaults: each option of CPU_COMPILER_OPTIONS and
+  XLA_CONVOLUTION_OPTIONS that this jaxlib knows, named with XLA's default value (XLA stops at a
+  flag it does not know)."""
   return ' '.join(f'--{name}={XLA_DEFAULT_VALUES[name]}' for name in known_options(
       {**CPU_COMPILER_OPTIONS, **XLA_CONVOLUTION_OPTIONS}))
 

@@ -68,6 +68,12 @@ def readme_and_benchmarks() -> tuple[str, str, str]:
   return readme, table, ' '.join(table.split())
 
 
+def assert_quoted(expected: list[str], text: str) -> None:
+  """Every sentence of `expected` stands in `text`; the assertion names those that do not."""
+  missing = [e for e in expected if e not in text]
+  assert not missing, missing
+
+
 def split_runs(lines: list[dict], starts_run) -> list[list[dict]]:
   """A record file's lines cut into runs, each beginning at a line for which `starts_run` holds."""
   starts = [i for i, r in enumerate(lines) if starts_run(r)] + [len(lines)]
@@ -258,8 +264,7 @@ def test_the_avx512_figures_are_those_of_their_records():
       f'{1 / max(faster):.1f}–{1 / min(faster):.1f}× as long as oneDNN\'s there',
   ]
   assert step(onednn) >= step(default)  # 'did not gain'
-  missing = [e for e in expected if e not in prose]
-  assert not missing, missing
+  assert_quoted(expected, prose)
 
 
 def test_the_onednn_figures_are_those_of_their_records():
@@ -341,8 +346,7 @@ def test_the_onednn_figures_are_those_of_their_records():
                                                                                 'c78f69c')]
   assert len(first) == 10  # 'Both revisions met both targets'
   assert all(r['seconds'] <= (30 if r['cache'] == 'cold' else 10) for r in first)
-  missing = [e for e in expected if e not in prose]
-  assert not missing, missing
+  assert_quoted(expected, prose)
 
   readme_expected = [
       f"| Intel Xeon with AVX-512 | c78f69c (oneDNN's convolutions) | {span(new_ratios)} (median "
@@ -358,8 +362,7 @@ def test_the_onednn_figures_are_those_of_their_records():
       f"{train['frac_of_matmul']:.2f} of the matmul rate measured in the same run | `python -m "
       f"lnl_jax.bench {machine['argv'].split(' ', 1)[1]}` |",
   ]
-  missing = [e for e in readme_expected if e not in readme]
-  assert not missing, missing
+  assert_quoted(readme_expected, readme)
 
 
 def test_the_later_onednn_rounds_are_those_of_their_records():
@@ -397,8 +400,7 @@ def test_the_later_onednn_rounds_are_those_of_their_records():
       f'**no**: 1.2 in {sum(x >= 1.2 for x in onednn)} of {len(onednn)} rounds with oneDNN, median '
       f'{np.median(onednn):.3f}',
   ]
-  missing = [e for e in expected if e not in prose]
-  assert not missing, missing
+  assert_quoted(expected, prose)
   readme_expected = [
       f'| Intel Xeon with AVX-512, a noisier host | 1797f2c, 0a657ad and 2903c1e (the same, with '
       f'later fixes) | {span(ratios)} (median {np.median(ratios):.3f}, {sum(x >= 1.2 for x in ratios)} '
@@ -407,8 +409,7 @@ def test_the_later_onednn_rounds_are_those_of_their_records():
       f'later, JAX ÷ PyTorch had a median of {np.median(onednn):.3f} and reached 1.2 in four',
   ]
   assert sum(x >= 1.2 for x in onednn) == 4  # 'in four'
-  missing = [e for e in readme_expected if e not in readme]
-  assert not missing, missing
+  assert_quoted(readme_expected, readme)
 
 
 def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records():
@@ -528,8 +529,7 @@ def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records(
       f"{span(seconds('aaeece4', 'warm'), 1)} s at aaeece4",
   ]
   assert max(seconds('802fe47', 'warm')) <= max(seconds('aaeece4', 'warm'))  # 'not slower'
-  missing = [e for e in expected if e not in prose]
-  assert not missing, missing
+  assert_quoted(expected, prose)
 
 
 def test_what_1_2x_would_take_on_the_xeon_follows_from_its_records():
@@ -576,8 +576,7 @@ def test_what_1_2x_would_take_on_the_xeon_follows_from_its_records():
       f'on the Xeon for every convolution at the rate of a 2048³ matrix product, where they run at '
       f'{conv_flops / conv_s / 1e9:.0f} GFLOP/s against {span(matmul, 0)}',
   ]
-  missing = [e for e in expected if e not in prose]
-  assert not missing, missing
+  assert_quoted(expected, prose)
 
 
 def test_the_readme_cpu_headlines_name_the_processor_of_their_runs():
@@ -666,8 +665,7 @@ def test_what_the_peer_target_would_take_is_computed_from_runs_a_and_b():
       f"would need {a['free'] / 1e9:.0f} GFLOP/s: {a['free_frac']:.2f} and {b['free_frac']:.2f}",
   ]
   assert round(a['achieved'], 2) == round(b['achieved'], 2)  # "in both runs"
-  missing = [e for e in expected if e not in text]
-  assert not missing, missing
+  assert_quoted(expected, text)
 
 
 def test_the_readme_time_figures_are_those_of_their_records():
@@ -740,8 +738,7 @@ def test_the_readme_time_figures_are_those_of_their_records():
       f'gives these {scaled:.0f}–{minutes:.0f} minutes a run',
   ]
   assert report.MINUTES_PER_RUN == (round(scaled), round(minutes))
-  missing = [e for e in expected if e not in readme]
-  assert not missing, missing
+  assert_quoted(expected, readme)
 
 
 def test_the_initialisation_study_quotes_its_records():
@@ -964,8 +961,7 @@ def test_the_cross_validation_job_figures_are_those_of_its_records():
       f"fold 1 {first['fold_wall_s'][0]:.1f} s, folds 2–5 {min(first['fold_wall_s'][1:]):.1f}–"
       f"{max(first['fold_wall_s'][1:]):.1f} s for 10 steps each",
   ]
-  missing = [e for e in expected if e not in prose]
-  assert not missing, missing
+  assert_quoted(expected, prose)
 
 
 def test_the_rounds_at_599cd60_are_those_of_their_records():
@@ -990,7 +986,6 @@ def test_the_rounds_at_599cd60_are_those_of_their_records():
       f"JAX ÷ PyTorch was {ratios}; {median(now, 'ratio_xla_defaults')} with XLA's defaults)",
       f'on the Xeon at 599cd60, {ratios}) over three rounds ("At 599cd60")',
   ]
-  missing = [e for e in expected if e not in prose]
-  assert not missing, missing
+  assert_quoted(expected, prose)
   assert max(r['ratio_product'] for r in now) < 1.2  # 'still short of 1.2'
   assert f'| Intel Xeon with AVX-512 | 599cd60 | {ratios}) |' in readme

@@ -108,9 +108,8 @@ class Lowering:
   def __post_init__(self):
     if self.rule not in LOWERINGS + ('cpu',):
       raise ValueError(f"Lowering.rule must be one of {LOWERINGS + ('cpu',)}, not {self.rule!r}.")
-    if self.rule == 'onednn' and not onednn.available():  # registers its handlers
-      raise ValueError("Lowering('onednn') is unavailable in this process (the warning above says "
-                       'why).')
+    if self.rule == 'onednn':
+      onednn.require()
 
   def inside_loop(self) -> Lowering:
     return dataclasses.replace(self, in_loop=True)
@@ -155,9 +154,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, pad: int, lowering: str = 'xla') -> 
   if lowering == 'onednn':
     if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
       raise ValueError(f"the 'onednn' lowering takes float32, not {x.dtype} ⋆ {kernel.dtype}.")
-    if not onednn.available():  # registers its handlers
-      raise ValueError("the 'onednn' lowering is unavailable in this process (the warning above "
-                       'says why).')
+    onednn.require()
     return onednn.conv2d(x, kernel, pad)
   raise ValueError(f'lowering must be one of {LOWERINGS}, not {lowering!r}.')
 

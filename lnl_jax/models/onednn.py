@@ -124,6 +124,13 @@ def _register() -> None:
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
 
 
+def require() -> None:
+  """Registers the handlers, or raises ValueError where they cannot run in this process."""
+  if not available():
+    raise ValueError("oneDNN's convolutions are unavailable in this process (the warning above "
+                     'says why).')
+
+
 @functools.cache
 def available() -> bool:
   """Whether the oneDNN lowering runs in this process (built and registered on the first call)."""
