@@ -79,6 +79,7 @@ def main(argv):
                   cpu=cpu, cpu_isa=isa, cpu_count=os.cpu_count())
       for name, o in mine.items():
         line.update({f'jax_{name}_step_s': o['step_s'], f'jax_{name}_img_per_s': o['img_per_s'],
+                     f'jax_{name}_page_faults_per_step': o['page_faults_per_step'],
                      f'ratio_{name}': round(o['img_per_s'] / peer['img_per_s'], 3)})
       report(line, FLAGS.out)
 

@@ -39,7 +39,8 @@ Memory: `compiled_bytes` is the step's own arguments + outputs + temporaries (XL
 analysis; of the train step, the larger of its two programs', the gradient step's counting the
 optimiser's state it leaves in memory); `peak_rss_bytes` (host) and `peak_device_bytes`
 (accelerators) are process-wide peaks so far, so only the first measurement of a process is its
-own peak.
+own peak. `page_faults_per_step`: the process's minor page faults per timed step, each a fresh
+page of memory the step wrote into (`host.keep_freed_memory` keeps them near 0 on CPU).
 `compile_s` times real compilations: the persistent compilation cache is on only where
 --compilation_cache=DIR or $JAX_COMPILATION_CACHE_DIR names one, never in the other commands'
 default directory.
@@ -112,6 +113,7 @@ class Timing:
   # arguments + outputs + temporaries − aliased (donated) buffers; of a `TrainStep`, the larger of
   # its two programs' (the gradient step's with the optimiser's state, which it does not take)
   compiled_bytes: int | None
+  page_faults: float  # the process's minor page faults per call while timed (`time_jitted`)
 
 
 def dense_flops(jaxpr) -> int:
@@ -203,6 +205,7 @@ def time_jitted(jitted, args: tuple, num_steps: int, *, feed: Callable | None = 
   jax.block_until_ready(out)
   args = feed(args, out)
   times = []
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(max(1, num_steps)):
     start = time.perf_counter()
     for _ in range(inner):
@@ -210,6 +213,7 @@ def time_jitted(jitted, args: tuple, num_steps: int, *, feed: Callable | None = 
       args = feed(args, out)
     jax.block_until_ready(out)
     times.append((time.perf_counter() - start) / inner)
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (len(times) * inner)
   flops_xla = [xla_flops(p) for p in programs]
   sizes = [compiled_bytes(p) for p in programs]
   if len(programs) == 2:  # the optimiser's state stays in memory while the gradient step runs
@@ -217,7 +221,7 @@ def time_jitted(jitted, args: tuple, num_steps: int, *, feed: Callable | None = 
   flops = float(sum(dense_flops(t.jaxpr) for t in traced))
   return Timing(compile_s, float(np.median(times)), flops,
                 None if None in flops_xla else sum(flops_xla),
-                None if None in sizes else max(sizes))
+                None if None in sizes else max(sizes), faults)
 
 
 def memory_fields() -> dict:
@@ -333,7 +337,8 @@ def emit_step(what: str, context: dict, t: Timing, ceiling: dict, **extra):
        img_per_s=context['batch'] / t.step_s, flops=t.flops, flops_xla=t.flops_xla,
        flops_per_img=t.flops / context['batch'], flop_per_s=flop_per_s,
        **against_ceilings(flop_per_s, context['dtype'], ceiling),
-       compiled_bytes=t.compiled_bytes, **memory_fields(), **extra)
+       compiled_bytes=t.compiled_bytes, page_faults_per_step=t.page_faults, **memory_fields(),
+       **extra)
 
 
 # --- Parts of the network alone ---------------------------------------------------------------
@@ -370,7 +375,8 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
     emit(what='part', part=part, **context, compile_s=t.compile_s, step_s=t.step_s,
          img_per_s=batch_size / t.step_s, flops=t.flops, flops_xla=t.flops_xla,
          flop_per_s=flop_per_s, **against_ceilings(flop_per_s, c.dtype, ceiling),
-         compiled_bytes=t.compiled_bytes, **memory_fields(), **extra)
+         compiled_bytes=t.compiled_bytes, page_faults_per_step=t.page_faults, **memory_fields(),
+       **extra)
     return t
 
   x = lambda shape: jax.random.normal(jax.random.key(1), shape, dtype)

@@ -20,7 +20,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lnl_jax import program_store
+from lnl_jax import host, program_store
 from lnl_jax.errors import ConfigError, DataError, Preempted
 
 FLAGS = flags.FLAGS
@@ -129,7 +129,8 @@ def enable_compilation_cache(directory: str) -> None:
 
 
 def setup_process() -> None:
-  """What every command that runs the model does first."""
+  """What every command that runs the model does first, before JAX starts its backend."""
+  host.keep_freed_memory()
   logging.get_absl_handler().python_handler.addFilter(  # Orbax logs every file it writes at INFO
       lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
   enable_compilation_cache(compilation_cache_dir(FLAGS.compilation_cache))

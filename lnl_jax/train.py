@@ -13,7 +13,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from lnl_jax import checkpoints, host, inference, io, metrics, program_store
+from lnl_jax import checkpoints, inference, io, metrics, program_store
 from lnl_jax.attention_track import AttentionTracker
 from lnl_jax.data import datasets, pipeline
 from lnl_jax.data.records import Records
@@ -159,7 +159,6 @@ POSITIVE_FIELDS = ('num_epochs', 'mean_of_last', 'log_every_steps', 'track_every
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data_cache: str | None,
                         stop: StopSignal, closing: contextlib.ExitStack) -> dict:
   start_time = time.time()
-  host.keep_freed_memory()  # every training entry point (main, sweep, cross_validate) comes here
   if not os.path.exists(workdir):  # a run that fails before writing anything leaves no folder
     closing.callback(_remove_if_empty, workdir)
   _check_writable(workdir)

@@ -2,6 +2,7 @@
 with FLOP counts known independently (2n³ for the matmul ceiling; a train step ≈ 3 forwards)."""
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -64,6 +65,7 @@ def test_train_and_eval_lines(bench_run):
                 'frac_of_conv', 'compiled_bytes', 'peak_rss_bytes'):
       assert r[key] > 0, (r['what'], key)
     assert r['img_per_s'] == pytest.approx(2 / r['step_s'], rel=1e-2)
+    assert r['page_faults_per_step'] >= 0
     assert r['flops_per_img'] == pytest.approx(r['flops'] / 2, rel=1e-3)
     assert r['flop_per_s'] == pytest.approx(r['flops'] / r['step_s'], rel=1e-2)
     # The fraction of each ceiling measured at the start that the step reaches.
@@ -280,3 +282,38 @@ def test_usable_cores_are_those_the_process_may_run_on():
   finally:
     os.sched_setaffinity(0, allowed)
   assert host.usable_cores() == len(allowed)
+
+
+REUSE = '''
+import resource, sys
+from lnl_jax import host
+if sys.argv[1] == 'keep':
+  assert host.keep_freed_memory()
+import jax, jax.numpy as jnp
+# A 144 MB temporary each call (the matrix product's operand), allocated on XLA's threads.
+f = jax.jit(lambda x: (jnp.outer(x, x) + 1.0) @ x)
+x = jnp.ones(6000)
+for _ in range(25):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  f(x).block_until_ready()
+  print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+@pytest.mark.skipif(sys.platform != 'linux' or host.platform.libc_ver()[0] != 'glibc',
+                    reason="keep_freed_memory sets glibc's malloc; elsewhere it does nothing")
+def test_keep_freed_memory_reuses_the_pages_of_freed_buffers():
+  """After `host.keep_freed_memory`, a jitted function whose temporary is larger than glibc's mmap
+  threshold writes it into reused memory once the heap has grown to hold it: most calls take no
+  page fault. Without it, every call faults on every page of it (glibc maps it anew on the thread
+  XLA allocates it from, and unmaps it when freed). The heap settles after a few calls, and a call
+  now and then may still grow it."""
+  pages = 6000 * 6000 * 4 / resource.getpagesize()
+  faults = {}
+  for mode in ('keep', 'default'):
+    proc = subprocess.run([sys.executable, '-c', REUSE, mode], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    faults[mode] = [int(n) for n in proc.stdout.split()][10:]  # the heap has settled
+  assert min(faults['default']) > 0.9 * pages, faults
+  assert sum(faults['keep']) < 0.4 * pages * len(faults['keep']), faults
