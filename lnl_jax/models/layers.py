@@ -121,6 +121,9 @@ class UpConv2x2(nn.Module):
                         (2, 2, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    b, h, w, _ = x.shape
-    y = jnp.einsum('bhwc,ijcf->bhiwjf', x, kernel)  # (B, h, 2, w, 2, F)
-    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+    b, h, w, c = x.shape
+    f = self.features
+    # One (B·h·w, C) × (C, 2·2·F) matmul, then depth-to-space: every copy moves whole F-vectors.
+    y = x.reshape(b * h * w, c) @ kernel.transpose(2, 0, 1, 3).reshape(c, 4 * f)
+    y = y.reshape(b, h, w, 2, 2, f).transpose(0, 1, 3, 2, 4, 5)  # (B, h, 2, w, 2, F)
+    return y.reshape(b, 2 * h, 2 * w, f) + bias
