@@ -13,7 +13,8 @@ The JAX step is measured twice a round: with the options the steps are compiled 
 (`product`) and with XLA's own defaults (`xla_defaults`, as `XLA_FLAGS` naming them gives), by
 each git checkout of `--checkout` in turn (default: this one; `.` is this one too), so that two
 versions of the code are compared in the same rounds. Prints one JSON line per round and checkout,
-with its revision (and appends it to --out).
+with its revision and each step's page faults (null from a checkout whose bench does not count
+them), and appends it to --out.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def main(argv):
                   cpu=cpu, cpu_isa=isa, cpu_count=os.cpu_count())
       for name, o in mine.items():
         line.update({f'jax_{name}_step_s': o['step_s'], f'jax_{name}_img_per_s': o['img_per_s'],
-                     f'jax_{name}_page_faults_per_step': o['page_faults_per_step'],
+                     f'jax_{name}_page_faults_per_step': o.get('page_faults_per_step'),
                      f'ratio_{name}': round(o['img_per_s'] / peer['img_per_s'], 3)})
       report(line, FLAGS.out)
 
