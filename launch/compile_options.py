@@ -48,6 +48,7 @@ def choices() -> dict[str, dict]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  host.keep_freed_memory()  # as every command that runs the model, before JAX starts its backend
   parallel = steps.Parallel(jax.devices()[:1])
   compared = choices()
   named = compared['product'].keys() - (steps.compiler_options(parallel.mesh) or {}).keys()
@@ -56,7 +57,6 @@ def main(argv):
                          'run with XLA_FLAGS unset.')
   commit, (cpu, isa) = revision(), host.cpu_model()
   cli.enable_compilation_cache('')  # every compilation timed is a real one
-  host.keep_freed_memory()  # as training does
   config, size = FLAGS.config, FLAGS.config.data.image_size
   model = create_model(config.model, size, config.data.num_classes)
   tx = steps.create_optimizer(config.train, 100)

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 from launch.runs import report
-from lnl_jax import cli
+from lnl_jax import cli, host
 from lnl_jax.config_base import dataset_config
 from lnl_jax.data import pipeline, synthetic
 from lnl_jax.models import create_model
@@ -72,6 +72,7 @@ def main(argv):
   if not FLAGS.inits or unknown or FLAGS.steps < EVERY or FLAGS.steps % EVERY:
     cli.fail(f'--inits must be among {", ".join(KERNEL_INITS)} and --steps a positive multiple of '
              f'{EVERY}.')
+  host.keep_freed_memory()  # as every command that runs the model, before JAX starts its backend
   faces = synthetic.generate(1400, 64, seed=0, num_patches=16, overlap=8)  # the same for every init
   for init in FLAGS.inits:
     report(study(init, FLAGS.steps, faces), FLAGS.out)

@@ -39,8 +39,9 @@ Memory: `compiled_bytes` is the step's own arguments + outputs + temporaries (XL
 analysis; of the train step, the larger of its two programs', the gradient step's counting the
 optimiser's state it leaves in memory); `peak_rss_bytes` (host) and `peak_device_bytes`
 (accelerators) are process-wide peaks so far, so only the first measurement of a process is its
-own peak. `page_faults_per_step`: the process's minor page faults per timed step, each a fresh
-page of memory the step wrote into (`host.keep_freed_memory` keeps them near 0 on CPU).
+own peak. `page_faults_per_step` (steps and parts): the process's minor page faults per timed
+step, mostly fresh memory the step wrote into (on CPU, until `host.keep_freed_memory`'s heap has
+grown to hold the step's buffers).
 `compile_s` times real compilations: the persistent compilation cache is on only where
 --compilation_cache=DIR or $JAX_COMPILATION_CACHE_DIR names one, never in the other commands'
 default directory.
@@ -376,7 +377,7 @@ def bench_parts(config, batch_size: int, executions, num_steps: int, ceiling: di
          img_per_s=batch_size / t.step_s, flops=t.flops, flops_xla=t.flops_xla,
          flop_per_s=flop_per_s, **against_ceilings(flop_per_s, c.dtype, ceiling),
          compiled_bytes=t.compiled_bytes, page_faults_per_step=t.page_faults, **memory_fields(),
-       **extra)
+         **extra)
     return t
 
   x = lambda shape: jax.random.normal(jax.random.key(1), shape, dtype)

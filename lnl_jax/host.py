@@ -45,25 +45,26 @@ def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> tuple[str, str]:
 
 def keep_freed_memory() -> bool:
   """Makes glibc serve large buffers from its heap and keep what is freed, instead of mapping
-  fresh pages for every buffer over 32 MB and returning them on free. Call it before JAX starts
-  its backend (`cli.setup_process` does, first thing): it holds for the threads that allocate
-  afterwards.
+  fresh pages for every buffer over 32 MB and returning them on free. Every command that runs the
+  model calls it first (`cli.setup_process`), before JAX starts its backend: it holds for the
+  threads whose first allocation comes afterwards (a thread keeps the arena it started with).
 
-  XLA's CPU backend allocates a step's temporaries and outputs anew on every call (about 0.5 GB
-  per train step of the full model). Fresh pages cost a page fault each (the kernel zeroes them),
-  so writing a large array into them is much slower than into reused memory. It allocates on its
-  own worker threads, and glibc gives each thread an arena of its own, whose large blocks are
-  always freshly mapped: so every thread is pointed at the one main arena, the only one whose
-  large blocks can come from the heap. With this the process's peak RSS stays at its high-water
-  mark. Returns False where it does nothing (not glibc: macOS, musl).
+  XLA's CPU backend allocates a step's temporaries and outputs anew on every call. Fresh pages cost
+  a page fault each (the kernel zeroes them), so writing a large array into them is much slower
+  than into reused memory. It allocates on its own worker threads, and glibc gives each thread an
+  arena of its own, whose large blocks are always freshly mapped: so every thread is pointed at the
+  one main arena, the only one whose large blocks can come from the heap. With this the process's
+  peak RSS stays at its high-water mark. Returns False where it does nothing (not glibc: macOS,
+  musl) or where glibc refused a setting.
   """
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
     mallopt = libc.mallopt
   except (OSError, AttributeError):
     return False
-  return all(mallopt(param, value) for param, value in (
-      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1)))
+  done = [mallopt(param, value) for param, value in (
+      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))]
+  return all(done)
 
 
 def import_tensorflow():

@@ -2,7 +2,6 @@
 with FLOP counts known independently (2n³ for the matmul ceiling; a train step ≈ 3 forwards)."""
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -305,15 +304,16 @@ for _ in range(25):
 def test_keep_freed_memory_reuses_the_pages_of_freed_buffers():
   """After `host.keep_freed_memory`, a jitted function whose temporary is larger than glibc's mmap
   threshold writes it into reused memory once the heap has grown to hold it: most calls take no
-  page fault. Without it, every call faults on every page of it (glibc maps it anew on the thread
-  XLA allocates it from, and unmaps it when freed). The heap settles after a few calls, and a call
-  now and then may still grow it."""
-  pages = 6000 * 6000 * 4 / resource.getpagesize()
+  page fault. Without it, every call faults on the fresh mapping glibc makes for it on the thread
+  XLA allocates it from (one fault per page, or fewer where the kernel backs it with huge pages).
+  The heap settles after a few calls, and a call now and then may still grow it."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith('MALLOC_') and k != 'GLIBC_TUNABLES'}  # glibc's own defaults
   faults = {}
   for mode in ('keep', 'default'):
     proc = subprocess.run([sys.executable, '-c', REUSE, mode], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+                          text=True, timeout=300, env=dict(env, JAX_PLATFORMS='cpu'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     faults[mode] = [int(n) for n in proc.stdout.split()][10:]  # the heap has settled
-  assert min(faults['default']) > 0.9 * pages, faults
-  assert sum(faults['keep']) < 0.4 * pages * len(faults['keep']), faults
+  assert min(faults['default']) > 0, faults
+  assert sum(faults['keep']) < 0.4 * sum(faults['default']), faults
