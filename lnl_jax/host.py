@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
 import os
+import pkgutil
 import platform
 import sys
 
@@ -43,6 +45,24 @@ def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> tuple[str, str]:
   return name or platform.processor() or platform.machine(), isa
 
 
+def steps_run_on_cpu() -> bool:
+  """Whether JAX's default backend will be the CPU, told before JAX starts it: the first of
+  `jax_platforms` ($JAX_PLATFORMS) where that is set, else whether no accelerator plugin is
+  installed (a module of the `jax_plugins` namespace package or an entry point of that group, as
+  JAX discovers them). A plugin installed on a host without its device counts as an accelerator."""
+  import jax  # pylint: disable=import-outside-toplevel  # its import starts no backend
+  platforms = jax.config.jax_platforms
+  if platforms:
+    return platforms.split(',')[0].strip() == 'cpu'
+  if list(importlib.metadata.entry_points(group='jax_plugins')):
+    return False
+  try:
+    import jax_plugins  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return True
+  return not list(pkgutil.iter_modules(jax_plugins.__path__))
+
+
 def keep_freed_memory() -> bool:
   """Makes glibc serve large buffers from its heap and keep what is freed, instead of mapping
   fresh pages for every buffer over 32 MB and returning them on free. Every command that runs the
@@ -52,18 +72,22 @@ def keep_freed_memory() -> bool:
   XLA's CPU backend allocates a step's temporaries and outputs anew on every call. Fresh pages cost
   a page fault each (the kernel zeroes them), so writing a large array into them is much slower
   than into reused memory. It allocates on its own worker threads, and glibc gives each thread an
-  arena of its own, whose large blocks are always freshly mapped: so every thread is pointed at the
-  one main arena, the only one whose large blocks can come from the heap. With this the process's
-  peak RSS stays at its high-water mark. Returns False where it does nothing (not glibc: macOS,
-  musl) or where glibc refused a setting.
+  arena of its own, whose large blocks are always freshly mapped: so where the steps run on the
+  CPU (`steps_run_on_cpu`), every thread is pointed at the one main arena, the only one whose large
+  blocks can come from the heap. One arena also makes the threads that allocate most wait on each
+  other (XLA's compilation, tf.data's), so where an accelerator holds the steps' buffers the
+  threads keep their arenas. With this the process's peak RSS stays at its high-water mark.
+  Returns False where it does nothing (not glibc: macOS, musl) or where glibc refused a setting.
   """
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
     mallopt = libc.mallopt
   except (OSError, AttributeError):
     return False
-  done = [mallopt(param, value) for param, value in (
-      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))]
+  settings = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1)]
+  if steps_run_on_cpu():
+    settings.append((_M_ARENA_MAX, 1))
+  done = [mallopt(param, value) for param, value in settings]
   return all(done)
 
 

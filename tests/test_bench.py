@@ -317,3 +317,24 @@ def test_keep_freed_memory_reuses_the_pages_of_freed_buffers():
     faults[mode] = [int(n) for n in proc.stdout.split()][10:]  # the heap has settled
   assert min(faults['default']) > 0, faults
   assert sum(faults['keep']) < 0.4 * sum(faults['default']), faults
+
+
+@pytest.mark.parametrize('platforms, plugin, on_cpu', [
+    ('cpu', False, True), ('cpu,cuda', False, True), ('cuda', False, False),
+    ('cuda,cpu', False, False), ('', True, False), ('cpu', True, True)])
+def test_steps_run_on_cpu_follows_jax_platforms_then_the_installed_plugins(
+    platforms, plugin, on_cpu, tmp_path):
+  """`host.steps_run_on_cpu` (whether `keep_freed_memory` takes glibc to one arena): the first
+  platform of $JAX_PLATFORMS where it is set; else whether no module of JAX's `jax_plugins`
+  namespace package is installed (here a plugin module written for the test, which JAX would
+  load when it starts its backend: the subprocess never starts one)."""
+  env = dict(os.environ, JAX_PLATFORMS=platforms)
+  if plugin:
+    (tmp_path / 'jax_plugins').mkdir()
+    (tmp_path / 'jax_plugins' / 'test_accelerator.py').write_text('def initialize():\n  pass\n')
+    env['PYTHONPATH'] = os.pathsep.join([str(tmp_path), env.get('PYTHONPATH', '')])
+  proc = subprocess.run([sys.executable, '-c', 'from lnl_jax import host; '
+                         'print(host.steps_run_on_cpu())'], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split()[-1] == str(on_cpu)
