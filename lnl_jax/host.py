@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.metadata
+import importlib.util
 import os
 import pkgutil
 import platform
@@ -46,15 +47,18 @@ def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> tuple[str, str]:
 
 
 def steps_run_on_cpu() -> bool:
-  """Whether JAX's default backend will be the CPU, told before JAX starts it: the first of
-  `jax_platforms` ($JAX_PLATFORMS) where that is set, else whether no accelerator plugin is
-  installed (a module of the `jax_plugins` namespace package or an entry point of that group, as
-  JAX discovers them). A plugin installed on a host without its device counts as an accelerator."""
+  """Whether JAX's default backend will be the CPU, told before JAX starts it: the first platform
+  `jax_platforms` ($JAX_PLATFORMS) names where that is set, whatever JAX may fall back to when its
+  device is missing; else whether no accelerator is installed: no PJRT plugin (a module of the
+  `jax_plugins` namespace package or an entry point of that group, as JAX discovers them), no
+  plugin named in $PJRT_NAMES_AND_LIBRARY_PATHS, no `libtpu`. An accelerator installed on a host
+  without its device counts as one."""
   import jax  # pylint: disable=import-outside-toplevel  # its import starts no backend
   platforms = jax.config.jax_platforms
   if platforms:
     return platforms.split(',')[0].strip() == 'cpu'
-  if list(importlib.metadata.entry_points(group='jax_plugins')):
+  if (list(importlib.metadata.entry_points(group='jax_plugins'))
+      or os.environ.get('PJRT_NAMES_AND_LIBRARY_PATHS') or importlib.util.find_spec('libtpu')):
     return False
   try:
     import jax_plugins  # pylint: disable=import-outside-toplevel
@@ -65,9 +69,10 @@ def steps_run_on_cpu() -> bool:
 
 def keep_freed_memory() -> bool:
   """Makes glibc serve large buffers from its heap and keep what is freed, instead of mapping
-  fresh pages for every buffer over 32 MB and returning them on free. Every command that runs the
-  model calls it first (`cli.setup_process`), before JAX starts its backend: it holds for the
-  threads whose first allocation comes afterwards (a thread keeps the arena it started with).
+  fresh pages for every buffer over 32 MB and returning them on free: on the main thread, and on
+  every thread where the steps run on the CPU (below). Every command that runs the model calls it
+  first (`cli.setup_process`), before JAX starts its backend: it holds for the threads whose first
+  allocation comes afterwards (a thread keeps the arena it started with).
 
   XLA's CPU backend allocates a step's temporaries and outputs anew on every call. Fresh pages cost
   a page fault each (the kernel zeroes them), so writing a large array into them is much slower

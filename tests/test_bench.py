@@ -319,22 +319,42 @@ def test_keep_freed_memory_reuses_the_pages_of_freed_buffers():
   assert sum(faults['keep']) < 0.4 * sum(faults['default']), faults
 
 
+def _installed_accelerator() -> bool:
+  """Whether this environment has a JAX plugin or libtpu of its own (then no case can show what
+  `steps_run_on_cpu` says without one)."""
+  import importlib.metadata
+  import importlib.util
+  return bool(list(importlib.metadata.entry_points(group='jax_plugins'))
+              or importlib.util.find_spec('jax_plugins') or importlib.util.find_spec('libtpu')
+              or os.environ.get('PJRT_NAMES_AND_LIBRARY_PATHS'))
+
+
 @pytest.mark.parametrize('platforms, plugin, on_cpu', [
-    ('cpu', False, True), ('cpu,cuda', False, True), ('cuda', False, False),
-    ('cuda,cpu', False, False), ('', True, False), ('cpu', True, True)])
+    ('cpu', None, True), ('cpu,cuda', None, True), ('cuda', None, False),
+    ('cuda,cpu', None, False), ('', None, True), ('', 'module', False),
+    ('', 'entry_point', False), ('cpu', 'module', True)])
 def test_steps_run_on_cpu_follows_jax_platforms_then_the_installed_plugins(
     platforms, plugin, on_cpu, tmp_path):
   """`host.steps_run_on_cpu` (whether `keep_freed_memory` takes glibc to one arena): the first
-  platform of $JAX_PLATFORMS where it is set; else whether no module of JAX's `jax_plugins`
-  namespace package is installed (here a plugin module written for the test, which JAX would
-  load when it starts its backend: the subprocess never starts one)."""
-  env = dict(os.environ, JAX_PLATFORMS=platforms)
-  if plugin:
+  platform $JAX_PLATFORMS names where it is set (even 'cuda' on a host without one, where JAX would
+  fall back to the CPU); else whether no JAX plugin is installed: here none, or one written for the
+  test as a module of JAX's `jax_plugins` namespace package or as a distribution advertising the
+  `jax_plugins` entry point. JAX would load it when it starts its backend; the subprocess never
+  starts one."""
+  if not platforms and not plugin and _installed_accelerator():
+    pytest.skip('this environment has an accelerator plugin of its own')
+  if plugin == 'module':
     (tmp_path / 'jax_plugins').mkdir()
     (tmp_path / 'jax_plugins' / 'test_accelerator.py').write_text('def initialize():\n  pass\n')
-    env['PYTHONPATH'] = os.pathsep.join([str(tmp_path), env.get('PYTHONPATH', '')])
+  elif plugin == 'entry_point':
+    info = tmp_path / 'test_accelerator-0.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text('Metadata-Version: 2.1\nName: test-accelerator\nVersion: 0\n')
+    (info / 'entry_points.txt').write_text('[jax_plugins]\ntest_accelerator = test_accelerator\n')
+  path = [str(tmp_path), os.environ.get('PYTHONPATH', '')]
+  env = dict(os.environ, JAX_PLATFORMS=platforms, PYTHONPATH=os.pathsep.join(filter(None, path)))
   proc = subprocess.run([sys.executable, '-c', 'from lnl_jax import host; '
                          'print(host.steps_run_on_cpu())'], cwd=ROOT, capture_output=True,
                         text=True, timeout=120, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.split()[-1] == str(on_cpu)
+  assert proc.stdout.strip() == str(on_cpu), proc.stdout
