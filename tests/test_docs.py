@@ -74,6 +74,11 @@ def assert_quoted(expected: list[str], text: str) -> None:
   assert not missing, missing
 
 
+def span(values, digits: int = 3) -> str:
+  """The range of `values` as the docs write it: 'min–max' at `digits` decimals."""
+  return f'{min(values):.{digits}f}–{max(values):.{digits}f}'
+
+
 def split_runs(lines: list[dict], starts_run) -> list[list[dict]]:
   """A record file's lines cut into runs, each beginning at a line for which `starts_run` holds."""
   starts = [i for i, r in enumerate(lines) if starts_run(r)] + [len(lines)]
@@ -169,14 +174,13 @@ def test_the_avx512_figures_are_those_of_their_records():
   (docs/peer_ratio.jsonl) and the two --layers runs, XLA's default kernels then the oneDNN flags
   (docs/conv_libraries.jsonl), recomputed from the records."""
   readme, table, prose = readme_and_benchmarks()
-  span = lambda values, digits=2: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   peer = bench_lines('peer_ratio.jsonl')
   xeon = [r for r in peer if r.get('revision') == '2cfc27d']  # later ones: the next test
   earlier = [r for r in peer if 'cpu_isa' not in r]
   assert len(xeon) == 3 and all(r['cpu_isa'] == 'avx512' for r in xeon)
   assert [r['round'] for r in xeon] == [0, 1, 2] and all(r['cpu_count'] == 2 for r in xeon)
   product, defaults = 'ratio_product', 'ratio_xla_defaults'
-  ratios = span([r[product] for r in xeon])
+  ratios = span([r[product] for r in xeon], 2)
   median = lambda rs, key: f'{np.median([r[key] for r in rs]):.2f}'
   for number, r in enumerate(xeon, 1):
     row = (f"| {number} | {r['jax_product_step_s']:.3f} / {r['jax_xla_defaults_step_s']:.3f} | "
@@ -189,12 +193,12 @@ def test_the_avx512_figures_are_those_of_their_records():
   assert min(jax_steps(xeon)) > min(jax_steps(earlier))  # 'JAX's was not'
   assert all(r[product] < 1 for r in xeon)  # 'behind PyTorch'
   expected = [
-      f"PyTorch's step took {span(peer_steps(xeon))} s here, JAX's {span(jax_steps(xeon))} s: JAX "
-      f"÷ PyTorch {ratios} (median {median(xeon, product)}; {median(xeon, defaults)} with XLA's "
-      'defaults)',
-      f'The {len(earlier)} earlier rounds gave {span([r[product] for r in earlier])} (median '
+      f"PyTorch's step took {span(peer_steps(xeon), 2)} s here, JAX's "
+      f"{span(jax_steps(xeon), 2)} s: JAX ÷ PyTorch {ratios} (median {median(xeon, product)}; "
+      f"{median(xeon, defaults)} with XLA's defaults)",
+      f'The {len(earlier)} earlier rounds gave {span([r[product] for r in earlier], 2)} (median '
       f'{median(earlier, product)}). Here PyTorch\'s step was shorter than in any of them '
-      f"({span(peer_steps(earlier))} s); JAX's was not ({span(jax_steps(earlier))} s)",
+      f"({span(peer_steps(earlier), 2)} s); JAX's was not ({span(jax_steps(earlier), 2)} s)",
   ]
 
   runs = split_runs(bench_lines('conv_libraries.jsonl'), lambda r: r['what'] == 'machine')
@@ -250,7 +254,7 @@ def test_the_avx512_figures_are_those_of_their_records():
       f'add up to {default_sum:,.0f} ms a step in the lowerings the model chooses: '
       f"{default_sum / 1e3 / step(default):.2f} of the same run's {step(default):.3f}-s train step",
       f'they add up to {onednn_sum:,.0f} ms in the \'xla\' lowering',
-      f'(its 3-channel first layer apart) take {span(faster)} of the time',
+      f'(its 3-channel first layer apart) take {span(faster, 2)} of the time',
       f"the SimpleNets' 48×48 layers {simplenet:.2f}",
       f'took {big(default)[0]:.0f} and {big(default)[1]:.0f} ms here in the default chosen '
       f'lowering, against {big(run_a)[0]:.0f} and {big(run_a)[1]:.0f} ms in run A',
@@ -258,7 +262,7 @@ def test_the_avx512_figures_are_those_of_their_records():
       f'convolutions in the lowerings the model chooses add up to {onednn_chosen:,.0f} ms',
       f'took {rest(onednn, onednn_chosen):.2f} s against {rest(default, default_sum):.2f} s',
       f"JAX's step is {default_sum / 1e3 / step(default):.2f} its convolutions, and oneDNN runs "
-      f"the U-Net's large maps in {span(faster)} of the time",
+      f"the U-Net's large maps in {span(faster, 2)} of the time",
       f'on a 2-core AVX-512 Xeon, {ratios} (median {median(xeon, product)}) over three rounds, '
       f"with XLA's default kernels taking the U-Net's large convolutions "
       f'{1 / max(faster):.1f}–{1 / min(faster):.1f}× as long as oneDNN\'s there',
@@ -274,7 +278,6 @@ def test_the_onednn_figures_are_those_of_their_records():
   c78f69c (docs/compile_options.jsonl) and the first steps of both revisions
   (docs/first_step.jsonl), recomputed from the records."""
   readme, table, prose = readme_and_benchmarks()
-  span = lambda values, digits=3: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   median = lambda values: f'{np.median(values):.3f}'
   run = split_runs(bench_lines('conv_libraries.jsonl'), lambda r: r['what'] == 'machine')[3]
   machine, rows = run[0], run[1:]
@@ -379,7 +382,6 @@ def test_the_later_onednn_rounds_are_those_of_their_records():
            f"{r['jax_xla_defaults_step_s']:.3f} | {r['peer_step_s']:.3f} | "
            f"{r['ratio_product']:.3f} / {r['ratio_xla_defaults']:.3f} |")
     assert row in table, row
-  span = lambda values: f'{min(values):.3f}–{max(values):.3f}'
   both = [r for r in later if r['revision'] == '0a657ad']
   before = [r for r in later if r['revision'] == '1797f2c'][-3:]
   assert [r['peer_step_s'] for r in before] == [r['peer_step_s'] for r in both]  # same rounds
@@ -434,7 +436,6 @@ def test_the_memory_reuse_rounds_are_those_of_their_records():
   old = [r for r in rounds if r['revision'] == '8817149']
   assert [r['peer_step_s'] for r in new[:3]] == [r['peer_step_s'] for r in old]  # same rounds
   assert all(r['jax_xla_defaults_page_faults_per_step'] is not None for r in new)
-  span = lambda values, digits=3: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   share = [n['jax_product_step_s'] / o['jax_product_step_s'] for n, o in zip(new, old)]
   ratios = [r['ratio_product'] for r in new]
   steps_s = [r['jax_product_step_s'] for r in new]
@@ -492,6 +493,9 @@ def test_the_memory_reuse_rounds_are_those_of_their_records():
       f'{span(peer_new)} s',
       f"the new step's median would give {fastest_peer / np.median(steps_s):.2f} and its slowest "
       f'{fastest_peer / max(steps_s):.2f}',
+      # 'about 2 s': the cold first steps' difference, checked above
+      'at the cost of about 2 s more compilation before the first step of the `cpu` variant: '
+      '`python -m launch.first_step --faces_kept --runs=5 --checkout=OLD,.`, `docs/first_step.jsonl`',
       f"The project aims at 1.2×, reached at 6eee4a5 and 596d7d3 in every round, on a day when "
       f"PyTorch's median step was slower than {slower} of its {len(peer_before)} earlier steps "
       'with oneDNN',
@@ -506,7 +510,6 @@ def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records(
   the compile options at 802fe47 (docs/compile_options.jsonl; its rows: the test of "Each option
   alone") and the side-by-side rounds of aaeece4 and 802fe47 (docs/peer_ratio.jsonl)."""
   _, table, prose = readme_and_benchmarks()
-  span = lambda values, digits=2: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   runs = split_runs(bench_lines('conv_libraries.jsonl'), lambda r: r['what'] == 'machine')
   (default_machine, *default), _, (machine, *now) = runs[:3]
   assert default_machine['xla_flags'] == machine['xla_flags'] == ''
@@ -534,13 +537,13 @@ def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records(
   ceiling = lambda run, op='matmul': [r['flop_per_s'] / 1e9 for r in run
                                      if r['what'] == 'ceiling' and r['op'] == op]
   expected = [
-      f'(its 3-channel first layer apart) took {span(unet)} of the time they took with the default '
-      f"kernels, and the SimpleNets' 48×48 layers {simplenet:.2f}",
+      f'(its 3-channel first layer apart) took {span(unet, 2)} of the time they took with the '
+      f"default kernels, and the SimpleNets' 48×48 layers {simplenet:.2f}",
       f'the convolutions add up to {total(now):,.0f} ms a step, against {total(default):,.0f} ms, '
       f'and the train step took {step(now):.3f} s against {step(default):.3f} s',
       f'the 2048³ matmul ran at {span(ceiling(now), 0)} GFLOP/s in this one against '
       f'{span(ceiling(default), 0)} in the first',
-      f'took {span(matmuls)} of their earlier time',
+      f'took {span(matmuls, 2)} of their earlier time',
       f'(8×72×72×64 → 64) ran at {span(ceiling(now, "conv3x3"), 0)} GFLOP/s against '
       f'{span(ceiling(default, "conv3x3"), 0)}: that one gained too',
   ]
@@ -583,20 +586,21 @@ def test_the_figures_of_the_convolutions_off_ynnpack_are_those_of_their_records(
            f"{old['peer_step_s']:.3f} | {pair(old, *ratios)} | {pair(new, *ratios)} |")
     assert row in table, row
   median = lambda rs, key, digits=2: f'{np.median([r[key] for r in rs]):.{digits}f}'
-  went = (f"{span([r['ratio_product'] for r in before])} (median {median(before, 'ratio_product')})"
-          f" to {span([r['ratio_product'] for r in after])} (median "
-          f"{median(after, 'ratio_product')})")
+  went = (f"{span([r['ratio_product'] for r in before], 2)} (median "
+          f"{median(before, 'ratio_product')}) to {span([r['ratio_product'] for r in after], 2)} "
+          f"(median {median(after, 'ratio_product')})")
   first_xeon = [r for r in peer if r.get('revision') == '2cfc27d']
   expected += [
       f"JAX ÷ PyTorch went from {went}, the step's median from "
       f"{median(before, 'jax_product_step_s', 3)} s to {median(after, 'jax_product_step_s', 3)} s",
       f"the medians were {median(before, 'ratio_xla_defaults')} and "
       f"{median(after, 'ratio_xla_defaults')}",
-      f"The code before the change gave {span([r['ratio_product'] for r in before])} here, where "
-      f"the same train step (2cfc27d) gave {span([r['ratio_product'] for r in first_xeon])}",
-      f"with the convolutions off YNNPACK, {span([r['ratio_product'] for r in after])} (median "
+      f"The code before the change gave {span([r['ratio_product'] for r in before], 2)} here, "
+      'where the same train step (2cfc27d) gave '
+      f"{span([r['ratio_product'] for r in first_xeon], 2)}",
+      f"with the convolutions off YNNPACK, {span([r['ratio_product'] for r in after], 2)} (median "
       f"{median(after, 'ratio_product')}) over three rounds where the code before it gave "
-      f"{span([r['ratio_product'] for r in before])} (median {median(before, 'ratio_product')})",
+      f"{span([r['ratio_product'] for r in before], 2)} (median {median(before, 'ratio_product')})",
   ]
   assert all(r['ratio_product'] < 1 for r in after)  # 'still behind PyTorch'
 
@@ -627,7 +631,6 @@ def test_what_1_2x_would_take_on_the_xeon_follows_from_its_records():
   (docs/conv_libraries.jsonl): the step less its convolutions timed alone, in their chosen
   lowering, and the rate they would need against the run's 2048³ matmul."""
   readme, _, prose = readme_and_benchmarks()
-  span = lambda values, digits=3: f'{min(values):.{digits}f}–{max(values):.{digits}f}'
   peer = [r['peer_step_s'] for r in bench_lines('peer_ratio.jsonl')
           if r.get('revision') == '802fe47']
   assert len(peer) == 3
